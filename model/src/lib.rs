@@ -1,0 +1,30 @@
+//! # dspnet-model
+//!
+//! Slimmable building blocks and networks for DSPNet (Zhao et al. 2022, arXiv 2207.06075:
+//! pretrain one slimmable network with BYOL-style self-supervision, then slim it into
+//! sub-networks at width multipliers such as 0.25 / 0.5 / 0.75 / 1.0).
+//!
+//! * [`slimmable`]: the width list, [`slim_channels`], width-sliced [`SlimConv2d`] /
+//!   [`SlimLinear`] (one shared full-size weight; a width uses its leading slice) and
+//!   [`SwitchableBatchNorm`] (private BN statistics and affine per width, Yu et al. 2019
+//!   "Slimmable Neural Networks", §3).
+//! * [`resnet`]: slimmable ResNet-18/34/50 (He et al. 2016) with ImageNet or small-image stem,
+//!   per-width parameter and multiply-accumulate counts, and export of one width as a
+//!   torchvision state dict.
+//! * [`heads`]: the slimmable BYOL projector/predictor MLP.
+//!
+//! Width is always an explicit `f64` argument; a width not in the model's list is a
+//! [`ModelError::WidthNotInList`], never a silent fallback.
+
+pub mod error;
+pub mod heads;
+pub mod resnet;
+pub mod slimmable;
+
+pub use error::{ModelError, Result};
+pub use heads::SlimMlpHead;
+pub use resnet::{Depth, ResNetConfig, SlimResNet, Stem};
+pub use slimmable::{
+    is_channels_last, slim_channels, to_channels_last, width_tag, SlimConv2d, SlimLinear,
+    SwitchableBatchNorm, WidthList,
+};

@@ -1,0 +1,74 @@
+//! The crate's error type. Every variant displays as ONE line that names the file, shard or
+//! option involved and says what to do about it.
+use std::path::PathBuf;
+
+/// Errors of `dspnet-pipeline`.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A file or folder could not be read.
+    #[error("cannot read {}: {source}; check that it exists and is readable", path.display())]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    /// A file or folder could not be written.
+    #[error("cannot write {}: {source}; check the folder exists, is writable and the disk is not full", path.display())]
+    Write { path: PathBuf, #[source] source: std::io::Error },
+    /// The shard output folder cannot be created or written.
+    #[error("output folder {} is not writable ({reason}); choose a writable folder", path.display())]
+    OutputNotWritable { path: PathBuf, reason: String },
+    /// The shard output folder already holds shards.
+    #[error("output folder {} already holds shards; pass --overwrite or choose an empty folder", path.display())]
+    OutputHasShards { path: PathBuf },
+    /// A configuration value is invalid.
+    #[error("invalid {option}: {message}")]
+    Config { option: String, message: String },
+    /// A shard pattern matched nothing.
+    #[error("shard pattern {pattern} matches no shard; check the path (e.g. data/train-{{000000..000009}}.tar)")]
+    NoShards { pattern: String },
+    /// A shard pattern is malformed.
+    #[error("shard pattern {pattern} is malformed: {reason}; use braces like train-{{000000..000009}}.tar or {{a,b}}")]
+    BadPattern { pattern: String, reason: String },
+    /// The URL scheme has no [`crate::source::ShardSource`] yet.
+    #[error("scheme {scheme}:// not supported yet; use a local path (shard URL {url})")]
+    UnsupportedScheme { scheme: String, url: String },
+    /// An input image folder holds no image.
+    #[error("input folder {} holds no image (expected DIR/<class>/<image>.jpg|jpeg|png|webp); check --input", path.display())]
+    NoImages { path: PathBuf },
+    /// A Fashion-MNIST IDX file is missing.
+    #[error("missing Fashion-MNIST file {}; --input must be the folder with the *-ubyte.gz IDX files", path.display())]
+    MissingIdx { path: PathBuf },
+    /// A Fashion-MNIST IDX file is malformed.
+    #[error("malformed IDX file {}: {reason}; re-download the Fashion-MNIST files", path.display())]
+    BadIdx { path: PathBuf, reason: String },
+    /// manifest.json is missing or malformed.
+    #[error("bad manifest {}: {reason}; re-run dspnet-shard to rewrite the shards", path.display())]
+    Manifest { path: PathBuf, reason: String },
+    /// A shard is not a readable tar stream (truncated, corrupt header, failed download ...).
+    #[error("shard {shard} is unreadable after sample {key}: {reason}; re-create or re-download the shard, or set strict_data = false to skip it")]
+    BadShard { shard: String, key: String, reason: String },
+    /// A sample is unusable (corrupt image, no image member, missing label ...).
+    #[error("shard {shard}, sample {key}: {reason}; fix or remove the sample, or set strict_data = false to skip it")]
+    BadSample { shard: String, key: String, reason: String },
+    /// An image could not be encoded or transformed.
+    #[error("image {key}: {reason}")]
+    Image { key: String, reason: String },
+    /// Image bytes could not be decoded, or a decoded image does not fit the transform.
+    #[error("image data: {0}")]
+    ImageData(String),
+    /// A tensor operation failed.
+    #[error("tensor error: {0}")]
+    Tensor(String),
+    /// The loader's threads or runtime failed.
+    #[error("loader failure: {0}; this is a bug in dspnet-pipeline, please report it")]
+    Internal(String),
+}
+
+impl PipelineError {
+    pub(crate) fn config(option: &str, message: impl Into<String>) -> Self {
+        PipelineError::Config { option: option.to_string(), message: message.into() }
+    }
+    pub(crate) fn read(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        PipelineError::Read { path: path.into(), source }
+    }
+    pub(crate) fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        PipelineError::Write { path: path.into(), source }
+    }
+}

@@ -1,0 +1,145 @@
+//! End-to-end tests of `dspnet-shard` on real CIFAR-10 JPEGs and Fashion-MNIST IDX files.
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dspnet_pipeline::shard::{open_shard_file, read_manifest};
+
+const CIFAR: &str = "/work/shared/data/cifar10-jpg/train";
+const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
+const CLASSES: [&str; 3] = ["airplane", "automobile", "bird"];
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dspnet-shard"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run dspnet-shard")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// 3 classes x 40 CIFAR-10 JPEGs as symlinks (originals read in place, never copied).
+fn cifar_subset() -> Option<tempfile::TempDir> {
+    if !Path::new(CIFAR).exists() {
+        eprintln!("skipping: {CIFAR} missing");
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    for class in CLASSES {
+        fs::create_dir_all(d.path().join(class)).unwrap();
+        for i in 0..40 {
+            let name = format!("{i:04}.jpg");
+            std::os::unix::fs::symlink(Path::new(CIFAR).join(class).join(&name), d.path().join(class).join(&name)).unwrap();
+        }
+    }
+    Some(d)
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{err}");
+}
+
+fn shard_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(".tar")).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn imagefolder_roundtrip_and_determinism() {
+    let Some(input) = cifar_subset() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    for (dir, seed) in [(&a, "5"), (&b, "5"), (&c, "6")] {
+        let out = run(&["--input", p(input.path()), "--output", p(dir), "--samples-per-shard", "50", "--seed", seed]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.lines().count(), 1);
+        assert!(stdout.contains("120 samples, 3 shards"), "{stdout}");
+    }
+    let m = read_manifest(&a).unwrap();
+    assert_eq!(m.class_names, CLASSES.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(m.total_samples, 120);
+    assert_eq!(m.prefix, "train");
+    let files = shard_files(&a);
+    assert_eq!(files.iter().map(|f| f.file_name().unwrap().to_str().unwrap().to_string()).collect::<Vec<_>>(), vec!["train-000000.tar", "train-000001.tar", "train-000002.tar"]);
+    let mut keys = Vec::new();
+    for f in &files {
+        for s in open_shard_file(f).unwrap() {
+            let s = s.unwrap();
+            let (class, stem) = s.key.rsplit_once('_').unwrap();
+            let ci = CLASSES.iter().position(|c| *c == class).unwrap();
+            assert_eq!(s.files["jpg"], fs::read(Path::new(CIFAR).join(class).join(format!("{stem}.jpg"))).unwrap());
+            assert_eq!(String::from_utf8(s.files["cls"].clone()).unwrap(), ci.to_string());
+            keys.push(s.key);
+        }
+    }
+    let expected: BTreeSet<String> = CLASSES.iter().flat_map(|c| (0..40).map(move |i| format!("{c}_{i:04}"))).collect();
+    assert_eq!(keys.iter().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(keys.len(), 120);
+    // same seed → byte-identical shards and manifest; other seed → other order
+    for f in &files {
+        let name = f.file_name().unwrap();
+        assert_eq!(fs::read(f).unwrap(), fs::read(b.join(name)).unwrap());
+    }
+    assert_eq!(fs::read(a.join("manifest.json")).unwrap(), fs::read(b.join("manifest.json")).unwrap());
+    let keys_c: Vec<String> = shard_files(&c).iter().flat_map(|f| open_shard_file(f).unwrap().map(|s| s.unwrap().key)).collect();
+    assert_ne!(keys, keys_c);
+    // output already holds shards → exit 2; --overwrite works
+    let out = run(&["--input", p(input.path()), "--output", p(&a)]);
+    assert_one_line_error(&out, "already holds shards; pass --overwrite");
+    let out = run(&["--input", p(input.path()), "--output", p(&a), "--overwrite", "--zstd", "--prefix", "cifar"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(a.join("cifar-000000.tar.zst").exists() && !a.join("train-000000.tar").exists());
+}
+
+#[test]
+fn fashion_mnist_test_split() {
+    if !Path::new(FMNIST).exists() {
+        eprintln!("skipping: {FMNIST} missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&["--input", FMNIST, "--output", p(tmp.path()), "--format", "fashion-mnist", "--split", "test", "--samples-per-shard", "4000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = read_manifest(tmp.path()).unwrap();
+    assert_eq!(m.total_samples, 10_000);
+    assert_eq!(m.shards.iter().map(|s| s.samples).collect::<Vec<_>>(), vec![4000, 4000, 2000]);
+    assert_eq!(m.shards[0].name, "test-000000.tar");
+    assert_eq!(m.class_names[9], "Ankle boot");
+    let first = open_shard_file(tmp.path().join("test-000000.tar")).unwrap().next().unwrap().unwrap();
+    assert!(first.key.starts_with("test_"));
+    assert_eq!(&first.files["png"][..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(empty.join("cls")).unwrap();
+    let out = run(&["--input", p(&empty), "--output", p(&tmp.path().join("o1"))]);
+    assert_one_line_error(&out, "holds no image");
+    let out = run(&["--input", p(&tmp.path().join("missing")), "--output", p(&tmp.path().join("o2"))]);
+    assert_one_line_error(&out, "cannot read");
+    let out = run(&["--input", p(&empty), "--output", p(&tmp.path().join("o3")), "--format", "fashion-mnist"]);
+    assert_one_line_error(&out, "missing Fashion-MNIST file");
+    // unwritable output: a folder below a regular file
+    let img_dir = tmp.path().join("imgs/a");
+    fs::create_dir_all(&img_dir).unwrap();
+    fs::write(img_dir.join("x.png"), b"bytes are stored, not decoded").unwrap();
+    let file = tmp.path().join("plain-file");
+    fs::write(&file, b"x").unwrap();
+    let out = run(&["--input", p(&tmp.path().join("imgs")), "--output", p(&file.join("sub"))]);
+    assert_one_line_error(&out, "is not writable");
+    // mutually exclusive size options: clap usage error, exit 2
+    let out = run(&["--input", "x", "--output", "y", "--samples-per-shard", "5", "--max-shard-bytes", "100"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,342 @@
+//! Run configuration: a TOML file plus `--set section.key=value` overrides.
+//!
+//! Every section denies unknown keys, so a typo is a one-line error naming the key instead of a
+//! silently ignored setting. The resolved configuration is written into the run directory and is
+//! what `dspnet-eval` reads back.
+
+use crate::error::TrainerError;
+use dspnet_model::resnet::ResNetConfig;
+use dspnet_model::WidthList;
+use dspnet_pipeline::augment::AugmentConfig;
+use dspnet_pipeline::loader::LoaderConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Which pretraining method the step runs. `Dspnet` over a single width is plain BYOL, which is
+/// also what `Byol` runs (it requires exactly one width), the "individually pretrained" baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// DSPNet (Wang et al., arXiv 2207.06075): BYOL at full width, in-place distillation from the
+    /// momentum teacher at narrower widths, sandwich rule.
+    Dspnet,
+    /// BYOL (Grill et al. 2020) at one width.
+    Byol,
+}
+
+/// Optimiser family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with (heavy-ball) momentum.
+    Sgd,
+    /// LARS (You et al. 2017) as used by BYOL: layer-wise trust ratio on weights, not on BN/bias.
+    Lars,
+}
+
+/// Projector / predictor sizes (BYOL §3.3: hidden 4096, output 256 at ImageNet scale).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadsConfig {
+    /// Hidden width of projector and predictor at width multiplier 1.0 (scaled by w).
+    pub hidden: i64,
+    /// Output dimension of projector and predictor at every width.
+    pub out_dim: i64,
+}
+
+/// The DSPNet step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodConfig {
+    pub name: Method,
+    /// Widths trained by the sandwich rule; a subset of `model.widths` (default: all of them).
+    #[serde(default)]
+    pub train_widths: Option<Vec<f64>>,
+    /// Random middle widths per step besides largest and smallest (sandwich rule, Yu & Huang
+    /// 2019). `None`: every width when there are at most 4, else 2.
+    #[serde(default)]
+    pub random_widths: Option<usize>,
+    /// Loss weight per width, same order as the trained widths; `None` means 1.0 each.
+    #[serde(default)]
+    pub loss_weights: Option<Vec<f64>>,
+    /// Initial EMA rate of the momentum teacher (BYOL: 0.996; 0.99 for short runs).
+    pub ema_base: f64,
+    /// Final EMA rate (cosine schedule from `ema_base` to this; BYOL: 1.0).
+    #[serde(default = "one")]
+    pub ema_final: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Optimiser and schedule.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub kind: OptimizerKind,
+    /// Base learning rate for a batch of 256 images; scaled linearly by batch/256.
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// LARS trust coefficient (eta).
+    #[serde(default = "default_eta")]
+    pub lars_eta: f64,
+    /// Linear warm-up length in epochs (may be fractional).
+    pub warmup_epochs: f64,
+}
+
+fn default_eta() -> f64 {
+    0.001
+}
+
+/// Length and bookkeeping of the run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Epochs over the training shards (fractional allowed).
+    pub epochs: f64,
+    /// Compute dtype: "fp32" or "bf16" (bf16 activations and weights in the forward pass,
+    /// fp32 master weights, heads and loss). "auto" picks bf16 on CPUs with AMX/AVX512-BF16
+    /// and on CUDA devices with bf16 support.
+    pub precision: String,
+    /// Use channels_last memory format for images and convolutions.
+    pub channels_last: bool,
+    /// Save a checkpoint every this many optimiser steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Write a metrics line every this many steps.
+    pub log_every: u64,
+    /// Intra-op threads for libtorch (0: libtorch's default).
+    pub threads: usize,
+    /// Seed for weights, width sampling and data order.
+    pub seed: u64,
+}
+
+/// Evaluation protocol settings (recorded in every result).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// kNN monitor: neighbours (Wu et al. 2018 / InstDisc: 200).
+    pub knn_k: i64,
+    /// kNN temperature for weighted votes (0.1).
+    pub knn_t: f64,
+    /// Linear probe epochs over the frozen, pre-computed features.
+    pub linear_epochs: usize,
+    /// Linear probe learning rate (Adam).
+    pub linear_lr: f64,
+    /// Linear probe batch size.
+    pub linear_batch: i64,
+    /// Batch size for feature extraction.
+    pub batch_size: usize,
+    /// Batches of training images used to re-estimate BN statistics of a random-init network
+    /// (its running statistics are meaningless otherwise); also `dspnet-eval --calibrate-bn`.
+    pub bn_calibration_batches: usize,
+}
+
+/// The whole run configuration (one TOML file; see `configs/`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ResNetConfig,
+    pub heads: HeadsConfig,
+    pub method: MethodConfig,
+    pub optim: OptimConfig,
+    pub train: TrainConfig,
+    pub loader: LoaderConfig,
+    pub augment: AugmentConfig,
+    pub eval: EvalConfig,
+}
+
+impl RunConfig {
+    /// Reads a TOML file and applies `key=value` overrides (`section.key=value`, the value parsed
+    /// as TOML, falling back to a string), then validates.
+    ///
+    /// Errors: unreadable file, TOML syntax, unknown or mistyped key (named), invalid values.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, TrainerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            TrainerError::Config(format!("cannot read config {}: {e}", path.display()))
+        })?;
+        let mut value: toml::Value = toml::from_str(&text).map_err(|e| {
+            TrainerError::Config(format!(
+                "config {} is not valid TOML: {}",
+                path.display(),
+                one_line(&e.to_string())
+            ))
+        })?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        Self::from_value(value, &path.display().to_string())
+    }
+
+    /// Parses a configuration from TOML text (used for a run directory's resolved config).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, TrainerError> {
+        let value: toml::Value = toml::from_str(text).map_err(|e| {
+            TrainerError::Config(format!("config {origin} is not valid TOML: {}", one_line(&e.to_string())))
+        })?;
+        Self::from_value(value, origin)
+    }
+
+    fn from_value(value: toml::Value, origin: &str) -> Result<Self, TrainerError> {
+        let cfg: RunConfig = value.try_into().map_err(|e: toml::de::Error| {
+            TrainerError::Config(format!("config {origin}: {}", one_line(&e.to_string())))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Serialises the resolved configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a RunConfig always serialises")
+    }
+
+    /// The widths this run trains, validated against the model's width list.
+    pub fn train_widths(&self) -> Result<WidthList, TrainerError> {
+        let model_widths = WidthList::new(self.model.widths.clone())
+            .map_err(|e| TrainerError::Config(format!("model.widths: {e}")))?;
+        let list = match &self.method.train_widths {
+            None => model_widths,
+            Some(ws) => {
+                for &w in ws {
+                    model_widths.index_of(w).map_err(|e| {
+                        TrainerError::Config(format!("method.train_widths: {e}"))
+                    })?;
+                }
+                WidthList::new(ws.clone())
+                    .map_err(|e| TrainerError::Config(format!("method.train_widths: {e}")))?
+            }
+        };
+        Ok(list)
+    }
+
+    /// Checks cross-field constraints; errors name the option and the fix.
+    pub fn validate(&self) -> Result<(), TrainerError> {
+        let widths = self.train_widths()?;
+        if self.method.name == Method::Byol && widths.as_slice().len() != 1 {
+            return Err(TrainerError::Config(format!(
+                "method.name = \"byol\" trains one width but method.train_widths has {}; set --set method.train_widths=[1.0]",
+                widths.as_slice().len()
+            )));
+        }
+        if let Some(lw) = &self.method.loss_weights {
+            if lw.len() != widths.as_slice().len() {
+                return Err(TrainerError::Config(format!(
+                    "method.loss_weights has {} values but {} widths are trained; give one weight per width",
+                    lw.len(),
+                    widths.as_slice().len()
+                )));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.method.ema_base) || !(0.0..=1.0).contains(&self.method.ema_final) {
+            return Err(TrainerError::Config("method.ema_base and method.ema_final must lie in [0, 1]".into()));
+        }
+        if self.loader.batch_size < 2 {
+            return Err(TrainerError::Config("loader.batch_size must be at least 2 (batch norm needs it)".into()));
+        }
+        if self.train.epochs <= 0.0 {
+            return Err(TrainerError::Config("train.epochs must be positive".into()));
+        }
+        match self.train.precision.as_str() {
+            "fp32" | "bf16" | "auto" => {}
+            p => {
+                return Err(TrainerError::Config(format!(
+                    "train.precision = \"{p}\" is unknown; use \"fp32\", \"bf16\" or \"auto\""
+                )))
+            }
+        }
+        if self.augment.channels as i64 != self.model.in_channels {
+            return Err(TrainerError::Config(format!(
+                "augment.channels ({}) differs from model.in_channels ({}); make them equal",
+                self.augment.channels, self.model.in_channels
+            )));
+        }
+        self.augment
+            .validate()
+            .map_err(|e| TrainerError::Config(format!("augment: {e}")))?;
+        if self.optim.lr <= 0.0 {
+            return Err(TrainerError::Config("optim.lr must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Applies one `a.b.c=value` override to a TOML tree. The key must already exist, so a typo is
+/// an error naming it; the value is parsed as TOML (`0.5`, `[0.25, 1.0]`, `true`, `"x"`) and
+/// falls back to a bare string.
+pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), TrainerError> {
+    let (key, raw) = item.split_once('=').ok_or_else(|| {
+        TrainerError::Config(format!("--set {item}: expected key=value, e.g. --set optim.lr=0.5"))
+    })?;
+    let key = key.trim();
+    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = root;
+    for (i, part) in parts.iter().enumerate() {
+        let table = node.as_table_mut().ok_or_else(|| {
+            TrainerError::Config(format!("--set {key}: {} is not a section", parts[..i].join(".")))
+        })?;
+        if i + 1 == parts.len() {
+            if !table.contains_key(*part) && !optional_key(&parts) {
+                return Err(TrainerError::Config(format!(
+                    "--set {key}: unknown config key; see the config file for the available keys"
+                )));
+            }
+            table.insert(part.to_string(), parsed);
+            return Ok(());
+        }
+        node = table.get_mut(*part).ok_or_else(|| {
+            TrainerError::Config(format!("--set {key}: unknown config section {}", parts[..=i].join(".")))
+        })?;
+    }
+    Ok(())
+}
+
+/// Keys that may be absent from a config file but can be set (serde defaults).
+fn optional_key(parts: &[&str]) -> bool {
+    matches!(
+        parts,
+        ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final"] | ["optim", "lars_eta"]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> toml::Value {
+        toml::from_str("[optim]\nlr = 0.1\n[method]\nname = \"dspnet\"\n").unwrap()
+    }
+
+    #[test]
+    fn override_sets_typed_values() {
+        let mut v = base();
+        apply_override(&mut v, "optim.lr=0.5").unwrap();
+        apply_override(&mut v, "method.train_widths=[0.5, 1.0]").unwrap();
+        assert_eq!(v["optim"]["lr"].as_float(), Some(0.5));
+        let ws: Vec<f64> = v["method"]["train_widths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_float().unwrap())
+            .collect();
+        assert_eq!(ws, vec![0.5, 1.0]);
+    }
+
+    #[test]
+    fn override_unknown_key_is_an_error_naming_it() {
+        let mut v = base();
+        let e = apply_override(&mut v, "optim.lrr=0.5").unwrap_err().to_string();
+        assert!(e.contains("optim.lrr"), "{e}");
+        let e = apply_override(&mut v, "nosuch.lr=0.5").unwrap_err().to_string();
+        assert!(e.contains("nosuch"), "{e}");
+        let e = apply_override(&mut v, "optim.lr").unwrap_err().to_string();
+        assert!(e.contains("key=value"), "{e}");
+    }
+}

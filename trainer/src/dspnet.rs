@@ -1,0 +1,280 @@
+//! The DSPNet step: one momentum-teacher forward per view shared by every width, then the
+//! sandwich-rule widths of the online network, each with its own backward pass, and ONE
+//! optimiser step. See docs/method.md for the equations and where each choice comes from.
+
+use crate::config::RunConfig;
+use crate::error::TrainerError;
+use crate::loss::regression_loss;
+use crate::network::{copy_into_teacher, ema_update, Branch};
+use crate::optim::Optimizer;
+use crate::sandwich::sandwich_widths;
+use crate::schedule::{ema_rate_at, lr_at};
+use dspnet_model::WidthList;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+/// Numeric format of the forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ComputeFormat {
+    /// `Kind::Float` or `Kind::BFloat16` for images, convolutions and BN (weights stay fp32
+    /// master copies; heads and losses are fp32).
+    pub kind: Kind,
+    /// Images (and so convolution activations) in channels_last memory format.
+    pub channels_last: bool,
+}
+
+impl ComputeFormat {
+    /// Resolves `train.precision` ("fp32", "bf16", "auto") and `train.channels_last`. "auto" is
+    /// bf16 on CUDA and on CPUs that report AMX or AVX512-BF16 (where oneDNN runs bf16
+    /// convolutions natively), fp32 elsewhere.
+    pub fn resolve(precision: &str, channels_last: bool, device: Device) -> Self {
+        let bf16 = match precision {
+            "bf16" => true,
+            "fp32" => false,
+            _ => device.is_cuda() || cpu_has_native_bf16(),
+        };
+        ComputeFormat { kind: if bf16 { Kind::BFloat16 } else { Kind::Float }, channels_last }
+    }
+
+    /// Casts a batch of images `[B, C, H, W]` to this format.
+    pub fn apply(&self, images: &Tensor) -> Tensor {
+        let x = images.to_kind(self.kind);
+        if self.channels_last {
+            dspnet_model::to_channels_last(&x)
+        } else {
+            x
+        }
+    }
+
+    /// "fp32" or "bf16".
+    pub fn name(&self) -> &'static str {
+        if self.kind == Kind::BFloat16 {
+            "bf16"
+        } else {
+            "fp32"
+        }
+    }
+}
+
+/// True when /proc/cpuinfo lists AMX-BF16 or AVX512-BF16 (x86 Linux); false elsewhere.
+pub fn cpu_has_native_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.contains(" amx_bf16") || s.contains(" avx512_bf16"))
+        .unwrap_or(false)
+}
+
+/// What one step did, per trained width (largest first).
+#[derive(Clone, Debug, Default)]
+pub struct StepStats {
+    /// (width, unweighted loss summed over both view orders, in [0, 8]).
+    pub losses: Vec<(f64, f64)>,
+    /// (width, std over the batch of the l2-normalised online projection, averaged over
+    /// dimensions; collapse shows as → 0, a healthy value is near 1/sqrt(out_dim)).
+    pub feature_std: Vec<(f64, f64)>,
+    /// Learning rate used.
+    pub lr: f64,
+    /// EMA rate used for the teacher update after this step.
+    pub tau: f64,
+}
+
+/// Online network, momentum teacher, optimiser and schedules of one DSPNet (or BYOL) run.
+pub struct DspnetTrainer {
+    pub online: Branch,
+    pub teacher: Branch,
+    pub optimizer: Optimizer,
+    /// Widths trained (sorted ascending).
+    pub widths: Vec<f64>,
+    /// Width the momentum teacher runs at: the largest of the model's width list.
+    pub teacher_width: f64,
+    loss_weights: Vec<f64>,
+    random_widths: Option<usize>,
+    rng: ChaCha8Rng,
+    pub format: ComputeFormat,
+    /// Total optimiser steps of the run (for the schedules).
+    pub total_steps: u64,
+    warmup_steps: u64,
+    base_lr: f64,
+    ema_base: f64,
+    ema_final: f64,
+}
+
+impl DspnetTrainer {
+    /// Builds online and teacher branches (teacher initialised as a copy of the online network)
+    /// and the optimiser. `total_steps`/`steps_per_epoch` set the schedules; the learning rate
+    /// is `optim.lr · batch/256` (linear scaling, Goyal et al. 2017).
+    pub fn new(
+        cfg: &RunConfig,
+        device: Device,
+        total_steps: u64,
+        steps_per_epoch: u64,
+        global_batch: usize,
+    ) -> Result<Self, TrainerError> {
+        tch::manual_seed(cfg.train.seed as i64);
+        let online = Branch::new(cfg, device, true)?;
+        let teacher = Branch::new(cfg, device, false)?;
+        copy_into_teacher(&teacher, &online)?;
+        let params: Vec<(String, Tensor)> = online
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        let optimizer = Optimizer::new(&cfg.optim, params);
+        let widths = cfg.train_widths()?.as_slice().to_vec();
+        let loss_weights = cfg.method.loss_weights.clone().unwrap_or_else(|| vec![1.0; widths.len()]);
+        let teacher_width = WidthList::new(cfg.model.widths.clone())?.largest();
+        let format = ComputeFormat::resolve(&cfg.train.precision, cfg.train.channels_last, device);
+        Ok(DspnetTrainer {
+            online,
+            teacher,
+            optimizer,
+            widths,
+            teacher_width,
+            loss_weights,
+            random_widths: cfg.method.random_widths,
+            rng: ChaCha8Rng::seed_from_u64(cfg.train.seed ^ 0x5a4d_5749_4454_4853),
+            format,
+            total_steps,
+            warmup_steps: (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as u64,
+            base_lr: cfg.optim.lr * global_batch as f64 / 256.0,
+            ema_base: cfg.method.ema_base,
+            ema_final: cfg.method.ema_final,
+        })
+    }
+
+    /// Learning rate at optimiser step `step`.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        lr_at(step, self.total_steps, self.warmup_steps, self.base_lr)
+    }
+
+    /// One training step on two augmented views `[B, C, H, W]` f32 of the same images (any
+    /// device; moved to the model's with a non-blocking copy).
+    ///
+    /// 1. Teacher (largest width of the model, no gradient) projects each view once: `z_a`, `z_b`.
+    /// 2. For each width w of the sandwich rule: `L_w = ℓ(q_w(a), z_b) + ℓ(q_w(b), z_a)` with
+    ///    BYOL's regression loss ℓ; at w = 1 this is BYOL's SSL loss, at w < 1 in-place
+    ///    distillation from the teacher. `λ_w·L_w` is back-propagated at once, so only one
+    ///    width's activations are alive at a time; gradients accumulate.
+    /// 3. One optimiser step; then the teacher's EMA update.
+    ///
+    /// Errors: a non-finite loss (names width and step; the weights are left untouched).
+    pub fn step(&mut self, view_a: &Tensor, view_b: &Tensor, step: u64) -> Result<StepStats, TrainerError> {
+        let device = self.online.vs.device();
+        let a = self.format.apply(&view_a.to_device_(device, view_a.kind(), true, false));
+        let b = self.format.apply(&view_b.to_device_(device, view_b.kind(), true, false));
+        let (z_a, z_b) = tch::no_grad(|| -> Result<(Tensor, Tensor), TrainerError> {
+            let tw = self.teacher_width;
+            Ok((self.teacher.project(&a, tw, true)?, self.teacher.project(&b, tw, true)?))
+        })?;
+        let chosen = sandwich_widths(&self.widths, self.random_widths, &mut self.rng);
+        let lr = self.lr_at(step);
+        let tau = ema_rate_at(step, self.total_steps, self.ema_base, self.ema_final);
+        let mut stats = StepStats { lr, tau, ..Default::default() };
+        self.optimizer.zero_grad();
+        for &w in &chosen {
+            let idx = self.widths.iter().position(|x| *x == w).expect("sandwich picks trained widths");
+            let proj_a = self.online.project(&a, w, true)?;
+            let proj_b = self.online.project(&b, w, true)?;
+            let q_a = self.online.predict(&proj_a, w, true)?;
+            let q_b = self.online.predict(&proj_b, w, true)?;
+            let loss = regression_loss(&q_a, &z_b) + regression_loss(&q_b, &z_a);
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                self.optimizer.zero_grad();
+                return Err(TrainerError::NonFinite(format!(
+                    "non-finite loss ({value}) at width {w} in step {step}; lower optim.lr or use train.precision=\"fp32\""
+                )));
+            }
+            (loss * self.loss_weights[idx]).backward();
+            let std = tch::no_grad(|| {
+                let z = proj_a.detach();
+                let z = &z / z.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
+                z.std_dim(Some([0].as_slice()), true, false).mean(Kind::Float).double_value(&[])
+            });
+            stats.losses.push((w, value));
+            stats.feature_std.push((w, std));
+        }
+        self.optimizer.step(lr);
+        ema_update(&self.teacher, &self.online, tau)?;
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+
+    fn tiny(widths: &[f64]) -> RunConfig {
+        let text = include_str!("../../configs/cpu-fashion-mnist.toml");
+        let mut cfg = RunConfig::from_toml_str(text, "preset").unwrap();
+        cfg.model.base_channels = 4;
+        cfg.model.widths = widths.to_vec();
+        cfg.heads.hidden = 16;
+        cfg.heads.out_dim = 8;
+        cfg.train.precision = "fp32".into();
+        cfg.optim.warmup_epochs = 0.0;
+        cfg
+    }
+
+    fn views() -> (Tensor, Tensor) {
+        tch::manual_seed(1);
+        let a = Tensor::randn([4, 1, 16, 16], (Kind::Float, Device::Cpu));
+        let b = Tensor::randn([4, 1, 16, 16], (Kind::Float, Device::Cpu));
+        (a, b)
+    }
+
+    #[test]
+    fn step_trains_every_width_largest_first_and_updates_teacher() {
+        let cfg = tiny(&[0.25, 0.5, 0.75, 1.0]);
+        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        let before: Vec<(String, Tensor)> =
+            t.teacher.vs.variables().into_iter().map(|(n, v)| (n, v.copy())).collect();
+        let online_before = t.online.vs.variables()["backbone.conv1.weight"].copy();
+        let (a, b) = views();
+        let s = t.step(&a, &b, 0).unwrap();
+        let ws: Vec<f64> = s.losses.iter().map(|(w, _)| *w).collect();
+        assert_eq!(ws, vec![1.0, 0.75, 0.5, 0.25]);
+        for (w, l) in &s.losses {
+            assert!((0.0..=8.0).contains(l), "width {w}: loss {l}");
+        }
+        // lr of step 0 without warm-up is the base lr scaled by batch/256 (cosine at t=0)
+        assert!((s.lr - cfg.optim.lr * 4.0 / 256.0).abs() < 1e-12);
+        assert!((s.tau - cfg.method.ema_base).abs() < 1e-12);
+        // online weights moved; teacher = tau*old + (1-tau)*online_new
+        let online_after = t.online.vs.variables();
+        assert!(!online_after["backbone.conv1.weight"].equal(&online_before));
+        let tv = t.teacher.vs.variables();
+        for (name, old) in before.iter().filter(|(n, _)| n.ends_with("conv1.weight")) {
+            let expected = old * s.tau + &online_after[name] * (1.0 - s.tau);
+            let diff = (&tv[name] - expected).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "{name}: {diff}");
+        }
+    }
+
+    #[test]
+    fn single_width_run_is_byol_with_teacher_at_that_width() {
+        let mut cfg = tiny(&[0.5]);
+        cfg.method.name = crate::config::Method::Byol;
+        cfg.validate().unwrap();
+        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        assert_eq!(t.teacher_width, 0.5);
+        let (a, b) = views();
+        let s = t.step(&a, &b, 0).unwrap();
+        assert_eq!(s.losses.len(), 1);
+        assert_eq!(s.losses[0].0, 0.5);
+        // at step 0 teacher == online, so the loss is the predictor's mismatch only: finite, < 8
+        assert!(s.losses[0].1.is_finite());
+    }
+
+    #[test]
+    fn non_finite_loss_is_an_error_naming_width_and_step() {
+        let cfg = tiny(&[0.5, 1.0]);
+        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        let (a, b) = views();
+        let a = a * f64::NAN;
+        let e = t.step(&a, &b, 7).unwrap_err().to_string();
+        assert!(e.contains("width 1") && e.contains("step 7"), "{e}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The online network (backbone + projector + predictor) and the momentum teacher (backbone +
+//! projector), each in its own `VarStore`, with the EMA update between them.
+
+use crate::config::RunConfig;
+use crate::error::TrainerError;
+use dspnet_model::heads::SlimMlpHead;
+use dspnet_model::resnet::SlimResNet;
+use dspnet_model::WidthList;
+use tch::{nn, Device, Tensor};
+
+/// Backbone and heads of one branch. The teacher has no predictor (BYOL §3.1).
+pub struct Branch {
+    pub vs: nn::VarStore,
+    pub backbone: SlimResNet,
+    pub projector: SlimMlpHead,
+    pub predictor: Option<SlimMlpHead>,
+}
+
+impl Branch {
+    /// Builds a branch on `device` from the run configuration. Variables live under
+    /// `backbone.*`, `projector.*` and `predictor.*`.
+    pub fn new(cfg: &RunConfig, device: Device, with_predictor: bool) -> Result<Self, TrainerError> {
+        let vs = nn::VarStore::new(device);
+        let widths = WidthList::new(cfg.model.widths.clone())?;
+        let root = vs.root();
+        let backbone = SlimResNet::new(&(&root / "backbone"), &cfg.model)?;
+        let feat = backbone.feature_dim(1.0);
+        let projector =
+            SlimMlpHead::new(&(&root / "projector"), feat, true, cfg.heads.hidden, cfg.heads.out_dim, &widths)?;
+        let predictor = if with_predictor {
+            Some(SlimMlpHead::new(
+                &(&root / "predictor"),
+                cfg.heads.out_dim,
+                false,
+                cfg.heads.hidden,
+                cfg.heads.out_dim,
+                &widths,
+            )?)
+        } else {
+            None
+        };
+        Ok(Branch { vs, backbone, projector, predictor })
+    }
+
+    /// Projection `[B, out_dim]` fp32 of images `[B, C, H, W]` at width multiplier `width`
+    /// (backbone features are cast to fp32 before the heads, so heads and loss stay fp32).
+    pub fn project(&self, images: &Tensor, width: f64, train: bool) -> Result<Tensor, TrainerError> {
+        let f = self.backbone.forward_t(images, width, train)?.to_kind(tch::Kind::Float);
+        Ok(self.projector.forward_t(&f, width, train)?)
+    }
+
+    /// Prediction `[B, out_dim]` fp32: predictor(projection). Errors if built without predictor.
+    pub fn predict(&self, projection: &Tensor, width: f64, train: bool) -> Result<Tensor, TrainerError> {
+        let p = self
+            .predictor
+            .as_ref()
+            .ok_or_else(|| TrainerError::Config("this branch has no predictor".into()))?;
+        Ok(p.forward_t(projection, width, train)?)
+    }
+}
+
+/// Copies every teacher variable from the online variable of the same name (initialisation,
+/// BYOL §3.1: the teacher starts as the online network).
+pub fn copy_into_teacher(teacher: &Branch, online: &Branch) -> Result<(), TrainerError> {
+    ema_update(teacher, online, 0.0)
+}
+
+/// EMA update of the momentum teacher (BYOL §3.1, eq. 1): `ξ ← τ·ξ + (1 − τ)·θ` for every
+/// teacher variable, parameters AND BN running statistics (our choice: the teacher runs its BN
+/// in train mode, so its running statistics only matter when the teacher itself is evaluated,
+/// and then they follow the online network's like the weights do). Integer buffers are copied.
+///
+/// Errors: a teacher variable with no online counterpart (different architectures).
+pub fn ema_update(teacher: &Branch, online: &Branch, tau: f64) -> Result<(), TrainerError> {
+    let online_vars = online.vs.variables();
+    tch::no_grad(|| {
+        for (name, mut t) in teacher.vs.variables() {
+            let o = online_vars.get(&name).ok_or_else(|| {
+                TrainerError::Checkpoint(format!("teacher variable {name} has no online counterpart"))
+            })?;
+            if tau == 0.0 || !t.is_floating_point() {
+                t.copy_(o);
+            } else {
+                let _ = t.g_mul_scalar_(tau).g_add_(&(o * (1.0 - tau)));
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+
+    pub(crate) fn tiny_config() -> RunConfig {
+        let text = include_str!("../../configs/cpu-fashion-mnist.toml");
+        let mut cfg = RunConfig::from_toml_str(text, "cpu-fashion-mnist.toml").unwrap();
+        cfg.model.base_channels = 4;
+        cfg.heads.hidden = 16;
+        cfg.heads.out_dim = 8;
+        cfg
+    }
+
+    #[test]
+    fn ema_update_by_hand() {
+        let cfg = tiny_config();
+        let online = Branch::new(&cfg, Device::Cpu, true).unwrap();
+        let teacher = Branch::new(&cfg, Device::Cpu, false).unwrap();
+        tch::no_grad(|| {
+            for (_, mut t) in online.vs.variables() {
+                let _ = t.fill_(1.0);
+            }
+            for (_, mut t) in teacher.vs.variables() {
+                let _ = t.fill_(0.0);
+            }
+        });
+        // ξ ← 0.9·0 + 0.1·1 = 0.1, then ξ ← 0.9·0.1 + 0.1·1 = 0.19
+        ema_update(&teacher, &online, 0.9).unwrap();
+        ema_update(&teacher, &online, 0.9).unwrap();
+        let vars = teacher.vs.variables();
+        assert!(!vars.is_empty());
+        for (name, t) in vars {
+            let (lo, hi) = (t.min().double_value(&[]), t.max().double_value(&[]));
+            assert!((lo - 0.19).abs() < 1e-6 && (hi - 0.19).abs() < 1e-6, "{name}: {lo}..{hi}");
+        }
+        // the teacher has no predictor; every teacher variable exists in the online network
+        assert!(teacher.vs.variables().keys().all(|k| !k.starts_with("predictor")));
+    }
+
+    #[test]
+    fn copy_into_teacher_makes_equal_weights() {
+        let cfg = tiny_config();
+        let online = Branch::new(&cfg, Device::Cpu, true).unwrap();
+        let teacher = Branch::new(&cfg, Device::Cpu, false).unwrap();
+        copy_into_teacher(&teacher, &online).unwrap();
+        let ov = online.vs.variables();
+        for (name, t) in teacher.vs.variables() {
+            assert!(t.equal(&ov[&name]), "{name}");
+        }
+    }
+}

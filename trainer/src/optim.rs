@@ -1,0 +1,148 @@
+//! SGD with momentum and LARS (You et al. 2017, as used by BYOL §3.3), with BN parameters and
+//! biases excluded from weight decay and from LARS adaptation (BYOL Appendix C).
+
+use crate::config::{OptimConfig, OptimizerKind};
+use tch::Tensor;
+
+/// One optimised parameter with its momentum buffer.
+struct Param {
+    name: String,
+    value: Tensor,
+    momentum: Tensor,
+    /// Weight decay and LARS trust ratio apply (conv/linear weights, i.e. tensors of rank > 1).
+    adapt: bool,
+}
+
+/// Optimiser over a fixed set of named fp32 parameters.
+pub struct Optimizer {
+    kind: OptimizerKind,
+    momentum: f64,
+    weight_decay: f64,
+    eta: f64,
+    params: Vec<Param>,
+}
+
+impl Optimizer {
+    /// Builds the optimiser for `params` (name, tensor with `requires_grad`). Tensors of rank <= 1
+    /// (BN affine, biases) get neither weight decay nor LARS adaptation.
+    pub fn new(cfg: &OptimConfig, mut params: Vec<(String, Tensor)>) -> Self {
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = params
+            .into_iter()
+            .map(|(name, value)| Param {
+                adapt: value.dim() > 1,
+                momentum: value.zeros_like(),
+                name,
+                value,
+            })
+            .collect();
+        Optimizer { kind: cfg.kind, momentum: cfg.momentum, weight_decay: cfg.weight_decay, eta: cfg.lars_eta, params }
+    }
+
+    /// Zeroes every parameter's gradient.
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            p.value.zero_grad();
+        }
+    }
+
+    /// Global L2 norm of the current gradients (for logging), fp32.
+    pub fn grad_norm(&self) -> f64 {
+        let mut sq = 0.0;
+        for p in &self.params {
+            let g = p.value.grad();
+            if g.defined() {
+                sq += g.square().sum(tch::Kind::Double).double_value(&[]);
+            }
+        }
+        sq.sqrt()
+    }
+
+    /// Applies one update with learning rate `lr`:
+    /// `g ← ∇ + wd·w` (adapted tensors); LARS: `g ← g · eta·‖w‖/‖g‖` (when both norms > 0);
+    /// `v ← m·v + g`; `w ← w − lr·v`.
+    pub fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for p in &mut self.params {
+                let grad = p.value.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let mut g = if p.adapt && self.weight_decay > 0.0 {
+                    &grad + &p.value * self.weight_decay
+                } else {
+                    grad.shallow_clone()
+                };
+                if p.adapt && self.kind == OptimizerKind::Lars {
+                    let wn = p.value.norm().double_value(&[]);
+                    let gn = g.norm().double_value(&[]);
+                    if wn > 0.0 && gn > 0.0 {
+                        g = g * (self.eta * wn / gn);
+                    }
+                }
+                let _ = p.momentum.g_mul_scalar_(self.momentum).g_add_(&g);
+                let _ = p.value.g_add_(&(&p.momentum * (-lr)));
+            }
+        });
+    }
+
+    /// Momentum buffers by parameter name (for checkpoints).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params.iter().map(|p| (format!("optim.{}", p.name), p.momentum.shallow_clone())).collect()
+    }
+
+    /// Restores momentum buffers saved by [`Optimizer::state`]; missing names are an error.
+    pub fn load_state(&mut self, tensors: &std::collections::HashMap<String, Tensor>) -> Result<(), String> {
+        for p in &mut self.params {
+            let key = format!("optim.{}", p.name);
+            let t = tensors.get(&key).ok_or_else(|| format!("checkpoint lacks optimizer state {key}"))?;
+            tch::no_grad(|| p.momentum.copy_(t));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    fn cfg(kind: OptimizerKind, wd: f64) -> OptimConfig {
+        OptimConfig { kind, lr: 0.1, momentum: 0.9, weight_decay: wd, lars_eta: 0.001, warmup_epochs: 0.0 }
+    }
+
+    #[test]
+    fn sgd_momentum_two_steps_by_hand() {
+        // w = [1, 2] (rank 2 so weight decay applies), loss = sum(w^2) → grad = 2w.
+        let w = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]).set_requires_grad(true);
+        let mut opt = Optimizer::new(&cfg(OptimizerKind::Sgd, 0.5), vec![("w".into(), w.shallow_clone())]);
+        // step 1: g = 2w + 0.5w = 2.5w = [2.5, 5]; v = g; w = w - 0.1 v = [0.75, 1.5]
+        w.square().sum(Kind::Float).backward();
+        opt.step(0.1);
+        opt.zero_grad();
+        let got: Vec<f32> = w.flatten(0, -1).try_into().unwrap();
+        assert!((got[0] - 0.75).abs() < 1e-6 && (got[1] - 1.5).abs() < 1e-6, "{got:?}");
+        // step 2: g = 2.5 w = [1.875, 3.75]; v = 0.9*[2.5,5] + g = [4.125, 8.25]; w -= 0.1 v
+        w.square().sum(Kind::Float).backward();
+        opt.step(0.1);
+        let got: Vec<f32> = w.flatten(0, -1).try_into().unwrap();
+        assert!((got[0] - (0.75 - 0.4125)).abs() < 1e-6 && (got[1] - (1.5 - 0.825)).abs() < 1e-6, "{got:?}");
+    }
+
+    #[test]
+    fn lars_trust_ratio_and_exclusions_by_hand() {
+        // weight w = [3, 4] (‖w‖ = 5), grad = [0, 1] (loss = w[1]) → trust = 0.001*5/1 = 0.005
+        let w = Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]).set_requires_grad(true);
+        // bias b = [1] with grad 1: no adaptation, no decay → b = 1 - lr*1
+        let b = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let mut opt = Optimizer::new(
+            &cfg(OptimizerKind::Lars, 0.0),
+            vec![("w".into(), w.shallow_clone()), ("b".into(), b.shallow_clone())],
+        );
+        (w.select(1, 1).sum(Kind::Float) + b.sum(Kind::Float)).backward();
+        opt.step(1.0);
+        let got: Vec<f32> = w.flatten(0, -1).try_into().unwrap();
+        assert!((got[0] - 3.0).abs() < 1e-6 && (got[1] - (4.0 - 0.005)).abs() < 1e-6, "{got:?}");
+        assert!((b.double_value(&[0]) - 0.0).abs() < 1e-6);
+    }
+}
