@@ -34,10 +34,10 @@ struct Args {
     /// Comma-separated widths (default: every trained width).
     #[arg(long, value_delimiter = ',')]
     widths: Option<Vec<f64>>,
-    /// Also evaluate the same architecture at random initialisation (BN statistics re-estimated).
+    /// Also evaluate the same architecture at random initialisation (same seed).
     #[arg(long)]
     random_init: bool,
-    /// Re-estimate the pretrained network's BN statistics on clean training images first.
+    /// Re-estimate every evaluated network's BN statistics on clean training images first.
     #[arg(long)]
     calibrate_bn: bool,
     /// cpu, cuda or cuda:N.

@@ -128,8 +128,8 @@ pub struct EvalConfig {
     pub linear_batch: i64,
     /// Batch size for feature extraction.
     pub batch_size: usize,
-    /// Batches of training images used to re-estimate BN statistics of a random-init network
-    /// (its running statistics are meaningless otherwise); also `dspnet-eval --calibrate-bn`.
+    /// Batches of clean training images used by `dspnet-eval --calibrate-bn` to re-estimate BN
+    /// running statistics.
     pub bn_calibration_batches: usize,
 }
 

@@ -163,10 +163,12 @@ impl DspnetTrainer {
         let device = self.online.vs.device();
         let a = self.format.apply(&view_a.to_device_(device, view_a.kind(), true, false));
         let b = self.format.apply(&view_b.to_device_(device, view_b.kind(), true, false));
-        let (z_a, z_b) = tch::no_grad(|| -> Result<(Tensor, Tensor), TrainerError> {
-            let tw = self.teacher_width;
-            Ok((self.teacher.project(&a, tw, true)?, self.teacher.project(&b, tw, true)?))
-        })?;
+        // Both views go through every network as ONE batch of 2B images: half the kernel
+        // launches of two separate passes; BN statistics are then taken over both views.
+        let ab = Tensor::cat(&[&a, &b], 0);
+        let n = a.size()[0];
+        let z = tch::no_grad(|| self.teacher.project(&ab, self.teacher_width, true))?;
+        let (z_a, z_b) = (z.narrow(0, 0, n), z.narrow(0, n, n));
         let chosen = sandwich_widths(&self.widths, self.random_widths, &mut self.rng);
         let lr = self.lr_at(step);
         let tau = ema_rate_at(step, self.total_steps, self.ema_base, self.ema_final);
@@ -174,10 +176,10 @@ impl DspnetTrainer {
         self.optimizer.zero_grad();
         for &w in &chosen {
             let idx = self.widths.iter().position(|x| *x == w).expect("sandwich picks trained widths");
-            let proj_a = self.online.project(&a, w, true)?;
-            let proj_b = self.online.project(&b, w, true)?;
-            let q_a = self.online.predict(&proj_a, w, true)?;
-            let q_b = self.online.predict(&proj_b, w, true)?;
+            let proj = self.online.project(&ab, w, true)?;
+            let q = self.online.predict(&proj, w, true)?;
+            let (q_a, q_b) = (q.narrow(0, 0, n), q.narrow(0, n, n));
+            let proj_a = proj.narrow(0, 0, n);
             let loss = regression_loss(&q_a, &z_b) + regression_loss(&q_b, &z_a);
             let value = loss.double_value(&[]);
             if !value.is_finite() {

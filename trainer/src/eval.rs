@@ -21,8 +21,8 @@ pub struct EvalRecord {
     pub protocol: String,
     /// Top-1 accuracy on the test shards, in percent.
     pub top1: f64,
-    /// "pretrained" (the run's weights) or "random" (same architecture, random init, BN
-    /// statistics re-estimated on training images).
+    /// "pretrained" (the run's weights) or "random" (same architecture and seed, random init,
+    /// PyTorch-default BN running statistics unless `--calibrate-bn`).
     pub init: String,
     /// Protocol settings (k, temperature, epochs, lr, ...), recorded with every result.
     pub settings: serde_json::Value,
@@ -58,28 +58,33 @@ pub fn extract_features(
     Ok((feats.into_iter().map(|v| Tensor::cat(&v, 0)).collect(), Tensor::cat(&labels, 0)))
 }
 
-/// Re-estimates the BN running statistics of `width` (backbone and heads) from `batches`
-/// training batches: statistics reset to (0, 1), then forward passes in train mode without
-/// gradients with momentum 0.1; after 100 batches the initial values weigh 0.9^100 ≈ 3e-5.
-/// Only the BN layers of `width` change (switchable BN), nothing else.
+/// Re-estimates the BN running statistics of every width in `widths` (backbone only) from
+/// `batches` batches of `loader`: statistics reset to (0, 1), then forward passes in train mode
+/// without gradients, momentum 0.1 (after 50 batches the initial values weigh 0.9^50 ≈ 0.5%).
+/// Each batch is decoded once and run through every width. Only BN running statistics change
+/// (switchable BN: each width's own), nothing else.
 pub fn calibrate_bn(
     branch: &Branch,
-    width: f64,
+    widths: &[f64],
     loader: &Loader,
     batches: usize,
     format: crate::dspnet::ComputeFormat,
 ) -> Result<(), TrainerError> {
-    reset_bn_stats(&branch.vs, "backbone.", width);
+    for &w in widths {
+        reset_bn_stats(&branch.vs, "backbone.", w);
+    }
     let device = branch.vs.device();
-    let mut n = 0;
-    for batch in loader.epoch(1_000_000)? {
+    for (n, batch) in loader.epoch(1_000_000)?.enumerate() {
         if n >= batches {
             break;
         }
-        let batch = batch?;
-        let x = format.apply(&batch.view_a.to_device(device));
-        let _ = tch::no_grad(|| branch.backbone.forward_t(&x, width, true))?;
-        n += 1;
+        let x = format.apply(&batch?.view_a.to_device(device));
+        tch::no_grad(|| -> Result<(), TrainerError> {
+            for &w in widths {
+                let _ = branch.backbone.forward_t(&x, w, true)?;
+            }
+            Ok(())
+        })?;
     }
     Ok(())
 }

@@ -40,9 +40,10 @@ pub struct EvalRequest {
     pub protocols: Vec<Protocol>,
     /// Widths to evaluate (`None`: every trained width).
     pub widths: Option<Vec<f64>>,
-    /// Also evaluate the same architecture at random initialisation (BN re-calibrated).
+    /// Also evaluate the same architecture at random initialisation (same seed, fresh
+    /// PyTorch-default BN statistics, as `model.eval()` on a new torchvision model).
     pub random_init: bool,
-    /// Re-estimate the pretrained network's BN statistics on clean training images first.
+    /// Re-estimate every evaluated network's BN statistics on clean training images first.
     pub calibrate_bn: bool,
     pub device: Device,
 }
@@ -107,10 +108,8 @@ pub fn evaluate_run(req: &EvalRequest) -> Result<Vec<EvalRecord>, TrainerError> 
     let img = cfg.augment.image_size as i64;
     let mut records = Vec::new();
     for (init, branch) in &inits {
-        if *init == "random" || req.calibrate_bn {
-            for &w in &widths {
-                calibrate_bn(branch, w, &train_loader, cfg.eval.bn_calibration_batches, format)?;
-            }
+        if req.calibrate_bn {
+            calibrate_bn(branch, &widths, &train_loader, cfg.eval.bn_calibration_batches, format)?;
         }
         tracing::info!(init, "extracting features");
         let (train_f, train_y) = extract_features(branch, &widths, &train_loader, format)?;
@@ -148,7 +147,7 @@ pub fn evaluate_run(req: &EvalRequest) -> Result<Vec<EvalRecord>, TrainerError> 
                 let mut settings = settings;
                 settings["train_images"] = json!(train_y.size()[0]);
                 settings["test_images"] = json!(test_y.size()[0]);
-                settings["bn_calibrated"] = json!(*init == "random" || req.calibrate_bn);
+                settings["bn_calibrated"] = json!(req.calibrate_bn);
                 records.push(EvalRecord {
                     width: w,
                     params,
