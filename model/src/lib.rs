@@ -1,6 +1,6 @@
 //! # dspnet-model
 //!
-//! Slimmable building blocks and networks for DSPNet (Zhao et al. 2022, arXiv 2207.06075:
+//! Slimmable building blocks and networks for DSPNet (Wang et al. 2022, arXiv 2207.06075:
 //! pretrain one slimmable network with BYOL-style self-supervision, then slim it into
 //! sub-networks at width multipliers such as 0.25 / 0.5 / 0.75 / 1.0).
 //!
