@@ -1103,12 +1103,12 @@ mod throughput {
     #[test]
     #[ignore]
     fn throughput_cifar() {
-        let root = std::path::Path::new("/work/shared/data/cifar10-jpg/test");
-        let (classes, items) = scan_image_folder(root).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cifar10-jpg/test");
+        let (classes, items) = scan_image_folder(&root).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut w = ShardWriter::new(writer_cfg(dir.path(), "b", 1000)).unwrap();
         for (p, c) in items.iter().take(5000) {
-            w.write(&load_folder_image(root, p, *c, &classes).unwrap().to_sample()).unwrap();
+            w.write(&load_folder_image(&root, p, *c, &classes).unwrap().to_sample()).unwrap();
         }
         let m = w.finish(&classes).unwrap();
         let shards: Vec<String> = m.shards.iter().map(|s| dir.path().join(&s.name).to_string_lossy().to_string()).collect();

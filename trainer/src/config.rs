@@ -339,4 +339,19 @@ mod tests {
         let e = apply_override(&mut v, "optim.lr").unwrap_err().to_string();
         assert!(e.contains("key=value"), "{e}");
     }
+
+    #[test]
+    fn every_shipped_preset_parses_and_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+                let cfg = RunConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_eq!(cfg.model.widths.last(), Some(&1.0), "{}", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected the shipped presets in {}", dir.display());
+    }
 }
