@@ -129,11 +129,15 @@ def check_one(depth, width, state_path, io_path):
     state = read_safetensors(state_path)
     io = read_safetensors(io_path)
     m = build(depth, width)
-    res = m.load_state_dict(state, strict=False)
-    unexpected = list(res.unexpected_keys)
-    missing = [k for k in res.missing_keys if not k.endswith("num_batches_tracked")]
-    if unexpected or missing:
-        print(f"R{depth} w={width}: state dict mismatch: missing={missing} unexpected={unexpected}")
+    # dspnet keeps no num_batches_tracked (fixed momentum): take torchvision's own, then load
+    # with strict key checking.
+    for k, v in m.state_dict().items():
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = v
+    try:
+        m.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        print(f"R{depth} w={width}: state dict mismatch: {e}")
         return False
     m.eval()
     with torch.no_grad():
