@@ -174,11 +174,21 @@ fn bad_training_input_is_one_line_and_exit_2() {
         (vec!["--set", "model.widths=[0.5, 0.5, 1.0]"], "model.widths"),
         (vec!["--set", "method.train_widths=[0.3, 1.0]"], "0.3"),
         (vec!["--device", "tpu"], "--device tpu"),
+        (vec!["--set", "train.epochs=nan"], "train.epochs"),
+        (vec!["--set", "train.epochs=inf"], "train.epochs"),
+        (vec!["--set", "optim.lr=nan"], "optim.lr"),
+        // 96 photos cannot fill one batch of 1000 (drop_last): an error, not an endless loop
+        (vec!["--set", "loader.batch_size=1000", "--max-steps", "2"], "no full batch"),
     ];
     for (extra, needle) in cases {
         let out = run(TRAIN, &train_args(&f, &sets, &extra));
         assert_one_line_error(&out, needle);
         assert!(!f.run.join("checkpoint.json").exists());
+    }
+    // launcher variables that cannot be right
+    for (rank, world) in [("0", "0"), ("2", "2"), ("x", "1")] {
+        let out = Command::new(TRAIN).args(train_args(&f, &sets, &[])).env("RANK", rank).env("WORLD_SIZE", world).output().unwrap();
+        assert_one_line_error(&out, "RANK");
     }
     // a shard pattern matching nothing
     let missing = f.base.join("nothing-{000000..000003}.tar");

@@ -4,10 +4,16 @@ use crate::error::TrainerError;
 use std::process::ExitCode;
 use tch::Device;
 
-/// Installs a `tracing` subscriber writing to stderr; `RUST_LOG` overrides the default `info`.
+/// Installs a `tracing` subscriber writing to stderr (colours only on a terminal); `RUST_LOG`
+/// overrides the default `info`.
 pub fn init_logging() {
     let filter = tracing_subscriber_filter();
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .try_init();
 }
 
 fn tracing_subscriber_filter() -> tracing_subscriber::EnvFilter {

@@ -166,7 +166,12 @@ impl RunConfig {
         for o in overrides {
             apply_override(&mut value, o)?;
         }
-        Self::from_value(value, &path.display().to_string())
+        let origin = if overrides.is_empty() {
+            path.display().to_string()
+        } else {
+            format!("{} with the --set overrides", path.display())
+        };
+        Self::from_value(value, &origin)
     }
 
     /// Parses a configuration from TOML text (used for a run directory's resolved config).
@@ -228,13 +233,35 @@ impl RunConfig {
             }
         }
         if !(0.0..=1.0).contains(&self.method.ema_base) || !(0.0..=1.0).contains(&self.method.ema_final) {
+            // (NaN is not contained in any range, so it is refused here too)
             return Err(TrainerError::Config("method.ema_base and method.ema_final must lie in [0, 1]".into()));
         }
         if self.loader.batch_size < 2 {
             return Err(TrainerError::Config("loader.batch_size must be at least 2 (batch norm needs it)".into()));
         }
-        if self.train.epochs <= 0.0 {
-            return Err(TrainerError::Config("train.epochs must be positive".into()));
+        let positive = |v: f64, name: &str, max: f64| -> Result<(), TrainerError> {
+            if v > 0.0 && v <= max {
+                Ok(())
+            } else {
+                Err(TrainerError::Config(format!("{name} = {v} must be a number in (0, {max}]")))
+            }
+        };
+        positive(self.train.epochs, "train.epochs", 1e5)?;
+        positive(self.optim.lr, "optim.lr", 1e3)?;
+        for (v, name) in [
+            (self.optim.momentum, "optim.momentum"),
+            (self.optim.weight_decay, "optim.weight_decay"),
+            (self.optim.lars_eta, "optim.lars_eta"),
+            (self.optim.warmup_epochs, "optim.warmup_epochs"),
+            (self.eval.knn_t, "eval.knn_t"),
+            (self.eval.linear_lr, "eval.linear_lr"),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(TrainerError::Config(format!("{name} = {v} must be a finite number >= 0")));
+            }
+        }
+        if self.method.loss_weights.iter().flatten().any(|w| !(*w >= 0.0 && w.is_finite())) {
+            return Err(TrainerError::Config("method.loss_weights must be finite numbers >= 0".into()));
         }
         match self.train.precision.as_str() {
             "fp32" | "bf16" | "auto" => {}
@@ -253,9 +280,6 @@ impl RunConfig {
         self.augment
             .validate()
             .map_err(|e| TrainerError::Config(format!("augment: {e}")))?;
-        if self.optim.lr <= 0.0 {
-            return Err(TrainerError::Config("optim.lr must be positive".into()));
-        }
         Ok(())
     }
 }

@@ -60,6 +60,27 @@ pub fn manifest_samples(shards: &[String]) -> Option<u64> {
     Some(total)
 }
 
+/// RANK and WORLD_SIZE from the environment (as torchrun sets them); 0 and 1 when unset.
+///
+/// Errors: values that are not integers, WORLD_SIZE = 0, RANK >= WORLD_SIZE.
+pub fn rank_and_world() -> Result<(usize, usize), TrainerError> {
+    let read = |name: &str, default: usize| -> Result<usize, TrainerError> {
+        match std::env::var(name) {
+            Err(_) => Ok(default),
+            Ok(v) => v.trim().parse().map_err(|_| {
+                TrainerError::Config(format!("environment variable {name}={v} is not a whole number; unset it or fix the launcher"))
+            }),
+        }
+    };
+    let (rank, world) = (read("RANK", 0)?, read("WORLD_SIZE", 1)?);
+    if world == 0 || rank >= world {
+        return Err(TrainerError::Config(format!(
+            "RANK={rank} WORLD_SIZE={world}: need WORLD_SIZE >= 1 and RANK < WORLD_SIZE; unset them for one process"
+        )));
+    }
+    Ok((rank, world))
+}
+
 /// Creates the run directory (refusing one that already holds a checkpoint unless `overwrite`)
 /// and checks it is writable before any training starts.
 pub fn prepare_run_dir(dir: &Path, overwrite: bool) -> Result<(), TrainerError> {
@@ -92,8 +113,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
     if req.config.train.threads > 0 {
         tch::set_num_threads(req.config.train.threads as i32);
     }
-    let rank: usize = std::env::var("RANK").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let world: usize = std::env::var("WORLD_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let (rank, world) = rank_and_world()?;
     let samples = manifest_samples(&req.shards);
     let batch = cfg.loader.batch_size;
     let steps_per_epoch = match samples {
@@ -152,6 +172,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
     'outer: while step < run_steps {
         let mut iter = loader.epoch(epoch)?;
         samples_in_epoch = 0;
+        let mut batches_in_epoch = 0u64;
         loop {
             if req.stop.load(Ordering::SeqCst) {
                 interrupted = true;
@@ -160,8 +181,17 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
             let t0 = Instant::now();
             let next = iter.next();
             let waited = t0.elapsed();
-            let Some(batch) = next else { break };
+            let Some(batch) = next else {
+                if batches_in_epoch == 0 {
+                    return Err(TrainerError::Config(format!(
+                        "epoch {epoch} gave no full batch: the shards hold fewer than loader.batch_size = {} usable samples per rank; lower loader.batch_size or check the data",
+                        cfg.loader.batch_size
+                    )));
+                }
+                break;
+            };
             let batch = batch?;
+            batches_in_epoch += 1;
             wait += waited;
             window.2 += waited;
             let view_b = batch.view_b.as_ref().ok_or_else(|| {
@@ -170,7 +200,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
             let stats = match trainer.step(&batch.view_a, view_b, step) {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!("{e}; the last saved checkpoint in {} is kept", req.run_dir.display());
+                    tracing::error!("{e}; no checkpoint is written for this step (the last periodic one, if any, in {} is kept)", req.run_dir.display());
                     return Err(e);
                 }
             };
