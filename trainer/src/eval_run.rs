@@ -119,7 +119,7 @@ pub fn evaluate_run(req: &EvalRequest) -> Result<Vec<EvalRecord>, TrainerError> 
             let params = branch.backbone.num_params(w);
             let flops = branch.backbone.flops(w, img, img);
             for p in &req.protocols {
-                let (top1, settings) = match p {
+                let (top1, mut settings) = match p {
                     Protocol::Knn => (
                         knn_top1(&train_f[i], &train_y, &test_f[i], &test_y, cfg.eval.knn_k, cfg.eval.knn_t, classes),
                         json!({"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_t, "features": "pooled backbone, l2-normalised, un-augmented centre view", "bn": "eval mode"}),
@@ -144,7 +144,6 @@ pub fn evaluate_run(req: &EvalRequest) -> Result<Vec<EvalRecord>, TrainerError> 
                     Protocol::Linear => "linear",
                 };
                 tracing::info!(init, width = w, protocol = name, top1, "result");
-                let mut settings = settings;
                 settings["train_images"] = json!(train_y.size()[0]);
                 settings["test_images"] = json!(test_y.size()[0]);
                 settings["bn_calibrated"] = json!(req.calibrate_bn);

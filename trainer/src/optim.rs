@@ -46,18 +46,6 @@ impl Optimizer {
         }
     }
 
-    /// Global L2 norm of the current gradients (for logging), fp32.
-    pub fn grad_norm(&self) -> f64 {
-        let mut sq = 0.0;
-        for p in &self.params {
-            let g = p.value.grad();
-            if g.defined() {
-                sq += g.square().sum(tch::Kind::Double).double_value(&[]);
-            }
-        }
-        sq.sqrt()
-    }
-
     /// Applies one update with learning rate `lr`:
     /// `g ← ∇ + wd·w` (adapted tensors); LARS: `g ← g · eta·‖w‖/‖g‖` (when both norms > 0);
     /// `v ← m·v + g`; `w ← w − lr·v`.

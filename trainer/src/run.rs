@@ -209,7 +209,6 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
             images += n;
             samples_in_epoch += n;
             window.1 += n;
-            let losses: Vec<String> = stats.losses.iter().map(|(w, l)| format!("{w}:{l:.3}")).collect();
             if step % cfg.train.log_every.max(1) == 0 || step == run_steps {
                 let dt = window.0.elapsed().as_secs_f64();
                 let ips = window.1 as f64 / dt.max(1e-9);
@@ -222,6 +221,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                     "elapsed_sec": started.elapsed().as_secs_f64(),
                 });
                 writeln!(metrics, "{line}").map_err(|e| TrainerError::io(&metrics_path, e))?;
+                let losses: Vec<String> = stats.losses.iter().map(|(w, l)| format!("{w}:{l:.3}")).collect();
                 bar.set_message(format!("{ips:.0} img/s  wait {:.0}%  loss {}", wait_frac * 100.0, losses.join(" ")));
                 window = (Instant::now(), 0, Duration::ZERO);
             }
