@@ -44,7 +44,8 @@ struct Args {
     /// Override a config value, e.g. --set optim.lr=0.5 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Stop after N optimiser steps (schedules keep the configured length).
+    /// Stop once the run has taken N optimiser steps in all (counted from the start of the run,
+    /// also when resuming); the schedules keep the configured length.
     #[arg(long)]
     max_steps: Option<u64>,
     /// cpu, cuda or cuda:N.
