@@ -116,7 +116,7 @@ fn killed_mid_epoch_and_resumed_ends_byte_identical() {
     // step, so the sandwich rule's generator is part of the state; shuffle buffer and shard
     // shuffle on, 2 reader streams (the preset's).
     let extra = sets(&[
-        "model.base_channels=16",
+        "model.base_channels=8",
         "heads.hidden=32",
         "heads.out_dim=16",
         "method.random_widths=1",
