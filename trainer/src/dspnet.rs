@@ -148,6 +148,23 @@ impl DspnetTrainer {
         lr_at(step, self.total_steps, self.warmup_steps, self.base_lr)
     }
 
+    /// EMA rate of the momentum teacher after optimiser step `step` (0-based).
+    pub fn ema_rate_at(&self, step: u64) -> f64 {
+        ema_rate_at(step, self.total_steps, self.ema_base, self.ema_final)
+    }
+
+    /// State of the sandwich rule's generator: the ChaCha8 word position (its seed comes from
+    /// `train.seed`). This is the only random number source of [`DspnetTrainer::step`].
+    pub fn sandwich_rng_word_pos(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    /// Restores the sandwich rule's generator to a word position from
+    /// [`DspnetTrainer::sandwich_rng_word_pos`] (for resuming).
+    pub fn set_sandwich_rng_word_pos(&mut self, pos: u128) {
+        self.rng.set_word_pos(pos);
+    }
+
     /// One training step on two augmented views `[B, C, H, W]` f32 of the same images (any
     /// device; moved to the model's with a non-blocking copy).
     ///
@@ -185,7 +202,8 @@ impl DspnetTrainer {
             if !value.is_finite() {
                 self.optimizer.zero_grad();
                 return Err(TrainerError::NonFinite(format!(
-                    "non-finite loss ({value}) at width {w} in step {step}; lower optim.lr or use train.precision=\"fp32\""
+                    "non-finite loss ({value}) at width {w} in step {} (1-based, as in metrics.jsonl); lower optim.lr or optim.weight_decay, or use train.precision=\"fp32\"",
+                    step + 1
                 )));
             }
             (loss * self.loss_weights[idx]).backward();
@@ -277,6 +295,6 @@ mod tests {
         let (a, b) = views();
         let a = a * f64::NAN;
         let e = t.step(&a, &b, 7).unwrap_err().to_string();
-        assert!(e.contains("width 1") && e.contains("step 7"), "{e}");
+        assert!(e.contains("width 1") && e.contains("step 8 "), "{e}");
     }
 }
