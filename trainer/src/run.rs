@@ -114,6 +114,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         tch::set_num_threads(req.config.train.threads as i32);
     }
     let (rank, world) = rank_and_world()?;
+    let device = crate::distributed::device_for_rank(req.device)?; // dist: cuda -> cuda:LOCAL_RANK
     let samples = manifest_samples(&req.shards);
     let batch = cfg.loader.batch_size;
     let steps_per_epoch = match samples {
@@ -125,8 +126,11 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         })?,
     };
     let total_steps = ((cfg.train.epochs * steps_per_epoch as f64).round() as u64).max(1);
-    prepare_run_dir(&req.run_dir, req.overwrite)?;
-    checkpoint::write_atomic(&req.run_dir, CONFIG, cfg.to_toml().as_bytes())?;
+    if rank == 0 {
+        // dist: only rank 0 writes the run directory
+        prepare_run_dir(&req.run_dir, req.overwrite)?;
+        checkpoint::write_atomic(&req.run_dir, CONFIG, cfg.to_toml().as_bytes())?;
+    }
 
     let loader = Loader::new(
         req.shards.clone(),
@@ -135,9 +139,12 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         LoaderMode::Train,
         rank,
         world,
-        req.device,
+        device,
     )?;
-    let mut trainer = DspnetTrainer::new(cfg, req.device, total_steps, steps_per_epoch, batch * world)?;
+    let mut trainer = DspnetTrainer::new(cfg, device, total_steps, steps_per_epoch, batch * world)?;
+    // dist: join the process group (WORLD_SIZE > 1): weights broadcast from rank 0, gradients
+    // averaged in DspnetTrainer::step, optional SyncBN
+    let group = crate::distributed::join(&mut trainer, cfg)?;
     let precision = trainer.format.name().to_string();
     let run_steps = req.max_steps.map_or(total_steps, |m| m.min(total_steps));
     tracing::info!(
@@ -149,13 +156,20 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         "training"
     );
     let metrics_path = req.run_dir.join(METRICS);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| TrainerError::io(&metrics_path, e))?;
+    let mut metrics = if rank == 0 {
+        // dist: metrics from rank 0 only (its local losses)
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| TrainerError::io(&metrics_path, e))?,
+        )
+    } else {
+        None
+    };
 
-    let bar = if req.progress { ProgressBar::new(run_steps) } else { ProgressBar::hidden() };
+    let bar = if req.progress && rank == 0 { ProgressBar::new(run_steps) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {elapsed_precise} eta {eta_precise}  {msg}")
             .expect("valid template"),
@@ -174,7 +188,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         samples_in_epoch = 0;
         let mut batches_in_epoch = 0u64;
         loop {
-            if req.stop.load(Ordering::SeqCst) {
+            if group.is_none() && req.stop.load(Ordering::SeqCst) {
                 interrupted = true;
                 break 'outer;
             }
@@ -197,6 +211,11 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
             let view_b = batch.view_b.as_ref().ok_or_else(|| {
                 TrainerError::Config("the loader returned an evaluation batch in training mode".into())
             })?;
+            // dist: all ranks stop at the same step when any got Ctrl-C
+            if group.is_some() && crate::distributed::any_rank_stopping(group.as_deref(), req.stop.load(Ordering::SeqCst))? {
+                interrupted = true;
+                break 'outer;
+            }
             let stats = match trainer.step(&batch.view_a, view_b, step) {
                 Ok(s) => s,
                 Err(e) => {
@@ -220,13 +239,15 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                     "images_per_sec": ips, "data_wait_fraction": wait_frac,
                     "elapsed_sec": started.elapsed().as_secs_f64(),
                 });
-                writeln!(metrics, "{line}").map_err(|e| TrainerError::io(&metrics_path, e))?;
+                if let Some(m) = metrics.as_mut() {
+                    writeln!(m, "{line}").map_err(|e| TrainerError::io(&metrics_path, e))?;
+                }
                 let losses: Vec<String> = stats.losses.iter().map(|(w, l)| format!("{w}:{l:.3}")).collect();
                 bar.set_message(format!("{ips:.0} img/s  wait {:.0}%  loss {}", wait_frac * 100.0, losses.join(" ")));
                 window = (Instant::now(), 0, Duration::ZERO);
             }
             bar.set_position(step);
-            if cfg.train.checkpoint_every > 0 && step % cfg.train.checkpoint_every == 0 && step < run_steps {
+            if rank == 0 && cfg.train.checkpoint_every > 0 && step % cfg.train.checkpoint_every == 0 && step < run_steps {
                 save(&trainer, &req.run_dir, step, epoch, samples_in_epoch, false)?;
             }
             if step >= run_steps {
@@ -236,7 +257,10 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         epoch += 1;
     }
     bar.finish_and_clear();
-    save(&trainer, &req.run_dir, step, epoch, samples_in_epoch, !interrupted)?;
+    if rank == 0 {
+        save(&trainer, &req.run_dir, step, epoch, samples_in_epoch, !interrupted)?;
+    }
+    crate::distributed::finish(group)?; // dist: every rank waits for rank 0's checkpoint
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(loader = %loader.stats().summary(), "loader");
     Ok(TrainSummary {
