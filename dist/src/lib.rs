@@ -200,6 +200,7 @@ pub struct ProcessGroup {
     addr: String,
     port: u16,
     timeout: Duration,
+    agent_store: bool,
     failed: AtomicBool,
     failure: std::sync::Mutex<Option<String>>,
 }
@@ -298,6 +299,7 @@ impl ProcessGroup {
             addr: env.master_addr.clone(),
             port: env.master_port,
             timeout: options.timeout,
+            agent_store: env.agent_store,
             failed: AtomicBool::new(false),
             failure: std::sync::Mutex::new(None),
         })
@@ -346,8 +348,12 @@ impl ProcessGroup {
             ffi::dspnet_dist_find_dead(self.handle, HEARTBEAT_WINDOW.as_millis() as i64, dead.as_mut_ptr())
         });
         let who = match probe {
+            Some(e) if self.agent_store => format!(
+                "torchrun's rendezvous store at {}:{} does not answer ({e}), so the node hosting it is gone",
+                self.addr, self.port
+            ),
             Some(e) => format!(
-                "the rendezvous store at {}:{} is unreachable ({e}), so its host (rank 0, or torchrun's agent) is gone",
+                "rank 0, which hosts the rendezvous store at {}:{}, is gone (the store does not answer: {e})",
                 self.addr, self.port
             ),
             None => {

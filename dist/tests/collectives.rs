@@ -140,7 +140,7 @@ fn killed_rank_1_makes_rank_0_exit_naming_it() {
 
 #[test]
 fn killed_rank_0_makes_rank_1_exit_naming_the_store_host() {
-    dead_rank_case(0, "rendezvous store at 127.0.0.1");
+    dead_rank_case(0, "rank 0, which hosts the rendezvous store at 127.0.0.1");
 }
 
 /// Child of the dead-rank tests: all-reduces every 50 ms until a collective fails, then prints

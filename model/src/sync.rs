@@ -60,3 +60,49 @@ pub fn global_batch_stats(x: &Tensor, group: &dyn CrossReplicaSum) -> Result<(Te
     let var = m2.f_div(&total)?;
     Ok((mean, var, n_total))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// Stands for replica 0 of 2 whose peer contributes a fixed row (computed by hand below).
+    #[derive(Debug)]
+    struct PeerRow(std::sync::Mutex<Tensor>);
+
+    impl CrossReplicaSum for PeerRow {
+        fn cross_replica_sum(&self, x: &Tensor) -> std::result::Result<Tensor, String> {
+            Ok(x + &*self.0.lock().unwrap())
+        }
+        fn replicas(&self) -> usize {
+            2
+        }
+        fn replica(&self) -> usize {
+            0
+        }
+    }
+
+    /// The combined statistics equal the mean and biased variance of the concatenated batch
+    /// (torch's var_mean), even with a large common offset and unequal halves.
+    #[test]
+    fn global_stats_equal_those_of_the_whole_batch() {
+        let opts = (Kind::Float, Device::Cpu);
+        tch::manual_seed(3);
+        let mine = Tensor::randn([3, 2, 4, 4], opts) * 2.0 + 100.0;
+        let theirs = Tensor::randn([5, 2, 4, 4], opts) * 0.5 + 101.0;
+        // the peer's row [count, mean (C), Σ(x − mean)² (C)] at index 1 of a [2, 1 + 2C] tensor
+        let dims = [0i64, 2, 3];
+        let m = theirs.mean_dim(dims.as_slice(), false, Kind::Float);
+        let m2 = (&theirs - m.view([1, 2, 1, 1])).square().sum_dim_intlist(dims.as_slice(), false, Kind::Float);
+        let row = Tensor::cat(&[Tensor::from_slice(&[80.0f32]), m, m2], 0).unsqueeze(0);
+        let other = Tensor::cat(&[Tensor::zeros([1, 5], opts), row], 0);
+        let (mean, var, n) = global_batch_stats(&mine, &PeerRow(std::sync::Mutex::new(other))).unwrap();
+        assert_eq!(n, 48.0 + 80.0);
+        let all = Tensor::cat(&[&mine, &theirs], 0).to_kind(Kind::Double);
+        let (want_var, want_mean) = all.var_mean_dim(dims.as_slice(), false, false);
+        let dm = (mean.to_kind(Kind::Double) - want_mean).abs().max().double_value(&[]);
+        let dv = (var.to_kind(Kind::Double) - &want_var).abs().max().double_value(&[]);
+        assert!(dm < 1e-4, "mean off by {dm}");
+        assert!(dv < 1e-4 * want_var.max().double_value(&[]), "variance off by {dv}");
+    }
+}
