@@ -97,7 +97,12 @@ fn nccl_includes(lib: &Path, torch: &Path) -> Option<Vec<PathBuf>> {
     dirs.push(PathBuf::from("/usr/local/cuda/include"));
     if let Ok(entries) = std::fs::read_dir(torch.parent()?.join("nvidia")) {
         for entry in entries.flatten() {
-            dirs.push(entry.path().join("include"));
+            let inc = entry.path().join("include");
+            if inc.is_dir() {
+                // headers installed later (tools/setup.sh) must re-run this script
+                println!("cargo:rerun-if-changed={}", inc.display());
+            }
+            dirs.push(inc);
         }
     }
     dirs.retain(|d| d.is_dir());

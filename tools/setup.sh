@@ -27,5 +27,14 @@ if ! .venv/bin/python -c "import torch, torchvision, webdataset, safetensors; as
   .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
+# CUDA libtorch: the C and CCCL headers that, with the wheel's CUDA runtime and NCCL headers, let
+# dspnet-dist compile its NCCL backend (dist/build.rs; ~20 MB of headers, no libraries)
+SITE=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+if [ -f "$SITE/torch/lib/libtorch_cuda.so" ] && \
+   { [ ! -f "$SITE/nvidia/cu13/include/crt/host_config.h" ] || [ ! -e "$SITE/nvidia/cu13/include/nv/target" ]; }; then
+  echo "setup: pip install nvidia-cuda-crt nvidia-cuda-cccl (headers for the NCCL backend)"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
+fi
+
 echo "setup: cargo build --release (torch-sys takes a few minutes the first time)"
 cargo build --release --quiet --bins
