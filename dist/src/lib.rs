@@ -405,7 +405,7 @@ impl ProcessGroup {
         if root >= self.world {
             return Err(DistError::Usage(format!("broadcast root {root} is not a rank of this group of {}", self.world)));
         }
-        self.bucketed(tensors, "broadcast", |flat| {
+        self.bucketed(tensors, |flat| {
             // SAFETY: live handle; `flat` is a live, contiguous tensor.
             self.call("broadcast", || unsafe {
                 ffi::dspnet_dist_broadcast(self.handle, flat.as_ptr() as *mut _, root as i32)
@@ -431,7 +431,7 @@ impl ProcessGroup {
 
     fn all_reduce(&self, tensors: &[Tensor], avg: bool) -> Result<(), DistError> {
         let op = if avg { "all_reduce(avg)" } else { "all_reduce(sum)" };
-        self.bucketed(tensors, op, |flat| {
+        self.bucketed(tensors, |flat| {
             // SAFETY: live handle; `flat` is a live, contiguous tensor.
             self.call(op, || unsafe { ffi::dspnet_dist_all_reduce(self.handle, flat.as_ptr() as *mut _, avg as i32) })
         })
@@ -483,12 +483,7 @@ impl ProcessGroup {
 
     /// Packs `tensors` into flat buckets (consecutive tensors of one dtype and device, about
     /// `bucket_bytes` each), runs `op` on each flat tensor in place, and copies the results back.
-    fn bucketed(
-        &self,
-        tensors: &[Tensor],
-        _name: &str,
-        mut op: impl FnMut(&Tensor) -> Result<(), DistError>,
-    ) -> Result<(), DistError> {
+    fn bucketed(&self, tensors: &[Tensor], mut op: impl FnMut(&Tensor) -> Result<(), DistError>) -> Result<(), DistError> {
         for bucket in plan_buckets(tensors, self.bucket_bytes) {
             let members: Vec<&Tensor> = bucket.iter().map(|&i| &tensors[i]).collect();
             tch::no_grad(|| -> Result<(), DistError> {
@@ -511,8 +506,7 @@ impl ProcessGroup {
     ///
     /// Errors: [`DistError::PeerFailed`] from the final barrier.
     pub fn shutdown(self) -> Result<(), DistError> {
-        self.barrier()
-        // drop releases
+        self.barrier() // then `drop` releases the group
     }
 }
 
