@@ -8,6 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# gloo's headers for dspnet-dist's C++ shim over c10d's ProcessGroupGloo (dist/build.rs)
+[ -f /usr/include/gloo/algorithm.h ] || need_apt+=(libgloo-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -23,6 +25,15 @@ fi
 if ! .venv/bin/python -c "import torch, torchvision, webdataset, safetensors; assert torch.__version__.startswith('2.13.0')" 2>/dev/null; then
   echo "setup: pip install ${PY_PACKAGES[*]} (a few GB the first time)"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+# CUDA libtorch: the C and CCCL headers that, with the wheel's CUDA runtime and NCCL headers, let
+# dspnet-dist compile its NCCL backend (dist/build.rs; ~20 MB of headers, no libraries)
+SITE=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+if [ -f "$SITE/torch/lib/libtorch_cuda.so" ] && \
+   { [ ! -f "$SITE/nvidia/cu13/include/crt/host_config.h" ] || [ ! -e "$SITE/nvidia/cu13/include/nv/target" ]; }; then
+  echo "setup: pip install nvidia-cuda-crt nvidia-cuda-cccl (headers for the NCCL backend)"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
 fi
 
 echo "setup: cargo build --release (torch-sys takes a few minutes the first time)"

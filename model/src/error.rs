@@ -24,6 +24,10 @@ pub enum ModelError {
         expected: String,
     },
 
+    /// A cross-replica collective (synchronised batch norm) failed: a peer process died or hung.
+    #[error("synchronised batch norm: {0}")]
+    Distributed(String),
+
     /// An error raised by libtorch during a forward pass.
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),

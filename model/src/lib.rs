@@ -12,6 +12,7 @@
 //!   per-width parameter and multiply-accumulate counts, and export of one width as a
 //!   torchvision state dict.
 //! * [`heads`]: the slimmable BYOL projector/predictor MLP.
+//! * [`sync`]: cross-replica batch statistics for synchronised batch norm (data parallel).
 //!
 //! Width is always an explicit `f64` argument; a width not in the model's list is a
 //! [`ModelError::WidthNotInList`], never a silent fallback.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod heads;
 pub mod resnet;
 pub mod slimmable;
+pub mod sync;
 
 pub use error::{ModelError, Result};
 pub use heads::SlimMlpHead;
@@ -28,3 +30,4 @@ pub use slimmable::{
     is_channels_last, slim_channels, to_channels_last, width_tag, SlimConv2d, SlimLinear,
     SwitchableBatchNorm, WidthList,
 };
+pub use sync::CrossReplicaSum;

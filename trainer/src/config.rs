@@ -116,6 +116,19 @@ pub struct TrainConfig {
     /// the run. Skipping stops anyway once the weights themselves are non-finite.
     #[serde(default)]
     pub skip_nonfinite_steps: bool,
+    /// Data parallel (WORLD_SIZE > 1): synchronised batch norm, i.e. every switchable BN
+    /// normalises with the statistics of the global batch over all processes
+    /// (docs/distributed.md). No effect in a single process.
+    #[serde(default)]
+    pub sync_bn: bool,
+    /// Data parallel: timeout of the rendezvous and of every collective, seconds (a dead peer
+    /// is usually reported at once; a hung one after this long).
+    #[serde(default = "default_dist_timeout")]
+    pub dist_timeout_sec: f64,
+}
+
+fn default_dist_timeout() -> f64 {
+    300.0
 }
 
 /// Evaluation protocol settings (recorded in every result).
@@ -328,6 +341,7 @@ impl RunConfig {
             }
         };
         positive(self.train.epochs, "train.epochs", 1e5)?;
+        positive(self.train.dist_timeout_sec, "train.dist_timeout_sec", 1e6)?;
         positive(self.optim.lr, "optim.lr", 1e3)?;
         for (v, name) in [
             (self.optim.momentum, "optim.momentum"),
@@ -414,7 +428,7 @@ fn optional_key(parts: &[&str]) -> bool {
         parts,
         ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final"]
             | ["optim", "lars_eta"]
-            | ["train", "skip_nonfinite_steps"]
+            | ["train", "skip_nonfinite_steps" | "sync_bn" | "dist_timeout_sec"]
     )
 }
 

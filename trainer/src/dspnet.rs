@@ -97,6 +97,10 @@ pub struct DspnetTrainer {
     base_lr: f64,
     ema_base: f64,
     ema_final: f64,
+    /// Data parallel: the process group and the online network's trainable parameters (sorted
+    /// by name, the same order on every rank) whose gradients are averaged before the optimiser
+    /// step; set by `DspnetTrainer::attach_data_parallel` (distributed.rs).
+    pub(crate) data_parallel: Option<crate::distributed::DataParallel>,
 }
 
 impl DspnetTrainer {
@@ -140,6 +144,7 @@ impl DspnetTrainer {
             base_lr: cfg.optim.lr * global_batch as f64 / 256.0,
             ema_base: cfg.method.ema_base,
             ema_final: cfg.method.ema_final,
+            data_parallel: None,
         })
     }
 
@@ -173,7 +178,9 @@ impl DspnetTrainer {
     ///    BYOL's regression loss ℓ; at w = 1 this is BYOL's SSL loss, at w < 1 in-place
     ///    distillation from the teacher. `λ_w·L_w` is back-propagated at once, so only one
     ///    width's activations are alive at a time; gradients accumulate.
-    /// 3. One optimiser step; then the teacher's EMA update.
+    /// 3. Data parallel only: the gradients are averaged over the processes (one bucketed
+    ///    all-reduce per step, after every width's backward pass).
+    /// 4. One optimiser step; then the teacher's EMA update.
     ///
     /// Errors: a non-finite loss (names width and step; the weights are left untouched).
     pub fn step(&mut self, view_a: &Tensor, view_b: &Tensor, step: u64) -> Result<StepStats, TrainerError> {
@@ -214,6 +221,10 @@ impl DspnetTrainer {
             });
             stats.losses.push((w, value));
             stats.feature_std.push((w, std));
+        }
+        // Data parallel: ONE bucketed all-reduce (mean) of the gradients summed over the widths.
+        if let Some(dp) = &self.data_parallel {
+            dp.group.all_reduce_grads_avg(&dp.params)?;
         }
         self.optimizer.step(lr);
         ema_update(&self.teacher, &self.online, tau)?;

@@ -310,11 +310,22 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
     }
     let (rank, world) = rank_and_world()?;
     // The output location first: a run that could not save must not start.
+    let device = crate::distributed::device_for_rank(req.device)?; // dist: cuda -> cuda:LOCAL_RANK
+    if world > 1 && cfg.train.skip_nonfinite_steps {
+        return Err(TrainerError::Config(
+            "train.skip_nonfinite_steps is not supported with WORLD_SIZE > 1 yet (ranks would have to agree on every skip); unset it".into(),
+        ));
+    }
+    // dist: only rank 0 writes the run directory; every rank reads the checkpoint on resume
     let resumed = if req.resume {
-        check_writable(&req.run_dir)?;
+        if rank == 0 {
+            check_writable(&req.run_dir)?;
+        }
         Some(checkpoint::load(&req.run_dir)?)
     } else {
-        prepare_run_dir(&req.run_dir, req.overwrite)?;
+        if rank == 0 {
+            prepare_run_dir(&req.run_dir, req.overwrite)?;
+        }
         None
     };
     let shards = match &resumed {
@@ -337,7 +348,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         LoaderMode::Train,
         rank,
         world,
-        req.device,
+        device,
     )?;
     let no_full_batch = |epoch: u64| {
         TrainerError::Config(format!(
@@ -359,7 +370,10 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         })?,
     };
     let total_steps = ((cfg.train.epochs * steps_per_epoch as f64).round() as u64).max(1);
-    let mut trainer = DspnetTrainer::new(cfg, req.device, total_steps, steps_per_epoch, batch * world)?;
+    let mut trainer = DspnetTrainer::new(cfg, device, total_steps, steps_per_epoch, batch * world)?;
+    // dist: join the process group (WORLD_SIZE > 1): weights broadcast from rank 0, gradients
+    // averaged in DspnetTrainer::step, optional SyncBN
+    let group = crate::distributed::join(&mut trainer, cfg)?;
     let precision = trainer.format.name().to_string();
 
     // Space for the checkpoints, before the first step.
@@ -369,7 +383,9 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         0
     };
     let need = required_space(tensor_bytes(&checkpoint_tensors(&trainer)), existing);
-    check_space(&req.run_dir, need, free_bytes(&req.run_dir)?)?;
+    if rank == 0 {
+        check_space(&req.run_dir, need, free_bytes(&req.run_dir)?)?;
+    }
 
     let mut pos = StreamPos::default();
     let mut step: u64 = 0;
@@ -417,9 +433,11 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         skipped = st.skipped_nonfinite;
         last_saved = Some(st.step);
         last_lr_tau = (st.lr, st.ema_tau);
-        truncate_metrics(&req.run_dir, step)?;
+        if rank == 0 {
+            truncate_metrics(&req.run_dir, step)?;
+        }
         tracing::info!(step, epoch = pos.epoch, position, samples_in_epoch = pos.samples, "resuming");
-    } else {
+    } else if rank == 0 {
         checkpoint::write_atomic(&req.run_dir, CONFIG, cfg.to_toml().as_bytes())?;
     }
     let start_step = step;
@@ -433,13 +451,20 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         "training"
     );
     let metrics_path = req.run_dir.join(METRICS);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| TrainerError::io(&metrics_path, e))?;
+    let mut metrics = if rank == 0 {
+        // dist: metrics from rank 0 only (its local losses)
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| TrainerError::io(&metrics_path, e))?,
+        )
+    } else {
+        None
+    };
 
-    let bar = if req.progress { ProgressBar::new(run_steps) } else { ProgressBar::hidden() };
+    let bar = if req.progress && rank == 0 { ProgressBar::new(run_steps) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {elapsed_precise} eta {eta_precise}  {msg}")
             .expect("valid template"),
@@ -460,7 +485,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         if cap.is_none_or(|c| pos.batches < c) {
             let mut iter = loader.epoch_from(pos.epoch, pos.position)?;
             loop {
-                if req.stop.load(Ordering::SeqCst) {
+                if group.is_none() && req.stop.load(Ordering::SeqCst) {
                     interrupted = true;
                     break 'outer;
                 }
@@ -479,6 +504,13 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                 let view_b = batch.view_b.as_ref().ok_or_else(|| {
                     TrainerError::Config("the loader returned an evaluation batch in training mode".into())
                 })?;
+                // dist: all ranks stop at the same step when any got Ctrl-C
+                if group.is_some()
+                    && crate::distributed::any_rank_stopping(group.as_deref(), req.stop.load(Ordering::SeqCst))?
+                {
+                    interrupted = true;
+                    break 'outer;
+                }
                 let snapshot = cfg.train.skip_nonfinite_steps.then(|| bn_snapshot(&trainer));
                 let outcome = trainer.step(&batch.view_a, view_b, step);
                 let n = batch.keys.len() as u64;
@@ -504,7 +536,9 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                                 "skipped_nonfinite": skipped,
                                 "elapsed_sec": started.elapsed().as_secs_f64(),
                             });
-                            writeln!(metrics, "{line}").map_err(|e| TrainerError::io(&metrics_path, e))?;
+                            if let Some(m) = metrics.as_mut() {
+                                writeln!(m, "{line}").map_err(|e| TrainerError::io(&metrics_path, e))?;
+                            }
                             if req.progress {
                                 let losses: Vec<String> = stats.losses.iter().map(|(w, l)| format!("{w}:{l:.3}")).collect();
                                 bar.set_message(format!("{ips:.0} img/s  wait {:.0}%  loss {}", wait_frac * 100.0, losses.join(" ")));
@@ -533,7 +567,9 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                         skipped += 1;
                         tracing::warn!(skipped_total = skipped, "skipping the step: {msg}");
                         let line = json!({"step": step, "epoch": pos.epoch, "skipped_nonfinite": skipped, "skip_reason": msg});
-                        writeln!(metrics, "{line}").map_err(|e| TrainerError::io(&metrics_path, e))?;
+                        if let Some(m) = metrics.as_mut() {
+                                writeln!(m, "{line}").map_err(|e| TrainerError::io(&metrics_path, e))?;
+                            }
                     }
                     Err(e) => return Err(e),
                 }
@@ -546,7 +582,9 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                     break;
                 }
                 if cfg.train.checkpoint_every > 0 && step % cfg.train.checkpoint_every == 0 {
-                    save(&ctx, &trainer, step, pos, last_lr_tau, skipped, run_images, false, last_saved)?;
+                    if rank == 0 {
+                        save(&ctx, &trainer, step, pos, last_lr_tau, skipped, run_images, false, last_saved)?;
+                    }
                     last_saved = Some(step);
                 }
             }
@@ -554,12 +592,17 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         // end of the epoch: the next one starts at its first position
         pos = StreamPos { epoch: pos.epoch + 1, ..StreamPos::default() };
         if last_saved != Some(step) {
-            save(&ctx, &trainer, step, pos, last_lr_tau, skipped, run_images, false, last_saved)?;
+            if rank == 0 {
+                save(&ctx, &trainer, step, pos, last_lr_tau, skipped, run_images, false, last_saved)?;
+            }
             last_saved = Some(step);
         }
     }
     bar.finish_and_clear();
-    save(&ctx, &trainer, step, pos, last_lr_tau, skipped, run_images, !interrupted, last_saved)?;
+    if rank == 0 {
+        save(&ctx, &trainer, step, pos, last_lr_tau, skipped, run_images, !interrupted, last_saved)?;
+    }
+    crate::distributed::finish(group)?; // dist: every rank waits for rank 0's checkpoint
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(loader = %loader.stats().summary(), "loader");
     Ok(TrainSummary {
