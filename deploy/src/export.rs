@@ -6,10 +6,15 @@
 //! (`conv1`, `bn1`, `layerI.J.convK`, `layerI.J.bnK`, `layerI.0.downsample.{0,1}`), so the
 //! sub-network's state dict is [`SlimResNet::torchvision_state_dict`] (the width's weight
 //! slices and that width's switchable-BN tensors) plus each BN's `num_batches_tracked` buffer;
-//! the classifier is absent (`num_classes=0`). Channels: timm's `ResNet(block, layers,
-//! channels=(c1, c2, c3, c4), stem_width=s)` builds stage `i` with inner width `c_i` and output
-//! `c_i * expansion`, which is exactly the slimmed ResNet when `slim(b*2^i*e, w) = e * slim(b*2^i,
-//! w)` (always for BasicBlock; checked for Bottleneck).
+//! the classifier is absent (`num_classes=0`).
+//!
+//! Channels: `timm.create_model("resnetNN", channels=(c1, c2, c3, c4), num_classes=0)` builds
+//! stage `i` with inner width `c_i` and output `c_i * expansion`, which is exactly the slimmed
+//! ResNet when `slim(b*2^i*e, w) = e * slim(b*2^i, w)` (always for BasicBlock; checked for
+//! Bottleneck). Its plain 7x7 stem, however, always has 64 channels (`stem_width` only sizes
+//! timm's deep stems), so a sub-network whose stem is not 64 wide (every width below 1.0 of a
+//! base-64 ResNet) needs its stem and layer1's first block swapped for timm/torch modules of the
+//! right size: [`timm_snippet`] writes those few lines (no dspnet code) into `model.json`.
 
 use crate::error::{DeployError, Result};
 use crate::run::{load_run, LoadedRun};
@@ -56,6 +61,11 @@ pub struct ExportSummary {
     pub reference: bool,
 }
 
+/// Channels of the plain (7x7) stem that timm's `ResNet` builds whatever `stem_width` says
+/// (timm 1.0.x: `inplanes = stem_width * 2 if deep_stem else 64`; `stem_width` only sizes deep
+/// stems).
+pub const TIMM_PLAIN_STEM_CHANNELS: i64 = 64;
+
 /// The timm constructor arguments that rebuild one width (serialised into `model.json`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TimmArch {
@@ -67,7 +77,7 @@ pub struct TimmArch {
     pub layers: [usize; 4],
     /// Inner channels per stage (`channels=`).
     pub channels: [i64; 4],
-    /// Stem convolution output channels (`stem_width=`).
+    /// Output channels of the sub-network's stem convolution.
     pub stem_width: i64,
     /// Image channels (`in_chans=`).
     pub in_chans: i64,
@@ -79,13 +89,18 @@ pub struct TimmArch {
     pub feature_dim: i64,
     /// Output channels of layer1..layer4: `channels[i] * expansion`.
     pub stage_channels: [i64; 4],
+    /// True when `timm.create_model(model_name, num_classes=0, in_chans=.., channels=..)` alone
+    /// builds this network: ImageNet stem with exactly [`TIMM_PLAIN_STEM_CHANNELS`] stem channels.
+    /// Otherwise the stem (and layer1's first block, whose input is the stem) are replaced by
+    /// timm/torch modules of the right size, see [`timm_snippet`].
+    pub timm_native: bool,
 }
 
 /// timm's constructor arguments for the sub-network of `cfg` at `width`.
 ///
 /// # Errors
 /// [`DeployError::Unsupported`] when a Bottleneck stage's output channels are not 4x its inner
-/// channels after rounding (e.g. base 6 at width 0.25: 2 inner, 6 outer), which timm's `ResNet`
+/// channels after rounding (e.g. base 6 at width 0.25: 2 inner, 6 outer), which timm's blocks
 /// cannot build.
 pub fn timm_arch(cfg: &ResNetConfig, width: f64) -> Result<TimmArch> {
     use dspnet_model::slim_channels as slim;
@@ -98,25 +113,76 @@ pub fn timm_arch(cfg: &ResNetConfig, width: f64) -> Result<TimmArch> {
         stage_channels[i] = slim((b << i) * e, width);
         if stage_channels[i] != channels[i] * e {
             return Err(DeployError::Unsupported(format!(
-                "width {width} of base_channels {b}: stage {} has {} inner and {} output channels, but timm's ResNet needs output = {e} x inner; export another width",
+                "width {width} of base_channels {b}: stage {} has {} inner and {} output channels, but timm's ResNet blocks need output = {e} x inner; export another width",
                 i + 1,
                 channels[i],
                 stage_channels[i]
             )));
         }
     }
+    let stem_width = slim(b, width);
     Ok(TimmArch {
         model_name: format!("resnet{}", cfg.depth.layers()),
         block: if cfg.depth == Depth::R50 { "Bottleneck" } else { "BasicBlock" }.into(),
         layers: cfg.depth.blocks(),
         channels,
-        stem_width: slim(b, width),
+        stem_width,
         in_chans: cfg.in_channels,
         num_classes: 0,
         global_pool: "avg".into(),
         feature_dim: stage_channels[3],
         stage_channels,
+        timm_native: cfg.stem == Stem::Imagenet && stem_width == TIMM_PLAIN_STEM_CHANNELS,
     })
+}
+
+/// Python (timm + torch only, no dspnet code) that builds the sub-network described by `arch`
+/// and `stem` and loads `weights` with strict keys; ends with `model.eval()`. The first
+/// statement after the imports is always `timm.create_model(..)`; stem modules follow only
+/// when timm cannot build them (small stem, or a stem width other than 64).
+pub fn timm_snippet(arch: &TimmArch, stem: Stem, weights: &str) -> String {
+    let c = arch.channels;
+    let s = arch.stem_width;
+    let mut lines = vec![
+        "import timm, torch.nn as nn".to_string(),
+        "from safetensors.torch import load_file".to_string(),
+    ];
+    let resize = s != TIMM_PLAIN_STEM_CHANNELS;
+    if resize {
+        let extra = if arch.block == "Bottleneck" { ", downsample_conv" } else { "" };
+        lines.push(format!("from timm.models.resnet import {}{extra}", arch.block));
+    }
+    lines.push(format!(
+        "model = timm.create_model(\"{}\", pretrained=False, num_classes=0, in_chans={}, channels=({}, {}, {}, {}))",
+        arch.model_name, arch.in_chans, c[0], c[1], c[2], c[3]
+    ));
+    let (k, st, p) = match stem {
+        Stem::Imagenet => (7, 2, 3),
+        Stem::Small => (3, 1, 1),
+    };
+    if resize || stem == Stem::Small {
+        lines.push(format!(
+            "model.conv1 = nn.Conv2d({}, {s}, kernel_size={k}, stride={st}, padding={p}, bias=False)",
+            arch.in_chans
+        ));
+    }
+    if resize {
+        lines.push(format!("model.bn1 = nn.BatchNorm2d({s})"));
+        if arch.block == "Bottleneck" {
+            lines.push(format!(
+                "model.layer1[0] = Bottleneck({s}, {}, downsample=downsample_conv({s}, {}, 1))",
+                c[0], arch.stage_channels[0]
+            ));
+        } else {
+            lines.push(format!("model.layer1[0] = BasicBlock({s}, {})", c[0]));
+        }
+    }
+    if stem == Stem::Small {
+        lines.push("model.maxpool = nn.Identity()".into());
+    }
+    lines.push(format!("model.load_state_dict(load_file(\"{weights}\"), strict=True)"));
+    lines.push("model.eval()".into());
+    lines.join("\n") + "\n"
 }
 
 /// Strides of layer1..layer4 relative to the input: 4/8/16/32 (ImageNet stem: 7x7/2 conv and
@@ -323,15 +389,14 @@ pub fn export_loaded(run: &LoadedRun, width: f64, out_dir: &Path, reference: boo
 
     let stem = match cfg.model.stem {
         Stem::Imagenet => json!({
-            "type": "imagenet", "timm_native": true,
+            "type": "imagenet",
             "conv1": {"kernel_size": 7, "stride": 2, "padding": 3, "bias": false},
             "maxpool": {"kernel_size": 3, "stride": 2, "padding": 1},
         }),
         Stem::Small => json!({
-            "type": "small", "timm_native": false,
+            "type": "small",
             "conv1": {"kernel_size": 3, "stride": 1, "padding": 1, "bias": false},
             "maxpool": null,
-            "rebuild": "after timm's ResNet(...): model.conv1 = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False); model.maxpool = nn.Identity()",
         }),
     };
     let eval_results: Vec<_> = run
@@ -349,10 +414,7 @@ pub fn export_loaded(run: &LoadedRun, width: f64, out_dir: &Path, reference: boo
     let a = &cfg.augment;
     // f32 config values as their shortest decimal (0.4914, not 0.49140000343322754)
     let f64s = |v: &[f32]| v.iter().map(|x| x.to_string().parse::<f64>().unwrap_or(*x as f64)).collect::<Vec<f64>>();
-    let snippet = format!(
-        "timm.create_model(\"{}\", pretrained=False, num_classes=0, in_chans={}, stem_width={}, channels=({}, {}, {}, {}))",
-        arch.model_name, arch.in_chans, arch.stem_width, arch.channels[0], arch.channels[1], arch.channels[2], arch.channels[3]
-    );
+    let snippet = timm_snippet(&arch, cfg.model.stem, MODEL_WEIGHTS);
     let doc = json!({
         "format": FORMAT,
         "width": width,
@@ -361,7 +423,7 @@ pub fn export_loaded(run: &LoadedRun, width: f64, out_dir: &Path, reference: boo
             "family": "resnet",
             "depth": cfg.model.depth.to_string(),
             "timm": arch,
-            "timm_create_model": snippet,
+            "timm_snippet": snippet,
             "feature_strides": strides,
             "dtype": "float32",
         },
