@@ -24,6 +24,16 @@ pub enum DeployError {
     /// `ResNet` cannot build).
     #[error("{0}")]
     Unsupported(String),
+    /// A command-line value that cannot be used (names the option and the fix).
+    #[error("{0}")]
+    Usage(String),
+    /// `results.json` lacks the evaluation a command needs (says to run dspnet-eval).
+    #[error("{0}")]
+    NoResults(String),
+    /// No width fits the budget of `dspnet-select` (names what the smallest width needs). Not
+    /// bad input: `dspnet-select` exits with code 1 on it.
+    #[error("{0}")]
+    NoWidthFits(String),
     /// Errors from the trainer crate (configuration, checkpoints).
     #[error(transparent)]
     Trainer(#[from] TrainerError),

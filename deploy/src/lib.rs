@@ -11,13 +11,19 @@
 //!   normalisation, params, FLOPs, known results, source, code version) and optionally
 //!   `reference.safetensors` (the Rust network's pooled features and stage feature maps on a
 //!   fixed input).
+//! * [`profile`]: per width params, FLOPs, measured latency (median / p90), images/s and peak
+//!   memory on this machine (`dspnet-profile`: table, `profile.json`, accuracy-vs-latency plot).
+//! * [`select`]: the most accurate width within a latency, MFLOPs or parameter budget
+//!   (`dspnet-select`).
 //!
 //! The Python side (`tools/python/dspnet_export`) loads an export into timm, builds multi-scale
 //! backbones for torchvision detection and exports ONNX.
 
 pub mod error;
 pub mod export;
+pub mod profile;
 pub mod run;
+pub mod select;
 
 pub use error::{DeployError, Result};
 pub use export::{export_loaded, export_width, ExportSummary};
