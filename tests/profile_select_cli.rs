@@ -186,6 +186,7 @@ fn profile_and_select_on_a_tiny_real_run() {
     // none fits: exit 1, one line naming what the smallest needs
     let out = run(SELECT, &[r, "--max-mflops", "0.000001", "--threads", "1"]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "decided before measuring anything: {}", String::from_utf8_lossy(&out.stdout));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
     assert_eq!(stderr.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{stderr}");

@@ -20,7 +20,7 @@ mod deploy_cli;
 
 use clap::Parser;
 use dspnet_deploy::profile::{apply_threads, measure, run_format, Profile, PROFILE};
-use dspnet_deploy::select::{select, width_label, Budget, Metric, WidthRow};
+use dspnet_deploy::select::{check_any_fits, select, width_label, Budget, Metric, WidthRow};
 use dspnet_deploy::{export_loaded, load_run, DeployError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +80,14 @@ fn run(args: Args) -> Result<(), DeployError> {
             metric.name()
         )));
     }
+    let mut rows: Vec<WidthRow> = widths
+        .iter()
+        .map(|&w| WidthRow { width: w, params: run.params(w), flops: run.flops(w), latency_ms: f64::NAN, top1: run.top1(w, metric.name()) })
+        .collect();
+    if !matches!(budget, Budget::LatencyMs(_)) {
+        // an MFLOPs or parameter budget nothing meets: say so before measuring anything
+        check_any_fits(&rows, budget)?;
+    }
     let threads = apply_threads(args.threads, &run)?;
     let format = run_format(&run);
     let profile_path = args.run.join(PROFILE);
@@ -90,7 +98,6 @@ fn run(args: Args) -> Result<(), DeployError> {
     } else {
         Err(format!("no {PROFILE}"))
     };
-    let mut rows = Vec::with_capacity(widths.len());
     match &reuse {
         Ok(p) => println!(
             "latency: from {} (measured on this machine, {threads} threads, batch {}, {}{})",
@@ -106,12 +113,12 @@ fn run(args: Args) -> Result<(), DeployError> {
             format.name()
         ),
     }
-    for &w in &widths {
-        let latency_ms = match &reuse {
+    for row in &mut rows {
+        let w = row.width;
+        row.latency_ms = match &reuse {
             Ok(p) => p.width(w).and_then(|x| x.at_batch(args.batch_size)).expect("matches() checked every width").median_ms,
             Err(_) => measure(&run, w, args.batch_size, format, 3, args.repeats)?.median_ms,
         };
-        rows.push(WidthRow { width: w, params: run.params(w), flops: run.flops(w), latency_ms, top1: run.top1(w, metric.name()) });
     }
     let sel = select(&rows, budget, metric, &results.display().to_string())?;
     println!();

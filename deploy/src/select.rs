@@ -263,19 +263,7 @@ pub fn select(rows: &[WidthRow], budget: Budget, metric: Metric, results: &str) 
             Verdict { fits: cost <= budget.limit(), cost, row, chosen: false }
         })
         .collect();
-    if !verdicts.iter().any(|v| v.fits) {
-        let cheapest = verdicts
-            .iter()
-            .min_by(|a, b| a.cost.total_cmp(&b.cost).then(a.row.width.total_cmp(&b.row.width)))
-            .expect("non-empty");
-        return Err(DeployError::NoWidthFits(format!(
-            "no width fits {} {}: the smallest, {}, needs {}",
-            budget.option(),
-            short_budget(budget.limit()),
-            width_label(cheapest.row.width),
-            budget.format_cost(cheapest.cost)
-        )));
-    }
+    check_any_fits(rows, budget)?;
     // best top-1 among the fitting widths; ties to the cheaper, then the narrower width
     let best = verdicts
         .iter()
@@ -296,6 +284,31 @@ pub fn select(rows: &[WidthRow], budget: Budget, metric: Metric, results: &str) 
     };
     verdicts[best].chosen = true;
     Ok(Selection { budget, metric, verdicts })
+}
+
+/// Checks that at least one of `rows` fits `budget`, reading only the quantity the budget
+/// limits (so an MFLOPs or parameter budget can be checked before any latency is measured).
+///
+/// # Errors
+/// [`DeployError::NoWidthFits`]: `no width fits --max-mflops 1.0: the smallest, 0.25x, needs
+/// 1.8 MFLOPs` (the cheapest width by that quantity, ties to the narrower);
+/// [`DeployError::Run`] when `rows` is empty.
+pub fn check_any_fits(rows: &[WidthRow], budget: Budget) -> Result<()> {
+    let cheapest = rows
+        .iter()
+        .map(|r| (budget.cost(r), r.width))
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)))
+        .ok_or_else(|| DeployError::Run("the run has no width to select from".into()))?;
+    if cheapest.0 <= budget.limit() {
+        return Ok(());
+    }
+    Err(DeployError::NoWidthFits(format!(
+        "no width fits {} {}: the smallest, {}, needs {}",
+        budget.option(),
+        short_budget(budget.limit()),
+        width_label(cheapest.1),
+        budget.format_cost(cheapest.0)
+    )))
 }
 
 /// The budget as the user would type it (`1.0`, `0.5`, `250000.0`).
