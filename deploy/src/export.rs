@@ -459,3 +459,167 @@ pub fn export_loaded(run: &LoadedRun, width: f64, out_dir: &Path, reference: boo
     write_atomic(&dir, MODEL_JSON, &text).map_err(out_err(out_dir))?;
     Ok(ExportSummary { width, dir, params, flops, feature_dim: arch.feature_dim, input_size: size, reference })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dspnet_trainer::checkpoint::{self, CheckpointState};
+    use dspnet_trainer::config::RunConfig;
+
+    fn cfg(depth: Depth, stem: Stem, base: i64) -> ResNetConfig {
+        ResNetConfig { depth, stem, in_channels: 3, base_channels: base, widths: vec![0.25, 0.5, 0.75, 1.0] }
+    }
+
+    /// Channel counts worked out by hand from torchvision's ResNet-50 (64/128/256/512 inner,
+    /// x4 outputs) at half width, and the issue's example `channels=(32, 64, 128, 256)`.
+    #[test]
+    fn timm_arch_by_hand() {
+        let a = timm_arch(&cfg(Depth::R50, Stem::Imagenet, 64), 0.5).unwrap();
+        assert_eq!(a.model_name, "resnet50");
+        assert_eq!(a.block, "Bottleneck");
+        assert_eq!(a.layers, [3, 4, 6, 3]);
+        assert_eq!(a.channels, [32, 64, 128, 256]);
+        assert_eq!(a.stage_channels, [128, 256, 512, 1024]);
+        assert_eq!((a.stem_width, a.feature_dim, a.in_chans, a.num_classes), (32, 1024, 3, 0));
+        assert!(!a.timm_native, "timm's plain stem is 64 wide, this one 32");
+        assert!(timm_arch(&cfg(Depth::R50, Stem::Imagenet, 64), 1.0).unwrap().timm_native);
+        assert!(!timm_arch(&cfg(Depth::R50, Stem::Small, 64), 1.0).unwrap().timm_native);
+        let b = timm_arch(&cfg(Depth::R18, Stem::Small, 16), 0.25).unwrap();
+        assert_eq!((b.block.as_str(), b.layers, b.channels, b.feature_dim), ("BasicBlock", [2, 2, 2, 2], [4, 8, 16, 32], 32));
+        assert_eq!(timm_arch(&cfg(Depth::R34, Stem::Small, 16), 0.75).unwrap().layers, [3, 4, 6, 3]);
+    }
+
+    /// base 6 at width 0.25: inner round(1.5) = 2, output round(6) = 6 != 4 x 2.
+    #[test]
+    fn timm_arch_refuses_what_timm_cannot_build() {
+        let e = timm_arch(&cfg(Depth::R50, Stem::Imagenet, 6), 0.25).unwrap_err().to_string();
+        assert!(e.contains("stage 1 has 2 inner and 6 output") && !e.contains('\n'), "{e}");
+        // BasicBlock has expansion 1: always representable
+        assert!(timm_arch(&cfg(Depth::R18, Stem::Imagenet, 6), 0.25).is_ok());
+    }
+
+    #[test]
+    fn snippet_swaps_only_what_timm_cannot_build() {
+        let native = timm_snippet(&timm_arch(&cfg(Depth::R50, Stem::Imagenet, 64), 1.0).unwrap(), Stem::Imagenet, "m.safetensors");
+        assert_eq!(
+            native,
+            "import timm, torch.nn as nn\nfrom safetensors.torch import load_file\n\
+             model = timm.create_model(\"resnet50\", pretrained=False, num_classes=0, in_chans=3, channels=(64, 128, 256, 512))\n\
+             model.load_state_dict(load_file(\"m.safetensors\"), strict=True)\nmodel.eval()\n"
+        );
+        let quarter = timm_snippet(&timm_arch(&cfg(Depth::R50, Stem::Imagenet, 64), 0.25).unwrap(), Stem::Imagenet, "m.safetensors");
+        for line in [
+            "from timm.models.resnet import Bottleneck, downsample_conv",
+            "channels=(16, 32, 64, 128))",
+            "model.conv1 = nn.Conv2d(3, 16, kernel_size=7, stride=2, padding=3, bias=False)",
+            "model.bn1 = nn.BatchNorm2d(16)",
+            "model.layer1[0] = Bottleneck(16, 16, downsample=downsample_conv(16, 64, 1))",
+        ] {
+            assert!(quarter.contains(line), "{line} missing in\n{quarter}");
+        }
+        assert!(!quarter.contains("maxpool"));
+        let small = timm_snippet(&timm_arch(&cfg(Depth::R18, Stem::Small, 64), 1.0).unwrap(), Stem::Small, "m.safetensors");
+        assert!(small.contains("model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)"), "{small}");
+        assert!(small.contains("model.maxpool = nn.Identity()"), "{small}");
+        assert!(!small.contains("bn1") && !small.contains("layer1"), "64-wide stem: timm's BN and layer1 fit\n{small}");
+    }
+
+    #[test]
+    fn reference_input_is_fixed_and_normalised() {
+        let (mean, std) = ([0.5f32, 0.25, 0.0], [0.5f32, 0.25, 2.0]);
+        let a = reference_input(3, 5, &mean, &std);
+        let b = reference_input(3, 5, &mean, &std);
+        assert_eq!(a.size(), vec![2, 3, 5, 5]);
+        assert!(a.equal(&b), "same seed, same input");
+        // pixels in [0, 1) -> channel c in [(0 - m_c) / s_c, (1 - m_c) / s_c)
+        for c in 0..3 {
+            let ch = a.narrow(1, c, 1);
+            let (lo, hi) = (ch.min().double_value(&[]), ch.max().double_value(&[]));
+            let (l, h) = ((0.0 - mean[c as usize] as f64) / std[c as usize] as f64, (1.0 - mean[c as usize] as f64) / std[c as usize] as f64);
+            assert!(lo >= l - 1e-6 && hi < h + 1e-6 && hi - lo > 0.8 * (h - l), "channel {c}: {lo}..{hi} vs {l}..{h}");
+        }
+        // the first value is the first ChaCha8 draw
+        let u: f32 = rand_chacha::ChaCha8Rng::seed_from_u64(REFERENCE_SEED).gen();
+        assert_eq!(a.double_value(&[0, 0, 0, 0]) as f32, (u - 0.5) / 0.5);
+    }
+
+    /// Read back with the safetensors crate itself: names, dtypes, shapes, bytes, metadata.
+    #[test]
+    fn safetensors_bytes_round_trip() {
+        let t = vec![
+            ("b.weight".to_string(), Tensor::from_slice(&[1.5f32, -2.0, 0.25, 4.0]).reshape([2, 2])),
+            ("a.num_batches_tracked".to_string(), Tensor::from_slice(&[0i64]).reshape(Vec::<i64>::new())),
+        ];
+        let bytes = safetensors_bytes(&t, &[("width", "0.5".into())]).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let m = meta.metadata().as_ref().unwrap();
+        assert_eq!((m["format"].as_str(), m["width"].as_str()), ("pt", "0.5"));
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let w = st.tensor("b.weight").unwrap();
+        assert_eq!((w.dtype(), w.shape()), (safetensors::Dtype::F32, &[2usize, 2][..]));
+        let vals: Vec<f32> = w.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(vals, vec![1.5, -2.0, 0.25, 4.0]);
+        let n = st.tensor("a.num_batches_tracked").unwrap();
+        assert_eq!((n.dtype(), n.shape(), n.data()), (safetensors::Dtype::I64, &[][..], &[0u8; 8][..]));
+        let bad = [("x".to_string(), Tensor::from_slice(&[1u8]))];
+        assert!(matches!(safetensors_bytes(&bad, &[]), Err(DeployError::Unsupported(_))));
+    }
+
+    /// A run written through the trainer's checkpoint code: the state dict has torchvision/timm
+    /// names only (no width tags), one BN (5 tensors with num_batches_tracked) per conv, slices
+    /// of the online weights, and the BN of the requested width; results.json is read.
+    #[test]
+    fn state_dict_of_a_saved_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../configs/cifar10-small.toml");
+        let mut cfg = RunConfig::from_toml_str(text, "cifar10-small.toml").unwrap();
+        cfg.model.base_channels = 4;
+        cfg.heads.hidden = 8;
+        cfg.heads.out_dim = 4;
+        cfg.method.train_widths = Some(vec![0.5, 1.0]);
+        let online = dspnet_trainer::network::Branch::new(&cfg, tch::Device::Cpu, true).unwrap();
+        checkpoint::write_atomic(dir.path(), checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
+        let state = CheckpointState {
+            step: 3,
+            total_steps: 9,
+            epoch: 0,
+            samples_in_epoch: 0,
+            finished: false,
+            weights_sha256: String::new(),
+            version: "test".into(),
+            precision: "fp32".into(),
+        };
+        checkpoint::save(dir.path(), &checkpoint::prefixed(&online.vs, "online"), state).unwrap();
+        let results = r#"[{"width": 0.5, "params": 1, "flops": 2, "protocol": "knn", "top1": 41.5, "init": "pretrained", "settings": {}},
+                          {"width": 0.5, "params": 1, "flops": 2, "protocol": "knn", "top1": 30.0, "init": "random", "settings": {}}]"#;
+        std::fs::write(dir.path().join("results.json"), results).unwrap();
+        let run = load_run(dir.path()).unwrap();
+        assert_eq!(run.top1(0.5, "knn"), Some(41.5));
+        assert_eq!(run.top1(0.5, "linear"), None);
+        assert_eq!(run.results_for(1.0).len(), 0);
+        assert!(matches!(run.check_width(0.25), Err(DeployError::Width(_))), "0.25 is in model.widths but not trained");
+        let sd = timm_state_dict(&run, 0.5).unwrap();
+        let convs = sd.iter().filter(|(_, t)| t.dim() == 4).count();
+        assert_eq!(convs, 1 + 8 * 2 + 3, "stem + 8 BasicBlocks x 2 convs + 3 downsamples");
+        assert_eq!(sd.len(), convs * 6);
+        assert!(sd.iter().all(|(n, _)| !n.contains(".w0_") && !n.contains(".w1_")));
+        assert!(sd.windows(2).all(|p| p[0].0 < p[1].0), "sorted by name");
+        let get = |k: &str| &sd.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1;
+        assert_eq!(get("bn1.num_batches_tracked").kind(), Kind::Int64);
+        assert_eq!(get("bn1.num_batches_tracked").size(), Vec::<i64>::new());
+        let full = &online.vs.variables()["backbone.layer4.0.conv1.weight"]; // [32, 16, 3, 3]
+        assert!(get("layer4.0.conv1.weight").equal(&full.narrow(0, 0, 16).narrow(1, 0, 8)));
+        assert!(get("layer2.1.bn2.bias").equal(&online.vs.variables()["backbone.layer2.1.bn2.w0_50.bias"]));
+        assert!(matches!(timm_state_dict(&run, 0.25), Err(DeployError::Width(_))));
+        // export: files and the record
+        let out = dir.path().join("exp");
+        let s = export_loaded(&run, 0.5, &out, false).unwrap();
+        assert_eq!(s.dir, out.join("w0_50"));
+        assert_eq!((s.params, s.flops), (run.params(0.5), run.flops(0.5)));
+        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(s.dir.join(MODEL_JSON)).unwrap()).unwrap();
+        assert_eq!(meta["eval_results"][0]["top1"], 41.5);
+        assert_eq!(meta["random_init_baselines"][0]["top1"], 30.0);
+        assert_eq!(meta["source"]["step"], 3);
+        assert!(!s.dir.join(REFERENCE).exists());
+    }
+}
