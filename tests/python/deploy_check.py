@@ -2,6 +2,8 @@
 """Python half of tests/export_cli.rs: loads dspnet-export folders with the dspnet_export
 package (PYTHONPATH set by the Rust test to this checkout's tools/python/dspnet_export) and
 prints one JSON object per line with measured values; the Rust test asserts the thresholds.
+Several modes can run in one process, separated by ``--`` (importing torch/timm dominates).
+One intra-op thread: these models are tiny, and two threads spin on a busy machine.
 
 Modes
 -----
@@ -33,7 +35,7 @@ import torch
 import torch.nn as nn
 
 warnings.filterwarnings("ignore")
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 import dspnet_export as de  # noqa: E402
 
@@ -64,9 +66,6 @@ def equiv(d):
     ref = de.load_reference(d)
     x = ref["input"]
     out = {"dir": d}
-    model = de.load_subnet(d)
-    with torch.no_grad():
-        out["pooled"] = maxdiff(model(x), ref["pooled"])
     feats = de.load_subnet(d, features_only=True)
     with torch.no_grad():
         maps = feats(x)
@@ -85,19 +84,21 @@ def equiv(d):
     with torch.no_grad():
         out["snippet_pooled"] = maxdiff(ns["model"](x), ref["pooled"])
     out["snippet_is_timm_resnet"] = type(ns["model"]).__module__ == "timm.models.resnet"
-    # negative control: BN running statistics back to their initial values
-    ctrl = de.load_subnet(d)
-    for m in ctrl.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.zero_()
-            m.running_var.fill_(1.0)
+    model = de.load_subnet(d)
+    out["eval_mode"] = not model.training
     with torch.no_grad():
-        out["default_bn_pooled"] = maxdiff(ctrl(x), ref["pooled"])
+        out["pooled"] = maxdiff(model(x), ref["pooled"])
     out["params"] = sum(p.numel() for p in model.parameters())
     c = int(meta["input"]["channels"])
     h, w = meta["input"]["size"]
     out["macs"] = conv_macs(model, torch.zeros(1, c, h, w))
-    out["eval_mode"] = not model.training
+    # negative control: the same model with its BN running statistics reset to 0/1
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.zero_()
+            m.running_var.fill_(1.0)
+    with torch.no_grad():
+        out["default_bn_pooled"] = maxdiff(model(x), ref["pooled"])
     return out
 
 
@@ -160,19 +161,29 @@ def detect(d, image):
 
 
 def main(argv):
-    mode = argv[1]
-    if mode == "equiv":
-        for d in argv[2:]:
-            print(json.dumps(equiv(d)), flush=True)
-    elif mode == "onnx":
-        for d in argv[3:]:
-            print(json.dumps(onnx_check(argv[2], d)), flush=True)
-    elif mode == "corrupt":
-        print(json.dumps(corrupt(argv[2])), flush=True)
-    elif mode == "detect":
-        print(json.dumps(detect(argv[2], argv[3])), flush=True)
-    else:
-        raise SystemExit(f"unknown mode {mode}")
+    # several commands in one process (imports dominate): CMD ARGS... [-- CMD ARGS...]...
+    cmds, cur = [], []
+    for a in argv[1:]:
+        if a == "--":
+            cmds.append(cur)
+            cur = []
+        else:
+            cur.append(a)
+    cmds.append(cur)
+    for cmd in cmds:
+        mode, args = cmd[0], cmd[1:]
+        if mode == "equiv":
+            for d in args:
+                print(json.dumps(equiv(d)), flush=True)
+        elif mode == "onnx":
+            for d in args[1:]:
+                print(json.dumps(onnx_check(args[0], d)), flush=True)
+        elif mode == "corrupt":
+            print(json.dumps(corrupt(args[0])), flush=True)
+        elif mode == "detect":
+            print(json.dumps(detect(args[0], args[1])), flush=True)
+        else:
+            raise SystemExit(f"unknown mode {mode}")
 
 
 if __name__ == "__main__":
