@@ -240,6 +240,9 @@ fn bad_input_is_one_line_and_exit_2() {
     // no results: profile works, says why there is no plot
     let out = ok(&run(PROFILE, &[r, "--batch-sizes", "2", "--repeats", "1", "--warmup", "0", "--threads", "1"]));
     assert!(out.contains("plot skipped") && !run_dir.join("accuracy_vs_latency.png").exists(), "{out}");
+    // an output folder that does not exist: refused before measuring
+    let nowhere = tmp.path().join("no-such-folder/profile.json");
+    assert_one_line_error(&run(PROFILE, &[r, "--out", nowhere.to_str().unwrap()]), "does not exist; create it");
     // a missing run, then a truncated checkpoint
     let missing = tmp.path().join("no-such-run");
     assert_one_line_error(&run(PROFILE, &[missing.to_str().unwrap()]), "does not exist");

@@ -15,7 +15,7 @@
 mod deploy_cli;
 
 use clap::Parser;
-use dspnet_deploy::profile::{markdown_table, plot, profile_run, write_profile, ProfileSettings, PLOT, PROFILE};
+use dspnet_deploy::profile::{check_writable, markdown_table, plot, profile_run, write_profile, ProfileSettings, PLOT, PROFILE};
 use dspnet_deploy::{load_run, DeployError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,8 +54,9 @@ fn run(args: Args) -> Result<(), DeployError> {
         threads: args.threads,
     };
     let run = load_run(&args.run)?;
-    let profile = profile_run(&run, &settings)?;
     let out = args.out.unwrap_or_else(|| args.run.join(PROFILE));
+    check_writable(&out)?;
+    let profile = profile_run(&run, &settings)?;
     write_profile(&profile, &out)?;
     let m = &profile.machine;
     println!(

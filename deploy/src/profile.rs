@@ -463,6 +463,31 @@ pub fn write_profile(profile: &Profile, path: &Path) -> Result<()> {
     })
 }
 
+/// Checks, before any measurement, that the profile can be written to `path`: its folder
+/// exists and accepts a new file (a probe file is created and removed).
+///
+/// # Errors
+/// [`DeployError::Output`] naming the folder and the fix.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(DeployError::Output(format!(
+            "--out {}: folder {} does not exist; create it or pass another --out FILE",
+            path.display(),
+            dir.display()
+        )));
+    }
+    let probe = dir.join(format!(".dspnet-profile-probe-{}.tmp", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| {
+        DeployError::Output(format!(
+            "cannot write into {} ({e}); make the folder writable or pass --out FILE",
+            dir.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -507,10 +532,11 @@ pub fn markdown_table(profile: &Profile, records: &[EvalRecord]) -> String {
     out
 }
 
-/// Draws top-1 (%) of every (init, protocol) series in `records` against the median latency at
-/// `batch_size` (ms, log scale), one point per profiled width labelled with it, as a PNG written
-/// atomically to `path`. Returns `Ok(false)` without drawing when no record matches a profiled
-/// width.
+/// Draws the top-1 (%) of the PRETRAINED network under every protocol in `records` (linear,
+/// knn) against the median latency at `batch_size` (ms, log scale), one point per profiled width
+/// labelled with it, as a PNG written atomically to `path`. Random-init baselines are left out
+/// (same latency; `accuracy_vs_flops.png` shows them). Returns `Ok(false)` without drawing when
+/// no pretrained record matches a profiled width.
 ///
 /// # Errors
 /// [`DeployError::Output`]: the font (Debian fonts-dejavu-core) is missing or the PNG cannot be
@@ -524,11 +550,11 @@ pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &P
             .filter(|r| r.init == init && r.protocol == proto)
             .filter_map(|r| Some((profile.width(r.width)?.at_batch(batch_size)?.median_ms, r.top1, r.width)))
             .collect();
-        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v.sort_by(|a, b| a.2.total_cmp(&b.2)); // joined in width order: the slimmable family
         v
     };
     let mut series: Vec<(String, String)> = Vec::new();
-    for r in records {
+    for r in records.iter().filter(|r| r.init == "pretrained") {
         let s = (r.init.clone(), r.protocol.clone());
         if !series.contains(&s) && !pts_of(&s.0, &s.1).is_empty() {
             series.push(s);
@@ -561,6 +587,7 @@ pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &P
             .build_cartesian_2d((xmin * 0.8..xmax * 1.25).log_scale(), (ymin - 2.0).max(0.0)..(ymax + 2.0).min(100.0))?;
         chart
             .configure_mesh()
+            .x_labels(6)
             .x_desc(format!("median latency at batch {batch_size} (ms, log scale), {}", profile.machine.cpu_model))
             .y_desc("top-1 (%)")
             .draw()?;
@@ -572,11 +599,16 @@ pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &P
                 .label(format!("{proto} ({init})"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
             chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))?;
-            if init == "pretrained" {
-                chart.draw_series(pts.iter().map(|p| Text::new(format!("{:?}x", p.2), (p.0, p.1), ("sans-serif", 14))))?;
-            }
+            chart.draw_series(
+                pts.iter().map(|p| EmptyElement::at((p.0, p.1)) + Text::new(format!("{:?}x", p.2), (6, -18), ("sans-serif", 14))),
+            )?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     };
