@@ -456,6 +456,9 @@ fn bad_export_input_is_one_line_and_exit_2() {
     assert!(!fresh.exists(), "nothing written on bad input");
     std::fs::remove_file(&w).unwrap();
     assert_one_line_error(&run(EXPORT, &[t.to_str().unwrap(), "--all", "--out", o]), "checkpoint.safetensors");
+    let n = swap(&r18, &r18, "no-json");
+    std::fs::remove_file(n.join("checkpoint.json")).unwrap();
+    assert_one_line_error(&run(EXPORT, &[n.to_str().unwrap(), "--all", "--out", o]), "has no checkpoint");
     // a damaged results.json
     let j = swap(&r18, &r18, "bad-results");
     std::fs::write(j.join("results.json"), b"[{\"width\": 0.5").unwrap();

@@ -39,8 +39,10 @@ fn run(args: Args) -> Result<(), DeployError> {
         Some(w) => vec![w],
         None => run.trained_widths.as_slice().to_vec(),
     };
+    // every width is checked before anything is written
     for &w in &widths {
         run.check_width(w)?;
+        dspnet_deploy::export::timm_arch(&run.config.model, w)?;
     }
     println!("{:>6}  {:>12}  {:>14}  {:>8}  folder", "width", "params", "MACs", "features");
     for w in widths {
