@@ -6,8 +6,9 @@
 //!   --no-as-needed: nothing references its symbols directly, so the default --as-needed would
 //!   drop it and `tch::Cuda::is_available()` would be false even on a GPU machine;
 //! - for `dspnet-deploy` only: sets DSPNET_GIT_DESCRIBE to `git describe --always --dirty` of the
-//!   checkout (the code version recorded in exports), rerun when HEAD moves or the index
-//!   changes; unset when git or the repository is unavailable.
+//!   checkout (the code version recorded in exports), rerun when HEAD moves (a commit or a
+//!   checkout; not on every `git add`, which would rebuild the crate each time, so `-dirty`
+//!   is as of that build); unset when git or the repository is unavailable.
 use std::process::Command;
 
 fn main() {
@@ -36,7 +37,7 @@ fn git_describe() {
     if let Some(d) = git(&["describe", "--always", "--dirty"]) {
         println!("cargo:rustc-env=DSPNET_GIT_DESCRIBE={d}");
     }
-    for f in ["logs/HEAD", "index", "HEAD"] {
+    for f in ["logs/HEAD", "HEAD"] {
         if let Some(p) = git(&["rev-parse", "--path-format=absolute", "--git-path", f]) {
             if std::path::Path::new(&p).exists() {
                 println!("cargo:rerun-if-changed={p}");
