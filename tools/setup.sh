@@ -17,14 +17,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-PY_PACKAGES=(torch==2.13.0 torchvision==0.28.0 webdataset==1.0.2 safetensors numpy)
+PY_PACKAGES=(torch==2.13.0 torchvision==0.28.0 webdataset==1.0.2 safetensors numpy
+             timm==1.0.31 onnx==1.23.2 onnxruntime==1.32.0)
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, torchvision, webdataset, safetensors; assert torch.__version__.startswith('2.13.0')" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, torchvision, webdataset, safetensors, timm, onnx, onnxruntime; assert torch.__version__.startswith('2.13.0') and timm.__version__ == '1.0.31'" 2>/dev/null; then
   echo "setup: pip install ${PY_PACKAGES[*]} (a few GB the first time)"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+# The exporter's Python side (load_subnet, detection backbone, ONNX), editable from THIS checkout.
+if ! .venv/bin/python -c "import dspnet_export, sys; sys.exit(not dspnet_export.__file__.startswith('$ROOT/'))" 2>/dev/null; then
+  echo "setup: pip install -e tools/python/dspnet_export"
+  ISOLATION=(); .venv/bin/python -c "import setuptools" 2>/dev/null && ISOLATION=(--no-build-isolation)
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "${ISOLATION[@]}" -e tools/python/dspnet_export
 fi
 
 # CUDA libtorch: the C and CCCL headers that, with the wheel's CUDA runtime and NCCL headers, let
