@@ -145,7 +145,7 @@ fn profile_and_select_on_a_tiny_real_run() {
     let table: Vec<&str> = stdout.lines().filter(|l| l.starts_with('|')).collect();
     assert_eq!(table.len(), 2 + 4, "{stdout}");
     assert!(table[0].contains("b1 median ms") && table[0].contains("b64 img/s") && table[0].contains("linear top-1") && table[0].contains("knn top-1"), "{stdout}");
-    assert!(stdout.contains(model_name) && stdout.contains("1 libtorch threads"), "{stdout}");
+    assert!(stdout.contains(model_name) && stdout.contains("libtorch threads: 1,"), "{stdout}");
     let png = image::open(run_dir.join("accuracy_vs_latency.png")).expect("the plot is a PNG");
     assert_eq!((png.width(), png.height()), (800, 560));
 
@@ -181,7 +181,7 @@ fn profile_and_select_on_a_tiny_real_run() {
 
     // measured now when profile.json was measured with other threads
     let out = ok(&run(SELECT, &[r, "--max-params", &limit.to_string(), "--out", export.to_str().unwrap(), "--threads", "2", "--repeats", "3"]));
-    assert!(out.starts_with("latency: measured now (it was measured with 1 threads, here 2)"), "{out}");
+    assert!(out.starts_with("latency: measured now (it was measured with threads = 1, here 2)"), "{out}");
 
     // none fits: exit 1, one line naming what the smallest needs
     let out = run(SELECT, &[r, "--max-mflops", "0.000001", "--threads", "1"]);

@@ -60,7 +60,7 @@ fn run(args: Args) -> Result<(), DeployError> {
     write_profile(&profile, &out)?;
     let m = &profile.machine;
     println!(
-        "{} ({} logical CPUs), {} libtorch threads, {} {}, {}x{}x{} input, median/p90 of {} passes after {} warm-up{}",
+        "{} ({} logical CPUs), libtorch threads: {}, {} {}, {}x{}x{} input, median/p90 of {} passes after {} warm-up{}",
         m.cpu_model,
         m.logical_cpus,
         profile.threads,

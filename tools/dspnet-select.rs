@@ -100,14 +100,14 @@ fn run(args: Args) -> Result<(), DeployError> {
     };
     match &reuse {
         Ok(p) => println!(
-            "latency: from {} (measured on this machine, {threads} threads, batch {}, {}{})",
+            "latency: from {} (measured on this machine; threads: {threads}, batch {}, {}{})",
             profile_path.display(),
             args.batch_size,
             format.name(),
             p.load_average_1min.map(|l| format!(", load average {l:.2}")).unwrap_or_default()
         ),
         Err(why) => println!(
-            "latency: measured now ({why}): median of {} passes, {threads} threads, batch {}, {}",
+            "latency: measured now ({why}): median of {} passes; threads: {threads}, batch {}, {}",
             args.repeats,
             args.batch_size,
             format.name()
@@ -128,7 +128,7 @@ fn run(args: Args) -> Result<(), DeployError> {
     let out = args.out.unwrap_or_else(|| args.run.join("export"));
     let summary = export_loaded(&run, c.row.width, &out, false)?;
     println!(
-        "chosen: {} ({} top-1 {:.2} %, needs {} <= {} {}); exported to {}",
+        "chosen: {} ({} top-1 {:.2} %, needs {} <= {} {:?}); exported to {}",
         width_label(c.row.width),
         metric.name(),
         c.row.top1.expect("chosen widths have a result"),

@@ -215,7 +215,7 @@ impl Profile {
             return Err(format!("it was measured in {} (channels_last {}), the run computes in {} (channels_last {})", self.dtype, self.channels_last, format.name(), format.channels_last));
         }
         if self.threads != threads {
-            return Err(format!("it was measured with {} threads, here {threads}", self.threads));
+            return Err(format!("it was measured with threads = {}, here {threads}", self.threads));
         }
         for &w in run.trained_widths.as_slice() {
             if self.width(w).and_then(|p| p.at_batch(batch_size)).is_none() {
@@ -571,7 +571,7 @@ pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &P
     let (ymin, ymax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let tmp = parent_dir(path).join(format!(".{}.tmp.png", path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot")));
     let title = format!(
-        "{} {:?} stem, {} threads, {}, batch {batch_size}",
+        "{} {:?} stem, threads: {}, {}, batch {batch_size}",
         profile.architecture.depth, profile.architecture.stem, profile.threads, profile.dtype
     )
     .replace("Small", "small")
