@@ -326,7 +326,9 @@ pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), TrainerE
 fn optional_key(parts: &[&str]) -> bool {
     matches!(
         parts,
-        ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final"] | ["optim", "lars_eta"]
+        ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final"]
+            | ["optim", "lars_eta"]
+            | ["loader", "remote_read_ahead" | "remote_read_ahead_bytes" | "remote_max_retries" | "remote_max_retry_secs"]
     )
 }
 
