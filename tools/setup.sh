@@ -43,5 +43,11 @@ if [ -f "$SITE/torch/lib/libtorch_cuda.so" ] && \
   .venv/bin/pip install -q --disable-pip-version-check --no-deps nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
 fi
 
+# moto's S3-compatible server for the s3:// shard test (pipeline/tests/remote_s3.rs).
+if ! .venv/bin/python -c "import moto.server" 2>/dev/null; then
+  echo "setup: pip install moto[server] (S3 test server)"
+  .venv/bin/pip install -q --disable-pip-version-check "moto[server]==5.2.5"
+fi
+
 echo "setup: cargo build --release (torch-sys takes a few minutes the first time)"
 cargo build --release --quiet --bins

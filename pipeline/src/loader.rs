@@ -51,7 +51,8 @@ use tch::{Device, Tensor};
 
 use crate::augment::{decode_image, AugmentConfig, EvalTransform, TwinViewTransform};
 use crate::shard::{open_shard_reader, RawSample};
-use crate::source::{source_for, ShardSource};
+use crate::remote::{FatalTap, RemoteOptions, RemoteStats};
+use crate::source::{sources_for, ShardSource};
 use crate::{mix_seed, PipelineError, Result};
 
 const TICK: Duration = Duration::from_millis(50);
@@ -79,6 +80,35 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Turn the first bad sample/shard into an error instead of skipping it.
     pub strict_data: bool,
+    /// Remote shards (s3://, gs://, az://, http(s)://): shards opened and buffered ahead of the
+    /// one being parsed, per reader stream (0 = none). Default 2.
+    #[serde(default = "default_remote_read_ahead")]
+    pub remote_read_ahead: usize,
+    /// Remote shards: byte cap of the buffers of one reader stream, shared evenly by the shard
+    /// being parsed and the read-ahead shards (bytes, >= 65536). Default 64 MiB.
+    #[serde(default = "default_remote_read_ahead_bytes")]
+    pub remote_read_ahead_bytes: u64,
+    /// Remote shards: retries of one outage (failed request or connection dropped mid-shard,
+    /// resumed with a range request) before the epoch ends with an error. Default 8.
+    #[serde(default = "default_remote_max_retries")]
+    pub remote_max_retries: u32,
+    /// Remote shards: longest outage in seconds, from its first failure, before the epoch ends
+    /// with an error. Default 60.
+    #[serde(default = "default_remote_max_retry_secs")]
+    pub remote_max_retry_secs: f64,
+}
+
+fn default_remote_read_ahead() -> usize {
+    RemoteOptions::default().read_ahead
+}
+fn default_remote_read_ahead_bytes() -> u64 {
+    RemoteOptions::default().read_ahead_bytes
+}
+fn default_remote_max_retries() -> u32 {
+    RemoteOptions::default().max_retries
+}
+fn default_remote_max_retry_secs() -> f64 {
+    RemoteOptions::default().max_retry_time.as_secs_f64()
 }
 
 impl Default for LoaderConfig {
@@ -93,6 +123,10 @@ impl Default for LoaderConfig {
             drop_last: true,
             seed: 0,
             strict_data: false,
+            remote_read_ahead: default_remote_read_ahead(),
+            remote_read_ahead_bytes: default_remote_read_ahead_bytes(),
+            remote_max_retries: default_remote_max_retries(),
+            remote_max_retry_secs: default_remote_max_retry_secs(),
         }
     }
 }
@@ -109,6 +143,12 @@ impl LoaderConfig {
             if v == 0 {
                 return Err(PipelineError::config(name, "must be at least 1"));
             }
+        }
+        if self.remote_read_ahead_bytes < 1 << 16 {
+            return Err(PipelineError::config("loader.remote_read_ahead_bytes", "must be at least 65536 (bytes)"));
+        }
+        if !(self.remote_max_retry_secs >= 0.0 && self.remote_max_retry_secs.is_finite()) {
+            return Err(PipelineError::config("loader.remote_max_retry_secs", "must be a finite number of seconds >= 0"));
         }
         Ok(())
     }
@@ -206,6 +246,8 @@ pub struct LoaderStats {
     /// Batches waiting in the prefetch queue at the last `next()`.
     pub queue_depth: AtomicUsize,
     skipped: [AtomicU64; 8],
+    /// Counters of the remote shard sources (requests, retries, read-ahead); zero for local shards.
+    pub remote: Arc<RemoteStats>,
 }
 
 impl LoaderStats {
@@ -220,7 +262,8 @@ impl LoaderStats {
     fn add_skip(&self, reason: SkipReason) {
         self.skipped[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
-    /// One-line summary, e.g. `images=1000 batches=8 skipped=2 (corrupt_image=1 no_image=1) consumer_wait=0.12s queue_depth=3`.
+    /// One-line summary, e.g. `images=1000 batches=8 skipped=2 (corrupt_image=1 no_image=1) consumer_wait=0.12s queue_depth=3`
+    /// (followed by ` remote(...)`, see [`RemoteStats::summary`], when shards were read remotely).
     pub fn summary(&self) -> String {
         let reasons: Vec<String> = SkipReason::ALL
             .iter()
@@ -235,7 +278,7 @@ impl LoaderStats {
             if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(" ")) },
             self.consumer_wait_ns.load(Ordering::Relaxed) as f64 * 1e-9,
             self.queue_depth.load(Ordering::Relaxed),
-        )
+        ) + &if self.remote.requests.load(Ordering::Relaxed) > 0 { format!(" remote({})", self.remote.summary()) } else { String::new() }
     }
 }
 
@@ -275,7 +318,8 @@ impl Loader {
     ///
     /// Errors: [`PipelineError::Config`] for an empty shard list, `rank >= world_size`, zero
     /// counts or an invalid augmentation; [`PipelineError::UnsupportedScheme`] for a shard URL
-    /// with no source; [`PipelineError::Internal`] when the tokio runtime cannot start.
+    /// with no source; [`PipelineError::RemoteConfig`] when a remote store cannot be configured;
+    /// [`PipelineError::Internal`] when the tokio runtime cannot start.
     pub fn new(
         shards: Vec<String>,
         loader: LoaderConfig,
@@ -292,7 +336,8 @@ impl Loader {
         if world_size == 0 || rank >= world_size {
             return Err(PipelineError::config("rank", format!("rank {rank} must be < world_size {world_size} (world_size >= 1)")));
         }
-        let sources = shards.iter().map(|s| source_for(s)).collect::<Result<Vec<_>>>()?;
+        let stats = Arc::new(LoaderStats::default());
+        let sources = sources_for(&shards, &RemoteOptions::from_loader(&loader), &stats.remote)?;
         let twin = Arc::new(TwinViewTransform::new(augment.clone())?);
         let eval = Arc::new(EvalTransform::new(augment)?);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -311,7 +356,7 @@ impl Loader {
             device,
             twin,
             eval,
-            stats: Arc::new(LoaderStats::default()),
+            stats,
             rt: Arc::new(Rt(Some(rt))),
         })
     }
@@ -533,17 +578,47 @@ impl Drop for EpochIter {
 enum StreamMsg {
     Sample { shard: Arc<str>, sample: RawSample },
     Problem { shard: Arc<str>, key: String, reason: SkipReason, detail: String },
+    /// A remote shard failed for good: the epoch ends with this error after the samples before it.
+    Fatal { shard: Arc<str>, error: PipelineError },
 }
 
-/// One reader stream: open each planned shard through its source, parse it on a blocking
-/// thread, send samples (filtered by `j % n == g` when every stream reads all shards).
+/// A shard being opened ahead of use; aborted when dropped (epoch stopped).
+struct Opening(tokio::task::JoinHandle<Result<crate::source::ShardStream>>);
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One reader stream: open each planned shard through its source (the next
+/// [`ShardSource::read_ahead`] shards are opened while the current one is parsed), parse it on a
+/// blocking thread, send samples (filtered by `j % n == g` when every stream reads all shards).
 async fn read_stream(plan: Vec<(usize, String, Arc<dyn ShardSource>)>, filter: Option<(usize, usize)>, tx: tokio::sync::mpsc::Sender<StreamMsg>) {
     let mut j: u64 = 0;
-    for (i, url, source) in plan {
+    let mut plan = plan.into_iter().peekable();
+    let mut opening: std::collections::VecDeque<(usize, String, Opening)> = std::collections::VecDeque::new();
+    loop {
+        while let Some((_, _, source)) = plan.peek() {
+            if opening.len() > source.read_ahead() {
+                break;
+            }
+            let Some((i, url, source)) = plan.next() else { break };
+            let u = url.clone();
+            opening.push_back((i, url, Opening(tokio::spawn(async move { source.open(&u).await }))));
+        }
+        let Some((i, url, mut task)) = opening.pop_front() else { return };
+        let opened = match (&mut task.0).await {
+            Ok(r) => r,
+            Err(e) => Err(PipelineError::Internal(format!("shard open task failed: {e}"))),
+        };
         let report = filter.is_none_or(|(n, g)| i % n == g);
         let shard: Arc<str> = Arc::from(url.as_str());
-        let stream = match source.open(&url).await {
+        let stream = match opened {
             Ok(s) => s,
+            Err(error @ (PipelineError::Remote { .. } | PipelineError::RemoteConfig { .. } | PipelineError::Internal(_))) => {
+                let _ = tx.send(StreamMsg::Fatal { shard, error }).await;
+                return;
+            }
             Err(e) => {
                 if report {
                     let msg = StreamMsg::Problem { shard, key: "<none>".into(), reason: SkipReason::UnreadableShard, detail: e.to_string() };
@@ -573,10 +648,16 @@ fn parse_shard(
     report: bool,
     tx: tokio::sync::mpsc::Sender<StreamMsg>,
 ) -> Option<u64> {
+    let (stream, fatal) = FatalTap::wrap(stream);
+    let fatal_error = || fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
     let bridge = tokio_util::io::SyncIoBridge::new(stream);
     let reader = match open_shard_reader(Box::new(bridge), &shard) {
         Ok(r) => r,
         Err(e) => {
+            if let Some(error) = fatal_error() {
+                let _ = tx.blocking_send(StreamMsg::Fatal { shard, error });
+                return None;
+            }
             if report {
                 let msg = StreamMsg::Problem { shard, key: "<none>".into(), reason: SkipReason::UnreadableShard, detail: e.to_string() };
                 tx.blocking_send(msg).ok()?;
@@ -596,6 +677,10 @@ fn parse_shard(
                 }
             }
             Err(e) => {
+                if let Some(error) = fatal_error() {
+                    let _ = tx.blocking_send(StreamMsg::Fatal { shard, error });
+                    return None;
+                }
                 if report {
                     let (key, detail) = match &e {
                         PipelineError::BadShard { key, reason, .. } => (key.clone(), reason.clone()),
@@ -618,6 +703,7 @@ fn parse_shard(
 enum WorkBody {
     Sample(RawSample),
     Problem { key: String, reason: SkipReason, detail: String },
+    Fatal(PipelineError),
 }
 
 struct WorkItem {
@@ -686,6 +772,12 @@ fn merge(
                         return;
                     }
                 }
+                Some(StreamMsg::Fatal { shard, error }) => {
+                    live[s] = false;
+                    if !emit(shard, WorkBody::Fatal(error), &mut seq) {
+                        return;
+                    }
+                }
                 Some(StreamMsg::Sample { shard, sample }) => {
                     if shuffle == 0 {
                         if !emit(shard, WorkBody::Sample(sample), &mut seq) {
@@ -725,6 +817,7 @@ struct WorkerCtx {
 enum Outcome {
     Ok { key: String, a: Vec<f32>, b: Option<Vec<f32>>, label: i64 },
     Bad { shard: Arc<str>, key: String, reason: SkipReason, detail: String },
+    Fatal(PipelineError),
 }
 
 const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
@@ -784,6 +877,7 @@ fn worker(ctx: WorkerCtx, rx: Receiver<WorkItem>, tx: Sender<(u64, Outcome)>, ca
         };
         let out = match item.body {
             WorkBody::Problem { key, reason, detail } => Outcome::Bad { shard: item.shard, key, reason, detail },
+            WorkBody::Fatal(e) => Outcome::Fatal(e),
             WorkBody::Sample(s) => process(&ctx, item.seq, item.shard, s),
         };
         if !send_or_cancel(&tx, (item.seq, out), &cancel) {
@@ -879,6 +973,11 @@ impl Assembler {
                             self.stats.batches.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    Outcome::Fatal(err) => {
+                        cancel.store(true, Ordering::SeqCst);
+                        let _ = tx.send_timeout(Err(err), Duration::from_secs(3600));
+                        break 'outer;
+                    }
                     Outcome::Bad { shard, key, reason, detail } => {
                         self.stats.add_skip(reason);
                         skipped += 1;
@@ -938,7 +1037,7 @@ mod tests {
     use std::path::Path;
 
     fn lcfg(readers: usize, seed: u64) -> LoaderConfig {
-        LoaderConfig { batch_size: 4, shuffle_buffer: 5, shard_shuffle: true, workers: 2, readers, prefetch_batches: 2, drop_last: false, seed, strict_data: false }
+        LoaderConfig { batch_size: 4, shuffle_buffer: 5, shard_shuffle: true, workers: 2, readers, prefetch_batches: 2, drop_last: false, seed, strict_data: false, ..LoaderConfig::default() }
     }
 
     fn aug() -> AugmentConfig {
@@ -1247,8 +1346,12 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let e = Loader::new(vec!["s3://b/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
-        assert!(e.to_string().contains("s3:// not supported yet"));
+        let e = Loader::new(vec!["ftp://b/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
+        assert!(e.to_string().contains("ftp:// is not supported"));
+        let mut c = lcfg(1, 0);
+        c.remote_max_retry_secs = f64::NAN;
+        let e = Loader::new(vec!["/x.tar".into()], c, aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
+        assert!(e.to_string().contains("loader.remote_max_retry_secs"));
         let mut c = lcfg(1, 0);
         c.batch_size = 0;
         let e = Loader::new(vec!["/x.tar".into()], c, aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
@@ -1283,7 +1386,7 @@ mod throughput {
         let m = w.finish(&classes).unwrap();
         let shards: Vec<String> = m.shards.iter().map(|s| dir.path().join(&s.name).to_string_lossy().to_string()).collect();
         for mode in [LoaderMode::Train, LoaderMode::Eval] {
-            let cfg = LoaderConfig { batch_size: 256, shuffle_buffer: 1000, shard_shuffle: true, workers: 2, readers: 2, prefetch_batches: 4, drop_last: false, seed: 0, strict_data: true };
+            let cfg = LoaderConfig { batch_size: 256, shuffle_buffer: 1000, shard_shuffle: true, workers: 2, readers: 2, prefetch_batches: 4, drop_last: false, seed: 0, strict_data: true, ..LoaderConfig::default() };
             let l = Loader::new(shards.clone(), cfg, AugmentConfig::byol_small(32, 3), mode, 0, 1, Device::Cpu).unwrap();
             let t = Instant::now();
             let n: usize = l.epoch(0).unwrap().map(|b| b.unwrap().keys.len()).sum();

@@ -382,7 +382,7 @@ impl RunConfig {
 /// Config keys (or whole sections) a resumed run may change: they affect speed, logging and
 /// evaluation, not the trained weights.
 pub const RESUME_MAY_CHANGE: &[&str] =
-    &["train.threads", "train.log_every", "train.checkpoint_every", "loader.workers", "loader.prefetch_batches", "eval"];
+    &["train.threads", "train.log_every", "train.checkpoint_every", "loader.workers", "loader.prefetch_batches", "loader.remote_read_ahead", "loader.remote_read_ahead_bytes", "loader.remote_max_retries", "loader.remote_max_retry_secs", "eval"];
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -429,6 +429,7 @@ fn optional_key(parts: &[&str]) -> bool {
         ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final"]
             | ["optim", "lars_eta"]
             | ["train", "skip_nonfinite_steps" | "sync_bn" | "dist_timeout_sec"]
+            | ["loader", "remote_read_ahead" | "remote_read_ahead_bytes" | "remote_max_retries" | "remote_max_retry_secs"]
     )
 }
 

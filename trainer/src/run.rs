@@ -79,8 +79,13 @@ pub struct TrainSummary {
 /// (written by `dspnet-shard`); `None` when there is no manifest or it does not list every
 /// selected shard.
 pub fn manifest_shard_samples(shards: &[String]) -> Option<Vec<u64>> {
-    let dir = Path::new(shards.first()?).parent()?;
-    let manifest = dspnet_pipeline::shard::read_manifest(dir).ok()?;
+    let first = shards.first()?;
+    // remote shards: the manifest.json beside them, fetched through the same object store
+    let manifest = if dspnet_pipeline::source::is_remote(first) {
+        dspnet_pipeline::remote::read_remote_manifest(first).ok()?
+    } else {
+        dspnet_pipeline::shard::read_manifest(Path::new(first).parent()?).ok()?
+    };
     shards
         .iter()
         .map(|s| {
