@@ -121,16 +121,7 @@ fn synthetic_run(dir: &Path, depth: Depth, stem: Stem, base: i64, image: u32, tr
     checkpoint::write_atomic(&run_dir, checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
     // the online network only (what dspnet-export reads); real runs also hold teacher.* and optim.*
     let tensors = checkpoint::prefixed(&online.vs, "online");
-    let state = CheckpointState {
-        step: 7,
-        total_steps: 7,
-        epoch: 1,
-        samples_in_epoch: 0,
-        finished: true,
-        weights_sha256: String::new(),
-        version: "test".into(),
-        precision: "fp32".into(),
-    };
+    let state = CheckpointState { epoch: 1, finished: true, version: "test".into(), ..CheckpointState::basic(7, 7, "fp32") };
     checkpoint::save(&run_dir, &tensors, state).unwrap();
     run_dir
 }

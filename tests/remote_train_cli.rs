@@ -101,3 +101,58 @@ fn stream_train_reads_http_shards_and_fails_clearly_when_the_server_is_gone() {
     assert!(!run2.join("checkpoint.json").exists());
     assert!(secs < 30.0, "gave up after {secs:.1} s");
 }
+
+/// The server goes away for good in the middle of a run: training stops with one error line
+/// naming the remote shard, and the last checkpoint (written at the end of epoch 0) is intact:
+/// its JSON still matches the weights file byte for byte (sha256) and resumable.
+#[test]
+fn server_gone_mid_run_keeps_the_last_checkpoint_intact() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(srv) = served_shards(dir.path()) else { return };
+    // slow enough that epoch 1 is still reading when the server stops (4 shards of ~40 KB)
+    srv.throttle(40_000, std::time::Duration::from_millis(20));
+    let pattern = srv.url("cifar/train-{000000..000003}.tar");
+    let run = dir.path().join("run");
+    let cfg = root().join("configs/cifar10-small.toml");
+    let mut cmd = Command::new(TRAIN);
+    cmd.args(["--config", cfg.to_str().unwrap(), "--shards", &pattern, "--out", run.to_str().unwrap(), "--quiet"]);
+    for s in [
+        "model.base_channels=4",
+        "heads.hidden=32",
+        "heads.out_dim=16",
+        "loader.batch_size=16",
+        "loader.shuffle_buffer=32",
+        "train.precision=\"fp32\"",
+        "train.epochs=5",
+        "loader.remote_max_retries=2",
+        "loader.remote_max_retry_secs=1.5",
+    ] {
+        cmd.args(["--set", s]);
+    }
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let state_path = run.join("checkpoint.json");
+    let t = Instant::now();
+    let step_of = |p: &Path| -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+        v["step"].as_u64()
+    };
+    while step_of(&state_path).is_none_or(|s| s < 4) {
+        assert!(t.elapsed().as_secs() < 120, "no epoch-end checkpoint within 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    srv.stop();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("server gone mid-run: exit {:?}: {stderr}", out.status.code());
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("remote shard http://127.0.0.1:"), "{stderr}");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let step = state["step"].as_u64().unwrap();
+    assert!((4..20).contains(&step), "checkpoint at step {step}");
+    let weights = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    let sha: String = Sha256::digest(&weights).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(state["weights_sha256"].as_str().unwrap(), sha, "checkpoint.json and weights agree");
+}

@@ -579,16 +579,7 @@ mod tests {
         cfg.method.train_widths = Some(vec![0.5, 1.0]);
         let online = dspnet_trainer::network::Branch::new(&cfg, tch::Device::Cpu, true).unwrap();
         checkpoint::write_atomic(dir.path(), checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
-        let state = CheckpointState {
-            step: 3,
-            total_steps: 9,
-            epoch: 0,
-            samples_in_epoch: 0,
-            finished: false,
-            weights_sha256: String::new(),
-            version: "test".into(),
-            precision: "fp32".into(),
-        };
+        let state = CheckpointState { version: "test".into(), ..CheckpointState::basic(3, 9, "fp32") };
         checkpoint::save(dir.path(), &checkpoint::prefixed(&online.vs, "online"), state).unwrap();
         let results = r#"[{"width": 0.5, "params": 1, "flops": 2, "protocol": "knn", "top1": 41.5, "init": "pretrained", "settings": {}},
                           {"width": 0.5, "params": 1, "flops": 2, "protocol": "knn", "top1": 30.0, "init": "random", "settings": {}}]"#;
