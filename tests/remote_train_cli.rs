@@ -47,18 +47,20 @@ fn served_shards(dir: &Path) -> Option<httpd::Httpd> {
 
 /// `dspnet-stream-train` for 2 steps on the small CIFAR preset (tiny model); the remote retry
 /// options are given with --set (they are not in the preset file).
+/// The tiny-model settings every run here uses (a small retry budget, so a dead server fails fast).
+const TINY: [&str; 8] = [
+    "model.base_channels=4",
+    "heads.hidden=32",
+    "heads.out_dim=16",
+    "loader.batch_size=16",
+    "loader.shuffle_buffer=32",
+    "train.precision=\"fp32\"",
+    "loader.remote_max_retries=2",
+    "loader.remote_max_retry_secs=1.5",
+];
+
 fn train(shards: &str, out: &Path) -> Output {
-    let sets = [
-        "model.base_channels=4",
-        "heads.hidden=32",
-        "heads.out_dim=16",
-        "loader.batch_size=16",
-        "loader.shuffle_buffer=32",
-        "train.precision=\"fp32\"",
-        "train.log_every=1",
-        "loader.remote_max_retries=2",
-        "loader.remote_max_retry_secs=1.5",
-    ];
+    let sets = TINY.iter().copied().chain(["train.log_every=1"]);
     let cfg = root().join("configs/cifar10-small.toml");
     let mut args: Vec<String> = vec!["--config".into(), cfg.to_str().unwrap().into(), "--shards".into(), shards.into(), "--out".into(), out.to_str().unwrap().into(), "--quiet".into(), "--max-steps".into(), "2".into()];
     for s in sets {
@@ -117,17 +119,7 @@ fn server_gone_mid_run_keeps_the_last_checkpoint_intact() {
     let cfg = root().join("configs/cifar10-small.toml");
     let mut cmd = Command::new(TRAIN);
     cmd.args(["--config", cfg.to_str().unwrap(), "--shards", &pattern, "--out", run.to_str().unwrap(), "--quiet"]);
-    for s in [
-        "model.base_channels=4",
-        "heads.hidden=32",
-        "heads.out_dim=16",
-        "loader.batch_size=16",
-        "loader.shuffle_buffer=32",
-        "train.precision=\"fp32\"",
-        "train.epochs=5",
-        "loader.remote_max_retries=2",
-        "loader.remote_max_retry_secs=1.5",
-    ] {
+    for s in TINY.iter().copied().chain(["train.epochs=5"]) {
         cmd.args(["--set", s]);
     }
     let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
