@@ -1,11 +1,14 @@
 //! `dspnet-eval`: evaluate EVERY width of a DSPNet run (kNN monitor and linear probe on frozen
-//! features), with parameters and FLOPs per width.
+//! features, and semi-supervised fine-tuning on 1% / 10% of the labels), with parameters and
+//! FLOPs per width.
 //!
 //! ```text
 //! dspnet-eval runs/fmnist --train-shards 'data/train-{000000..000005}.tar' \
-//!     --test-shards 'data/test-{000000..000000}.tar' [--protocol knn,linear] [--random-init]
+//!     --test-shards 'data/test-{000000..000000}.tar' [--protocol knn,linear,semi] [--random-init] \
+//!     [--label-fractions 0.01,0.1 --subset-seed 0 | --subset-file 1percent.txt] [--semi-epochs 10]
 //! ```
-//! Prints a table, writes RUN/results.json (one record per width, init and protocol) and
+//! Prints a table, writes RUN/results.json (one record per width, init and protocol; semi
+//! records are named `semi-1%`, `semi-10%` or `semi-<subset file stem>`) and
 //! RUN/accuracy_vs_flops.png.
 
 use clap::Parser;
@@ -13,6 +16,7 @@ use dspnet_pipeline::source::expand_pattern;
 use dspnet_trainer::cli::{exit_with, init_logging, parse_device};
 use dspnet_trainer::eval_run::{evaluate_run, EvalRequest, Protocol};
 use dspnet_trainer::report::table;
+use dspnet_trainer::semi::SemiSettings;
 use dspnet_trainer::TrainerError;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +32,8 @@ struct Args {
     /// Shards to measure top-1 on.
     #[arg(long)]
     test_shards: String,
-    /// Comma-separated protocols: knn, linear.
+    /// Comma-separated protocols: knn, linear, semi (fine-tune the whole sub-network on label
+    /// subsets; slow: one fine-tuning per subset, width and init).
     #[arg(long, default_value = "knn,linear")]
     protocol: String,
     /// Comma-separated widths (default: every trained width).
@@ -43,6 +48,40 @@ struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// semi: comma-separated label fractions in (0, 1] of class-balanced subsets
+    /// (floor(fraction * n_c) images of class c, at least 1) [default: 0.01,0.1 unless
+    /// --subset-file is given].
+    #[arg(long, value_delimiter = ',')]
+    label_fractions: Option<Vec<f64>>,
+    /// semi: seed of the class-balanced draw (recorded; for one seed the 1% subset lies within
+    /// the 10% subset).
+    #[arg(long, default_value_t = 0)]
+    subset_seed: u64,
+    /// semi: a subset file, one sample key per line like the public ImageNet 1%/10% lists
+    /// (repeat the option for several files; recorded with its sha256).
+    #[arg(long)]
+    subset_file: Vec<PathBuf>,
+    /// semi: fine-tuning epochs over the labelled subset.
+    #[arg(long, default_value_t = SemiSettings::default().epochs)]
+    semi_epochs: usize,
+    /// semi: images per fine-tuning step.
+    #[arg(long, default_value_t = SemiSettings::default().batch)]
+    semi_batch: usize,
+    /// semi: peak learning rate of the backbone (SGD nesterov, cosine decay).
+    #[arg(long, default_value_t = SemiSettings::default().backbone_lr)]
+    semi_lr: f64,
+    /// semi: peak learning rate of the new linear head.
+    #[arg(long, default_value_t = SemiSettings::default().head_lr)]
+    semi_head_lr: f64,
+    /// semi: Nesterov momentum.
+    #[arg(long, default_value_t = SemiSettings::default().momentum)]
+    semi_momentum: f64,
+    /// semi: weight decay of conv/linear weights.
+    #[arg(long, default_value_t = SemiSettings::default().weight_decay)]
+    semi_weight_decay: f64,
+    /// semi: smallest area fraction of the random resized crop.
+    #[arg(long, default_value_t = SemiSettings::default().crop_scale_min)]
+    semi_crop_scale: f64,
 }
 
 fn run(args: Args) -> Result<(), TrainerError> {
@@ -56,6 +95,22 @@ fn run(args: Args) -> Result<(), TrainerError> {
         calibrate_bn: args.calibrate_bn,
         device: parse_device(&args.device)?,
         run_dir: args.run,
+        semi: SemiSettings {
+            label_fractions: match (args.label_fractions, args.subset_file.is_empty()) {
+                (Some(f), _) => f,
+                (None, true) => SemiSettings::default().label_fractions,
+                (None, false) => Vec::new(),
+            },
+            subset_files: args.subset_file,
+            subset_seed: args.subset_seed,
+            epochs: args.semi_epochs,
+            batch: args.semi_batch,
+            backbone_lr: args.semi_lr,
+            head_lr: args.semi_head_lr,
+            momentum: args.semi_momentum,
+            weight_decay: args.semi_weight_decay,
+            crop_scale_min: args.semi_crop_scale,
+        },
     };
     let records = evaluate_run(&req)?;
     print!("{}", table(&records));

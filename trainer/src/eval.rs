@@ -17,7 +17,7 @@ pub struct EvalRecord {
     pub params: i64,
     /// Multiply-accumulates of one forward pass at the training resolution.
     pub flops: u64,
-    /// "knn" or "linear".
+    /// "knn", "linear", or "semi-<subset>" (e.g. "semi-1%", "semi-10%", "semi-1percent").
     pub protocol: String,
     /// Top-1 accuracy on the test shards, in percent.
     pub top1: f64,

@@ -1,6 +1,6 @@
 //! The DSPNet trainer: configuration, the DSPNet step (sandwich rule, in-place distillation from a
 //! momentum teacher; Wang et al., arXiv 2207.06075), optimisers and schedules, checkpoints, the
-//! training loop and evaluation (kNN monitor, linear probe) of every width.
+//! training loop and evaluation (kNN monitor, linear probe, semi-supervised fine-tuning) of every width.
 //!
 //! Solo-learn-style layout: small files per concern (`loss`, `schedule`, `sandwich`, `optim`,
 //! `network`) and one file for the method's step (`dspnet`).
@@ -20,5 +20,6 @@ pub mod report;
 pub mod run;
 pub mod sandwich;
 pub mod schedule;
+pub mod semi;
 
 pub use error::TrainerError;
