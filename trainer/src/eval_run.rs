@@ -376,6 +376,7 @@ fn semi_records(
                     "test_images": test_images,
                     "seed": seed,
                     "precision": format.name(),
+                    "memory_format": "contiguous NCHW while fine-tuning (channels-last conv backward crashes libtorch 2.13 CPU at odd batch sizes)",
                     "bn_calibrated": false,
                     "recipe": "fine-tune the whole sub-network: SimCLR App. B.5 / BYOL App. C.2 (SGD nesterov, crop + flip), backbone/head learning rates as SwAV / Barlow Twins",
                 });

@@ -447,6 +447,13 @@ pub struct FineTuneStats {
 /// the width's BN in train mode, cross-entropy, [`NesterovSgd`] over `backbone_params` (peak
 /// `backbone_lr`) and the head (peak `head_lr`), [`cosine_factor`] per step.
 ///
+/// Images go through the network in the precision of `format` but always in contiguous NCHW
+/// layout, whatever `format.channels_last` says: libtorch 2.13's CPU (oneDNN) backward of the
+/// 1×1 stride-2 downsampling convolution corrupts the heap on channels-last inputs with few
+/// channels and an odd batch (reproduced in plain PyTorch: `conv2d` 4→8 channels, 1×1, stride 2,
+/// 32 px, batch 3, 9 or 17, channels-last, `.backward()` aborts with "double free or
+/// corruption"), and a subset can make any batch size.
+///
 /// Errors: fewer than 2 images; a non-finite loss (names width and step); model errors.
 #[allow(clippy::too_many_arguments)]
 pub fn fine_tune(
@@ -465,6 +472,7 @@ pub fn fine_tune(
         return Err(TrainerError::Config(format!("protocol semi needs at least 2 labelled images, the subset has {n}")));
     }
     let device = head.vs.device();
+    let format = ComputeFormat { channels_last: false, ..format };
     let batch = settings.batch.min(n);
     let steps_per_epoch = (n / batch).max(1);
     let total = settings.epochs * steps_per_epoch;
