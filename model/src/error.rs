@@ -24,6 +24,10 @@ pub enum ModelError {
         expected: String,
     },
 
+    /// CPU autocast could not be switched (see [`crate::autocast`]).
+    #[error("CPU autocast: {0}")]
+    Autocast(String),
+
     /// An error raised by libtorch during a forward pass.
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),
