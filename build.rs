@@ -5,7 +5,7 @@
 //! - when that libtorch has CUDA (the PyPI torch wheel does), links libtorch_cuda with
 //!   --no-as-needed: nothing references its symbols directly, so the default --as-needed would
 //!   drop it and `tch::Cuda::is_available()` would be false even on a GPU machine.
-/// `pub`: pipeline/build.rs runs it before compiling its JPEG shim.
+/// `pub`: pipeline/build.rs and model/build.rs run it before compiling their C/C++ shims.
 pub fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {

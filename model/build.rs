@@ -1,16 +1,18 @@
-//! Build script of dspnet-model:
-//! - the RPATH / libtorch_cuda link logic of the workspace's shared `../build.rs` (repeated here
-//!   because this crate also compiles C++; keep the two in step);
-//! - compiles `csrc/autocast_cpu.cpp`, the CPU autocast switches of `src/autocast.rs`, against
-//!   the headers of the libtorch torch-sys linked (`DEP_TCH_LIBTORCH_LIB/../include`, the layout
-//!   of both the PyPI wheel and the standalone libtorch archive).
+//! Build script of dspnet-model: the shared libtorch RPATH logic (`../build.rs`), then
+//! `csrc/autocast_cpu.cpp`, the CPU autocast switches of `src/autocast.rs`, compiled against the
+//! headers of the libtorch torch-sys linked (`DEP_TCH_LIBTORCH_LIB/../include`, the layout of
+//! both the PyPI wheel and the standalone libtorch archive).
+#[path = "../build.rs"]
+mod shared;
+
 use std::path::PathBuf;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    shared::main();
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=csrc/autocast_cpu.cpp");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../build.rs");
     let lib = match std::env::var("DEP_TCH_LIBTORCH_LIB") {
         Ok(dir) => PathBuf::from(dir),
         Err(_) => panic!(
@@ -18,12 +20,6 @@ fn main() {
              first on PATH and LIBTORCH_USE_PYTORCH=1 (source tools/env.sh)"
         ),
     };
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    if lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
-    }
     let include = lib.join("../include");
     let mut build = cc::Build::new();
     build

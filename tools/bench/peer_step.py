@@ -20,8 +20,10 @@ Precision "bf16": `torch.autocast("cpu", dtype=torch.bfloat16)` around the forwa
 `torch.channels_last`.
 
 Timing: `--warmup` untimed steps, then `--steps` timed steps; images/s = batch / median step
-time (one image = its two views); also the median CPU seconds (all threads) per step. Peak memory: the process's peak resident set size (VmHWM from
-/proc/self/status) during the timed steps, after resetting it through /proc/self/clear_refs.
+time (one image = its two views); also the median CPU seconds (all threads) per step.
+Peak memory: the process's peak resident set size (VmHWM from /proc/self/status) over the
+warm-up and timed steps, after glibc's malloc_trim(0) and a reset through /proc/self/clear_refs
+(as dspnet-bench measures ours).
 
 Prints one JSON line. Exit code 3 when torch or torchvision is missing, 2 on bad arguments.
 """
@@ -42,6 +44,15 @@ def peak_rss_reset():
         return True
     except OSError:
         return False
+
+
+def trim_heap():
+    """glibc's malloc_trim(0): hands freed heap memory back to the kernel (no-op elsewhere)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def status_bytes(field):
@@ -184,10 +195,11 @@ def main():
         ema()
         return loss.item()
 
-    for _ in range(args.warmup):
-        step()
+    trim_heap()
     reset_ok = peak_rss_reset()
     rss_start = status_bytes("VmRSS")
+    for _ in range(args.warmup):
+        step()
     times = []
     cpu = []
     loss = None
@@ -208,7 +220,7 @@ def main():
         "views": args.views,
         "threads": torch.get_num_threads(),
         "peak_rss_bytes": status_bytes("VmHWM") if reset_ok else None,
-        "rss_at_start_bytes": rss_start,
+        "rss_before_first_step_bytes": rss_start,
         "loss": loss,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
