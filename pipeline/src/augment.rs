@@ -12,6 +12,16 @@
 //! (seed, epoch, rank, position), so results do not depend on thread scheduling.
 //!
 //! For 1-channel images saturation, hue and grayscale are no-ops (their draws still happen).
+//!
+//! # Fast path
+//! The loader calls [`TwinViewTransform::decode_apply_into`]: the two views' parameters are drawn
+//! from the JPEG frame header's size alone, libjpeg-turbo decodes only the window both crops read
+//! ([`crate::jpeg`]), each crop is resized once on u8 (crop before resize), and every later op
+//! runs on planar f32 (one contiguous pass per op, vectorised; AVX2 + FMA chosen at run time;
+//! separable blur with a precomputed, blocked kernel) writing the normalised CHW view straight
+//! into the caller's buffer, with the scratch of a per-thread [`AugmentWorkspace`] (no per-sample
+//! allocation). The straightforward per-op implementation it replaced is kept (`reference`, in
+//! tests) and the fast path is tested against it.
 use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
