@@ -123,7 +123,7 @@ with wds.ShardWriter(os.path.join(out, "py-%06d.tar"), maxcount=7, verbose=0) as
     }
     assert_eq!(keys, expected.keys().cloned().collect::<Vec<_>>());
     // Loader in eval mode: 32x32 centre view (no resampling), labels from .cls, file order kept.
-    let cfg = LoaderConfig { batch_size: 8, shuffle_buffer: 0, shard_shuffle: false, workers: 2, readers: 1, prefetch_batches: 2, drop_last: false, seed: 0, strict_data: true };
+    let cfg = LoaderConfig { batch_size: 8, shuffle_buffer: 0, shard_shuffle: false, workers: 2, readers: 1, prefetch_batches: 2, drop_last: false, seed: 0, strict_data: true, ..LoaderConfig::default() };
     let aug = AugmentConfig::byol_small(32, 3);
     let loader = Loader::new(shards, cfg, aug, LoaderMode::Eval, 0, 1, tch::Device::Cpu).unwrap();
     let mut got = Vec::new();

@@ -629,6 +629,7 @@ fn end_to_end(plan: &Plan, data: &Path) -> Result<E2e, String> {
         max_steps: Some(plan.e2e_steps),
         device: Device::Cpu,
         overwrite: true,
+        resume: false,
         stop: Arc::new(AtomicBool::new(false)),
         progress: false,
     })

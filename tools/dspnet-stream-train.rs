@@ -3,13 +3,17 @@
 //! ```text
 //! dspnet-stream-train --config configs/cpu-fashion-mnist.toml --shards 'data/train-{000000..000005}.tar' \
 //!     --out runs/fmnist [--set key=value]... [--max-steps N] [--device cpu|cuda] [--overwrite]
+//! dspnet-stream-train --resume runs/fmnist [--max-steps N] [--device cpu|cuda]
 //! ```
-//! Writes RUN/config.toml (resolved), RUN/checkpoint.{safetensors,json} (periodic and final,
-//! atomic) and RUN/metrics.jsonl. Ctrl-C finishes the current step and saves. Exit code 2 with
-//! one line on bad input.
+//! Writes RUN/config.toml (resolved), RUN/checkpoint.{safetensors,json} (every
+//! `train.checkpoint_every` steps, at every epoch end and at the end; atomic) and
+//! RUN/metrics.jsonl. `--resume RUN` continues a run from its checkpoint exactly as if it had not
+//! stopped, with the run's own config and shards. Ctrl-C finishes the current step and saves.
+//! Exit code 2 with one line on bad input.
 
 use clap::Parser;
 use dspnet_pipeline::source::expand_pattern;
+use dspnet_trainer::checkpoint::CONFIG;
 use dspnet_trainer::cli::{exit_with, init_logging, parse_device};
 use dspnet_trainer::config::RunConfig;
 use dspnet_trainer::run::{train, TrainRequest};
@@ -22,19 +26,26 @@ use std::sync::Arc;
 #[derive(Parser)]
 #[command(version, about = "Pretrain one slimmable network with DSPNet (SSL + in-place distillation) from WebDataset shards")]
 struct Args {
-    /// TOML config (see configs/).
-    #[arg(long)]
-    config: PathBuf,
-    /// Shard pattern, e.g. 'data/train-{000000..000005}.tar' or a folder of shards.
-    #[arg(long)]
-    shards: String,
+    /// TOML config (see configs/). With --resume: optional, and it must equal the run's
+    /// config.toml except for thread counts, logging, checkpoint frequency and eval settings.
+    #[arg(long, required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Shard pattern, e.g. 'data/train-{000000..000005}.tar' or a folder of shards. With
+    /// --resume: optional (default: the run's own shards; only their location may change).
+    #[arg(long, required_unless_present = "resume")]
+    shards: Option<String>,
     /// Run directory to create.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint, exactly (same config, shards,
+    /// stream position, optimiser and random state).
+    #[arg(long, value_name = "RUN", conflicts_with = "overwrite")]
+    resume: Option<PathBuf>,
     /// Override a config value, e.g. --set optim.lr=0.5 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Stop after N optimiser steps (schedules keep the configured length).
+    /// Stop once the run has taken N optimiser steps in all (counted from the start of the run,
+    /// also when resuming); the schedules keep the configured length.
     #[arg(long)]
     max_steps: Option<u64>,
     /// cpu, cuda or cuda:N.
@@ -48,10 +59,38 @@ struct Args {
     quiet: bool,
 }
 
+/// The run's own config, with harmless changes from --config/--set (see `RunConfig::for_resume`).
+fn resume_config(run: &std::path::Path, config: Option<&PathBuf>, sets: &[String]) -> Result<RunConfig, TrainerError> {
+    let path = run.join(CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        TrainerError::Config(format!(
+            "--resume {}: not a dspnet run directory ({CONFIG} missing); give the --out of an earlier dspnet-stream-train",
+            run.display()
+        ))
+    })?;
+    let own = RunConfig::from_toml_str(&text, &path.display().to_string())?;
+    if config.is_none() && sets.is_empty() {
+        return Ok(own);
+    }
+    let requested = RunConfig::load(config.unwrap_or(&path), sets)?;
+    RunConfig::for_resume(&own, &requested, &path)
+}
+
 fn run(args: Args) -> Result<(), TrainerError> {
-    let config = RunConfig::load(&args.config, &args.set)?;
+    let config = match &args.resume {
+        Some(run) => resume_config(run, args.config.as_ref(), &args.set)?,
+        None => RunConfig::load(args.config.as_ref().expect("clap requires --config"), &args.set)?,
+    };
     let device = parse_device(&args.device)?;
-    let shards = expand_pattern(&args.shards)?;
+    let shards = match &args.shards {
+        Some(p) => expand_pattern(p)?,
+        None => Vec::new(), // --resume: the run's own
+    };
+    let out = match (&args.resume, &args.out) {
+        (Some(run), _) => run.clone(),
+        (None, Some(out)) => out.clone(),
+        (None, None) => unreachable!("clap requires --out without --resume"),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let _ = ctrlc::set_handler(move || {
@@ -60,19 +99,25 @@ fn run(args: Args) -> Result<(), TrainerError> {
         }
         eprintln!("\ninterrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)");
     });
-    let out = args.out.clone();
     let summary = train(TrainRequest {
         config,
         shards,
-        run_dir: args.out,
+        run_dir: out.clone(),
         max_steps: args.max_steps,
         device,
         overwrite: args.overwrite,
+        resume: args.resume.is_some(),
         stop,
         progress: !args.quiet,
     })?;
+    let resumed = if summary.start_step > 0 { format!("resumed at step {}, ", summary.start_step) } else { String::new() };
+    let skipped = if summary.skipped_nonfinite > 0 {
+        format!(", {} non-finite steps skipped", summary.skipped_nonfinite)
+    } else {
+        String::new()
+    };
     println!(
-        "{} {} steps, {} images in {:.1} s ({:.1} images/s, {}), data wait {:.1}% -> {}",
+        "{resumed}{} {} steps, {} images in {:.1} s ({:.1} images/s, {}), data wait {:.1}%{skipped} -> {}",
         if summary.interrupted { "interrupted after" } else { "trained" },
         summary.steps,
         summary.images,

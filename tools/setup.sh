@@ -10,6 +10,8 @@ need_apt=()
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 # libjpeg-turbo's static libjpeg + headers: the loader's JPEG window decoder (pipeline/build.rs)
 [ "$(dpkg-query -W -f='${Status}' libjpeg62-turbo-dev 2>/dev/null)" = "install ok installed" ] || need_apt+=(libjpeg62-turbo-dev)
+# gloo's headers for dspnet-dist's C++ shim over c10d's ProcessGroupGloo (dist/build.rs)
+[ -f /usr/include/gloo/algorithm.h ] || need_apt+=(libgloo-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -17,14 +19,36 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-PY_PACKAGES=(torch==2.13.0 torchvision==0.28.0 webdataset==1.0.2 safetensors numpy)
+PY_PACKAGES=(torch==2.13.0 torchvision==0.28.0 webdataset==1.0.2 safetensors numpy
+             timm==1.0.31 onnx==1.23.2 onnxruntime==1.32.0)
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, torchvision, webdataset, safetensors; assert torch.__version__.startswith('2.13.0')" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, torchvision, webdataset, safetensors, timm, onnx, onnxruntime; assert torch.__version__.startswith('2.13.0') and timm.__version__ == '1.0.31'" 2>/dev/null; then
   echo "setup: pip install ${PY_PACKAGES[*]} (a few GB the first time)"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+# The exporter's Python side (load_subnet, detection backbone, ONNX), editable from THIS checkout.
+if ! .venv/bin/python -c "import dspnet_export, sys; sys.exit(not dspnet_export.__file__.startswith('$ROOT/'))" 2>/dev/null; then
+  echo "setup: pip install -e tools/python/dspnet_export"
+  ISOLATION=(); .venv/bin/python -c "import setuptools" 2>/dev/null && ISOLATION=(--no-build-isolation)
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "${ISOLATION[@]}" -e tools/python/dspnet_export
+fi
+
+# CUDA libtorch: the C and CCCL headers that, with the wheel's CUDA runtime and NCCL headers, let
+# dspnet-dist compile its NCCL backend (dist/build.rs; ~20 MB of headers, no libraries)
+SITE=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+if [ -f "$SITE/torch/lib/libtorch_cuda.so" ] && \
+   { [ ! -f "$SITE/nvidia/cu13/include/crt/host_config.h" ] || [ ! -e "$SITE/nvidia/cu13/include/nv/target" ]; }; then
+  echo "setup: pip install nvidia-cuda-crt nvidia-cuda-cccl (headers for the NCCL backend)"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
+fi
+
+# moto's S3-compatible server for the s3:// shard test (pipeline/tests/remote_s3.rs).
+if ! .venv/bin/python -c "import moto.server" 2>/dev/null; then
+  echo "setup: pip install moto[server] (S3 test server)"
+  .venv/bin/pip install -q --disable-pip-version-check "moto[server]==5.2.5"
 fi
 
 echo "setup: cargo build --release (torch-sys takes a few minutes the first time)"

@@ -27,6 +27,9 @@ pub enum ModelError {
     /// CPU autocast could not be switched (see [`crate::autocast`]).
     #[error("CPU autocast: {0}")]
     Autocast(String),
+    /// A cross-replica collective (synchronised batch norm) failed: a peer process died or hung.
+    #[error("synchronised batch norm: {0}")]
+    Distributed(String),
 
     /// An error raised by libtorch during a forward pass.
     #[error("libtorch error: {0}")]

@@ -49,6 +49,12 @@ impl SlimMlpHead {
         })
     }
 
+    /// Synchronised batch norm for the head's switchable BN (see
+    /// [`SwitchableBatchNorm::set_cross_replica`]); `None` turns it off.
+    pub fn set_cross_replica(&mut self, group: Option<std::sync::Arc<dyn crate::sync::CrossReplicaSum>>) {
+        self.bn1.set_cross_replica(group);
+    }
+
     /// Input features expected at `width`.
     pub fn in_features(&self, width: f64) -> i64 {
         self.fc1.in_features(width)

@@ -14,6 +14,7 @@
 //! * [`heads`]: the slimmable BYOL projector/predictor MLP.
 //! * [`autocast`]: a scope guard for libtorch's CPU autocast (bf16 mixed precision on the CPU
 //!   device), which tch does not expose.
+//! * [`sync`]: cross-replica batch statistics for synchronised batch norm (data parallel).
 //!
 //! Width is always an explicit `f64` argument; a width not in the model's list is a
 //! [`ModelError::WidthNotInList`], never a silent fallback.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod heads;
 pub mod resnet;
 pub mod slimmable;
+pub mod sync;
 
 pub use autocast::{cpu_autocast_state, with_cpu_autocast, CpuAutocast};
 pub use error::{ModelError, Result};
@@ -32,3 +34,4 @@ pub use slimmable::{
     is_channels_last, slim_channels, to_channels_last, width_tag, SlimConv2d, SlimLinear,
     SwitchableBatchNorm, WidthList,
 };
+pub use sync::CrossReplicaSum;

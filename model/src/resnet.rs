@@ -478,6 +478,17 @@ impl SlimResNet {
         std::iter::once(&self.stem).chain(self.layers.iter().flatten().flat_map(|b| b.parts()))
     }
 
+    /// Synchronised batch norm for every switchable BN of the network (see
+    /// [`SwitchableBatchNorm::set_cross_replica`]); `None` turns it off.
+    pub fn set_cross_replica(&mut self, group: Option<std::sync::Arc<dyn crate::sync::CrossReplicaSum>>) {
+        self.stem.bn.set_cross_replica(group.clone());
+        for block in self.layers.iter_mut().flatten() {
+            for cb in block.main.iter_mut().chain(block.downsample.iter_mut()) {
+                cb.bn.set_cross_replica(group.clone());
+            }
+        }
+    }
+
     /// Parameters of the standalone sub-network at `width`: the sliced conv weights plus that
     /// width's BN affine (gamma, beta); no running statistics, no other widths' BNs, no fc.
     /// Computed from the shapes, so it is defined for any width in (0, 1].

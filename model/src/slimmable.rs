@@ -419,6 +419,9 @@ pub struct SwitchableBatchNorm {
     widths: WidthList,
     full: i64,
     bns: Vec<BnState>,
+    /// Data-parallel group whose global batch statistics train mode uses (SyncBN); `None`:
+    /// this process's batch only.
+    cross_replica: Option<std::sync::Arc<dyn crate::sync::CrossReplicaSum>>,
 }
 
 impl SwitchableBatchNorm {
@@ -443,7 +446,16 @@ impl SwitchableBatchNorm {
             widths: widths.clone(),
             full,
             bns,
+            cross_replica: None,
         }
+    }
+
+    /// Synchronised batch norm: with `Some(group)` of more than one replica, train mode
+    /// normalises with the mean and variance of the global batch over every replica of `group`
+    /// (see [`crate::sync::global_batch_stats`]) and updates the running statistics with them;
+    /// `None` (the default) uses this process's batch. Eval mode is unaffected.
+    pub fn set_cross_replica(&mut self, group: Option<std::sync::Arc<dyn crate::sync::CrossReplicaSum>>) {
+        self.cross_replica = group;
     }
 
     /// The width list this BN switches over.
@@ -492,6 +504,9 @@ impl SwitchableBatchNorm {
             ));
         }
         let kind = x.kind();
+        if let Some(group) = self.cross_replica.as_ref().filter(|g| train && g.replicas() > 1) {
+            return sync_batch_norm(x, bn, group.as_ref());
+        }
         let xin = match kind {
             Kind::Float | Kind::BFloat16 | Kind::Half => x.shallow_clone(),
             _ => x.to_kind(Kind::Float),
@@ -514,6 +529,32 @@ impl SwitchableBatchNorm {
         self.f_forward_t(x, width, train)
             .unwrap_or_else(|e| panic!("{e}"))
     }
+}
+
+/// Train-mode batch norm with the global batch statistics of `group` (SyncBN): `y = (x − μ) /
+/// sqrt(σ² + eps) · γ + β` with μ, σ² (biased) over every replica's batch, computed in fp32 and
+/// returned in `x.kind()`; running statistics move by [`BN_MOMENTUM`] toward (μ, σ²·N/(N−1)),
+/// N the global number of values per channel, as PyTorch's SyncBatchNorm.
+fn sync_batch_norm(x: &Tensor, bn: &BnState, group: &dyn crate::sync::CrossReplicaSum) -> Result<Tensor> {
+    let (mean, var, n) = crate::sync::global_batch_stats(x, group)?;
+    let mut shape = vec![1i64; x.dim()];
+    shape[1] = bn.channels;
+    let invstd = var.f_add_scalar(BN_EPS)?.f_rsqrt()?;
+    let scale = invstd.f_mul(&bn.weight)?.f_view(shape.as_slice())?;
+    let y = x
+        .f_to_kind(Kind::Float)?
+        .f_sub(&mean.f_view(shape.as_slice())?)?
+        .f_mul(&scale)?
+        .f_add(&bn.bias.f_view(shape.as_slice())?)?;
+    tch::no_grad(|| -> Result<()> {
+        let unbiased = var.detach().f_mul_scalar(n / (n - 1.0).max(1.0))?;
+        let mut rm = bn.running_mean.shallow_clone();
+        let mut rv = bn.running_var.shallow_clone();
+        let _ = rm.f_mul_scalar_(1.0 - BN_MOMENTUM)?.f_add_(&mean.detach().f_mul_scalar(BN_MOMENTUM)?)?;
+        let _ = rv.f_mul_scalar_(1.0 - BN_MOMENTUM)?.f_add_(&unbiased.f_mul_scalar(BN_MOMENTUM)?)?;
+        Ok(())
+    })?;
+    Ok(cast_like(y, x.kind()))
 }
 
 #[cfg(test)]

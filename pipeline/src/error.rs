@@ -26,9 +26,17 @@ pub enum PipelineError {
     /// A shard pattern is malformed.
     #[error("shard pattern {pattern} is malformed: {reason}; use braces like train-{{000000..000009}}.tar or {{a,b}}")]
     BadPattern { pattern: String, reason: String },
-    /// The URL scheme has no [`crate::source::ShardSource`] yet.
-    #[error("scheme {scheme}:// not supported yet; use a local path (shard URL {url})")]
+    /// The URL scheme has no [`crate::source::ShardSource`].
+    #[error("scheme {scheme}:// is not supported (shard URL {url}); use a local path, file://, s3://, gs://, az://, http:// or https://")]
     UnsupportedScheme { scheme: String, url: String },
+    /// A remote shard URL cannot be served: malformed URL, missing bucket/host, or a store that
+    /// cannot be configured from the environment (missing account, unreadable key file ...).
+    #[error("shard URL {url}: {reason}")]
+    RemoteConfig { url: String, reason: String },
+    /// A remote shard could not be read: the retries ran out, or the failure cannot be retried
+    /// (not found, access denied, object changed while being read).
+    #[error("remote shard {url} failed after {attempts} attempt(s) in {secs:.1} s at byte {offset}: {cause}; {hint}")]
+    Remote { url: String, attempts: u32, secs: f64, offset: u64, cause: String, hint: String },
     /// An input image folder holds no image.
     #[error("input folder {} holds no image (expected DIR/<class>/<image>.jpg|jpeg|png|webp); check --input", path.display())]
     NoImages { path: PathBuf },

@@ -3,7 +3,9 @@
 //!
 //! * [`shard`]: deterministic tar/tar.zst shard writer, manifest, streaming shard reader.
 //! * [`source`]: shard URL patterns (`{000000..000009}` braces, folders) and the [`source::ShardSource`]
-//!   trait through which local files (and later HTTP / object storage) are opened.
+//!   trait through which local files and remote shards are opened.
+//! * [`remote`]: `s3://`, `gs://`, `az://`, `http(s)://` shards streamed through `object_store`
+//!   with bounded read-ahead and retries that resume mid-shard.
 //! * [`dataset`]: inputs of `dspnet-shard` (ImageNet-style class folders, Fashion-MNIST IDX).
 //! * [`augment`]: BYOL twin-view augmentations and the evaluation transform.
 //! * [`jpeg`]: libjpeg-turbo decoding of whole JPEGs or of only the window the crops read.
@@ -13,6 +15,7 @@ pub mod dataset;
 pub mod error;
 pub mod jpeg;
 pub mod loader;
+pub mod remote;
 pub mod shard;
 pub mod source;
 

@@ -29,7 +29,15 @@
 //!
 //! Either way each sample is seen exactly once per epoch across all ranks. Ranks can receive
 //! slightly different sample counts (shards differ in size); a trainer that needs equal batch
-//! counts per rank must cap the steps per epoch.
+//! counts per rank caps the steps per epoch at [`steps_per_epoch`], which every rank derives
+//! identically from the manifest's per-shard counts and this split (no communication).
+//!
+//! # Positions and resuming
+//! Every item of a rank's epoch stream (a sample, or a skipped bad sample/shard) takes one
+//! position `p = 0, 1, …` in merge order, after the shuffle buffer. [`Batch::end_position`] is
+//! the position after the batch's last sample. [`Loader::epoch_from`]`(epoch, p)` re-creates the
+//! epoch's stream (same shard order, the shuffle buffer sees the same sequence) but neither
+//! decodes nor augments positions `< p`, so a resumed run gets exactly the batches that followed.
 //!
 //! # Bad data
 //! Corrupt / zero-byte images, samples without an image member, samples without a label (Eval
@@ -51,7 +59,8 @@ use tch::{Device, Tensor};
 
 use crate::augment::{AugmentConfig, AugmentWorkspace, EvalTransform, TwinViewTransform};
 use crate::shard::{open_shard_reader, RawSample};
-use crate::source::{source_for, ShardSource};
+use crate::remote::{FatalTap, RemoteOptions, RemoteStats};
+use crate::source::{sources_for, ShardSource};
 use crate::{mix_seed, PipelineError, Result};
 
 const TICK: Duration = Duration::from_millis(50);
@@ -79,6 +88,35 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Turn the first bad sample/shard into an error instead of skipping it.
     pub strict_data: bool,
+    /// Remote shards (s3://, gs://, az://, http(s)://): shards opened and buffered ahead of the
+    /// one being parsed, per reader stream (0 = none). Default 2.
+    #[serde(default = "default_remote_read_ahead")]
+    pub remote_read_ahead: usize,
+    /// Remote shards: byte cap of the buffers of one reader stream, shared evenly by the shard
+    /// being parsed and the read-ahead shards (bytes, >= 65536). Default 64 MiB.
+    #[serde(default = "default_remote_read_ahead_bytes")]
+    pub remote_read_ahead_bytes: u64,
+    /// Remote shards: retries of one outage (failed request or connection dropped mid-shard,
+    /// resumed with a range request) before the epoch ends with an error. Default 8.
+    #[serde(default = "default_remote_max_retries")]
+    pub remote_max_retries: u32,
+    /// Remote shards: longest outage in seconds, from its first failure, before the epoch ends
+    /// with an error. Default 60.
+    #[serde(default = "default_remote_max_retry_secs")]
+    pub remote_max_retry_secs: f64,
+}
+
+fn default_remote_read_ahead() -> usize {
+    RemoteOptions::default().read_ahead
+}
+fn default_remote_read_ahead_bytes() -> u64 {
+    RemoteOptions::default().read_ahead_bytes
+}
+fn default_remote_max_retries() -> u32 {
+    RemoteOptions::default().max_retries
+}
+fn default_remote_max_retry_secs() -> f64 {
+    RemoteOptions::default().max_retry_time.as_secs_f64()
 }
 
 impl Default for LoaderConfig {
@@ -93,6 +131,10 @@ impl Default for LoaderConfig {
             drop_last: true,
             seed: 0,
             strict_data: false,
+            remote_read_ahead: default_remote_read_ahead(),
+            remote_read_ahead_bytes: default_remote_read_ahead_bytes(),
+            remote_max_retries: default_remote_max_retries(),
+            remote_max_retry_secs: default_remote_max_retry_secs(),
         }
     }
 }
@@ -109,6 +151,12 @@ impl LoaderConfig {
             if v == 0 {
                 return Err(PipelineError::config(name, "must be at least 1"));
             }
+        }
+        if self.remote_read_ahead_bytes < 1 << 16 {
+            return Err(PipelineError::config("loader.remote_read_ahead_bytes", "must be at least 65536 (bytes)"));
+        }
+        if !(self.remote_max_retry_secs >= 0.0 && self.remote_max_retry_secs.is_finite()) {
+            return Err(PipelineError::config("loader.remote_max_retry_secs", "must be a finite number of seconds >= 0"));
         }
         Ok(())
     }
@@ -135,6 +183,9 @@ pub struct Batch {
     pub labels: Tensor,
     /// Sample keys, in batch order.
     pub keys: Vec<String>,
+    /// Position in the rank's epoch stream after this batch's last sample (see the module docs,
+    /// "Positions and resuming"): pass it to [`Loader::epoch_from`] to continue after this batch.
+    pub end_position: u64,
 }
 
 /// Why a sample or shard was skipped.
@@ -203,6 +254,8 @@ pub struct LoaderStats {
     /// Batches waiting in the prefetch queue at the last `next()`.
     pub queue_depth: AtomicUsize,
     skipped: [AtomicU64; 8],
+    /// Counters of the remote shard sources (requests, retries, read-ahead); zero for local shards.
+    pub remote: Arc<RemoteStats>,
 }
 
 impl LoaderStats {
@@ -217,7 +270,8 @@ impl LoaderStats {
     fn add_skip(&self, reason: SkipReason) {
         self.skipped[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
-    /// One-line summary, e.g. `images=1000 batches=8 skipped=2 (corrupt_image=1 no_image=1) consumer_wait=0.12s queue_depth=3`.
+    /// One-line summary, e.g. `images=1000 batches=8 skipped=2 (corrupt_image=1 no_image=1) consumer_wait=0.12s queue_depth=3`
+    /// (followed by ` remote(...)`, see [`RemoteStats::summary`], when shards were read remotely).
     pub fn summary(&self) -> String {
         let reasons: Vec<String> = SkipReason::ALL
             .iter()
@@ -232,7 +286,7 @@ impl LoaderStats {
             if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(" ")) },
             self.consumer_wait_ns.load(Ordering::Relaxed) as f64 * 1e-9,
             self.queue_depth.load(Ordering::Relaxed),
-        )
+        ) + &if self.remote.requests.load(Ordering::Relaxed) > 0 { format!(" remote({})", self.remote.summary()) } else { String::new() }
     }
 }
 
@@ -272,7 +326,8 @@ impl Loader {
     ///
     /// Errors: [`PipelineError::Config`] for an empty shard list, `rank >= world_size`, zero
     /// counts or an invalid augmentation; [`PipelineError::UnsupportedScheme`] for a shard URL
-    /// with no source; [`PipelineError::Internal`] when the tokio runtime cannot start.
+    /// with no source; [`PipelineError::RemoteConfig`] when a remote store cannot be configured;
+    /// [`PipelineError::Internal`] when the tokio runtime cannot start.
     pub fn new(
         shards: Vec<String>,
         loader: LoaderConfig,
@@ -289,7 +344,8 @@ impl Loader {
         if world_size == 0 || rank >= world_size {
             return Err(PipelineError::config("rank", format!("rank {rank} must be < world_size {world_size} (world_size >= 1)")));
         }
-        let sources = shards.iter().map(|s| source_for(s)).collect::<Result<Vec<_>>>()?;
+        let stats = Arc::new(LoaderStats::default());
+        let sources = sources_for(&shards, &RemoteOptions::from_loader(&loader), &stats.remote)?;
         let twin = Arc::new(TwinViewTransform::new(augment.clone())?);
         let eval = Arc::new(EvalTransform::new(augment)?);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -308,7 +364,7 @@ impl Loader {
             device,
             twin,
             eval,
-            stats: Arc::new(LoaderStats::default()),
+            stats,
             rt: Arc::new(Rt(Some(rt))),
         })
     }
@@ -320,16 +376,26 @@ impl Loader {
 
     /// Shard indices in the order of `epoch` (seeded by (seed, epoch) only: same on every rank).
     pub fn shard_order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.shards.len()).collect();
-        if self.cfg.shard_shuffle && self.mode == LoaderMode::Train {
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix_seed(&[self.cfg.seed, epoch])));
-        }
-        order
+        epoch_shard_order(self.shards.len(), &self.cfg, self.mode, epoch)
+    }
+
+    /// Optimiser steps (batches) every rank can take in `epoch`: see [`steps_per_epoch`].
+    /// `shard_samples[i]` is the sample count of shard `i` of this loader's shard list.
+    pub fn steps_per_epoch(&self, epoch: u64, shard_samples: &[u64]) -> u64 {
+        steps_per_epoch(shard_samples, &self.cfg, self.mode, self.world_size, epoch)
     }
 
     /// Start streaming `epoch`. The returned iterator yields batches until the rank's share of
     /// the shards is exhausted; dropping it early stops all threads (no hang, no panic).
     pub fn epoch(&self, epoch: u64) -> Result<EpochIter> {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// Like [`Loader::epoch`], but the first batch starts at stream position `start` (a
+    /// [`Batch::end_position`] of the same epoch, seed, shards and world size): positions before
+    /// it are read and pass through the shuffle buffer as usual but are not decoded, augmented or
+    /// counted, so the batches are exactly those that followed position `start` in a full epoch.
+    pub fn epoch_from(&self, epoch: u64, start: u64) -> Result<EpochIter> {
         let order = self.shard_order(epoch);
         let n_streams = self.world_size * self.cfg.readers;
         let split_by_shard = self.shards.len() >= n_streams;
@@ -364,7 +430,7 @@ impl Loader {
             let shuffle = if self.mode == LoaderMode::Train { self.cfg.shuffle_buffer } else { 0 };
             let rng = ChaCha8Rng::seed_from_u64(mix_seed(&[self.cfg.seed, epoch, self.rank as u64, 1]));
             let handle = handle.clone();
-            threads.push(spawn_named("dspnet-merge", move || merge(stream_rxs, handle, shuffle, rng, work_tx, cancel))?);
+            threads.push(spawn_named("dspnet-merge", move || merge(stream_rxs, handle, shuffle, rng, start, work_tx, cancel))?);
         }
         // Workers: decode + augment into recycled view buffers.
         let pool = BufferPool::new(workers * 8 + 8, self.twin.view_len());
@@ -397,12 +463,56 @@ impl Loader {
                 stats: self.stats.clone(),
                 epoch,
                 rank: self.rank,
+                start,
             };
             let cancel = cancel.clone();
             threads.push(spawn_named("dspnet-batch", move || asm.run(res_rx, batch_tx, cancel))?);
         }
         Ok(EpochIter { rx: Some(batch_rx), threads, cancel, stats: self.stats.clone(), done: false, _rt: self.rt.clone(), epoch })
     }
+}
+
+/// Shard indices in the order of `epoch` for `n_shards` shards: shuffled with
+/// `ChaCha8Rng(mix(seed, epoch))` in Train mode when `shard_shuffle`, else `0..n_shards`.
+/// The same on every rank.
+pub fn epoch_shard_order(n_shards: usize, cfg: &LoaderConfig, mode: LoaderMode, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n_shards).collect();
+    if cfg.shard_shuffle && mode == LoaderMode::Train {
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix_seed(&[cfg.seed, epoch])));
+    }
+    order
+}
+
+/// Samples (manifest counts, bad samples included) that `rank` of `world_size` receives in
+/// `epoch`, following the split in the module docs: `shard_samples[i]` is the count of shard `i`
+/// of the loader's shard list.
+pub fn rank_samples_in_epoch(shard_samples: &[u64], cfg: &LoaderConfig, mode: LoaderMode, world_size: usize, rank: usize, epoch: u64) -> u64 {
+    let n = (world_size * cfg.readers.max(1)) as u64;
+    let streams = (rank * cfg.readers.max(1)) as u64..((rank + 1) * cfg.readers.max(1)) as u64;
+    if shard_samples.len() as u64 >= n {
+        let order = epoch_shard_order(shard_samples.len(), cfg, mode, epoch);
+        order.iter().enumerate().filter(|(i, _)| streams.contains(&(*i as u64 % n))).map(|(_, &s)| shard_samples[s]).sum()
+    } else {
+        // every stream reads all shards and keeps sample j when j % n == g
+        let total: u64 = shard_samples.iter().sum();
+        streams.map(|g| total / n + u64::from(g < total % n)).sum()
+    }
+}
+
+/// Batches (optimiser steps) per epoch that EVERY rank can deliver: the minimum over ranks of
+/// `samples / batch_size` (rounded up when `drop_last` is false), from the manifest counts and the
+/// shard split of `epoch`. Identical on every rank without communication, so a data-parallel
+/// trainer that stops each epoch after this many batches keeps all ranks in step. Samples the
+/// loader skips as bad make a rank deliver fewer batches than its manifest count promises.
+pub fn steps_per_epoch(shard_samples: &[u64], cfg: &LoaderConfig, mode: LoaderMode, world_size: usize, epoch: u64) -> u64 {
+    let b = cfg.batch_size.max(1) as u64;
+    (0..world_size.max(1))
+        .map(|r| {
+            let n = rank_samples_in_epoch(shard_samples, cfg, mode, world_size.max(1), r, epoch);
+            if cfg.drop_last { n / b } else { n.div_ceil(b) }
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 fn spawn_named<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>> {
@@ -479,17 +589,47 @@ impl Drop for EpochIter {
 enum StreamMsg {
     Sample { shard: Arc<str>, sample: RawSample },
     Problem { shard: Arc<str>, key: String, reason: SkipReason, detail: String },
+    /// A remote shard failed for good: the epoch ends with this error after the samples before it.
+    Fatal { shard: Arc<str>, error: PipelineError },
 }
 
-/// One reader stream: open each planned shard through its source, parse it on a blocking
-/// thread, send samples (filtered by `j % n == g` when every stream reads all shards).
+/// A shard being opened ahead of use; aborted when dropped (epoch stopped).
+struct Opening(tokio::task::JoinHandle<Result<crate::source::ShardStream>>);
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One reader stream: open each planned shard through its source (the next
+/// [`ShardSource::read_ahead`] shards are opened while the current one is parsed), parse it on a
+/// blocking thread, send samples (filtered by `j % n == g` when every stream reads all shards).
 async fn read_stream(plan: Vec<(usize, String, Arc<dyn ShardSource>)>, filter: Option<(usize, usize)>, tx: tokio::sync::mpsc::Sender<StreamMsg>) {
     let mut j: u64 = 0;
-    for (i, url, source) in plan {
+    let mut plan = plan.into_iter().peekable();
+    let mut opening: std::collections::VecDeque<(usize, String, Opening)> = std::collections::VecDeque::new();
+    loop {
+        while let Some((_, _, source)) = plan.peek() {
+            if opening.len() > source.read_ahead() {
+                break;
+            }
+            let Some((i, url, source)) = plan.next() else { break };
+            let u = url.clone();
+            opening.push_back((i, url, Opening(tokio::spawn(async move { source.open(&u).await }))));
+        }
+        let Some((i, url, mut task)) = opening.pop_front() else { return };
+        let opened = match (&mut task.0).await {
+            Ok(r) => r,
+            Err(e) => Err(PipelineError::Internal(format!("shard open task failed: {e}"))),
+        };
         let report = filter.is_none_or(|(n, g)| i % n == g);
         let shard: Arc<str> = Arc::from(url.as_str());
-        let stream = match source.open(&url).await {
+        let stream = match opened {
             Ok(s) => s,
+            Err(error @ (PipelineError::Remote { .. } | PipelineError::RemoteConfig { .. } | PipelineError::Internal(_))) => {
+                let _ = tx.send(StreamMsg::Fatal { shard, error }).await;
+                return;
+            }
             Err(e) => {
                 if report {
                     let msg = StreamMsg::Problem { shard, key: "<none>".into(), reason: SkipReason::UnreadableShard, detail: e.to_string() };
@@ -519,10 +659,16 @@ fn parse_shard(
     report: bool,
     tx: tokio::sync::mpsc::Sender<StreamMsg>,
 ) -> Option<u64> {
+    let (stream, fatal) = FatalTap::wrap(stream);
+    let fatal_error = || fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
     let bridge = tokio_util::io::SyncIoBridge::new(stream);
     let reader = match open_shard_reader(Box::new(bridge), &shard) {
         Ok(r) => r,
         Err(e) => {
+            if let Some(error) = fatal_error() {
+                let _ = tx.blocking_send(StreamMsg::Fatal { shard, error });
+                return None;
+            }
             if report {
                 let msg = StreamMsg::Problem { shard, key: "<none>".into(), reason: SkipReason::UnreadableShard, detail: e.to_string() };
                 tx.blocking_send(msg).ok()?;
@@ -542,6 +688,10 @@ fn parse_shard(
                 }
             }
             Err(e) => {
+                if let Some(error) = fatal_error() {
+                    let _ = tx.blocking_send(StreamMsg::Fatal { shard, error });
+                    return None;
+                }
                 if report {
                     let (key, detail) = match &e {
                         PipelineError::BadShard { key, reason, .. } => (key.clone(), reason.clone()),
@@ -564,6 +714,7 @@ fn parse_shard(
 enum WorkBody {
     Sample(RawSample),
     Problem { key: String, reason: SkipReason, detail: String },
+    Fatal(PipelineError),
 }
 
 struct WorkItem {
@@ -591,6 +742,7 @@ fn merge(
     handle: tokio::runtime::Handle,
     shuffle: usize,
     mut rng: ChaCha8Rng,
+    start: u64,
     tx: Sender<WorkItem>,
     cancel: Arc<AtomicBool>,
 ) {
@@ -598,6 +750,12 @@ fn merge(
     let mut buffer: Vec<(Arc<str>, RawSample)> = Vec::with_capacity(shuffle);
     let mut seq = 0u64;
     let emit = |shard: Arc<str>, body: WorkBody, seq: &mut u64| -> bool {
+        if *seq < start {
+            // before the resume position: consumed (so the positions and the shuffle buffer's
+            // draws stay those of the full epoch) but neither decoded nor augmented
+            *seq += 1;
+            return true;
+        }
         let ok = send_or_cancel(&tx, WorkItem { seq: *seq, shard, body }, &cancel);
         *seq += 1;
         ok
@@ -622,6 +780,12 @@ fn merge(
                 None => live[s] = false,
                 Some(StreamMsg::Problem { shard, key, reason, detail }) => {
                     if !emit(shard, WorkBody::Problem { key, reason, detail }, &mut seq) {
+                        return;
+                    }
+                }
+                Some(StreamMsg::Fatal { shard, error }) => {
+                    live[s] = false;
+                    if !emit(shard, WorkBody::Fatal(error), &mut seq) {
                         return;
                     }
                 }
@@ -692,6 +856,7 @@ impl BufferPool {
 enum Outcome {
     Ok { key: String, a: Vec<f32>, b: Option<Vec<f32>>, label: i64 },
     Bad { shard: Arc<str>, key: String, reason: SkipReason, detail: String },
+    Fatal(PipelineError),
 }
 
 const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
@@ -758,6 +923,7 @@ fn worker(ctx: WorkerCtx, rx: Receiver<WorkItem>, tx: Sender<(u64, Outcome)>, ca
         };
         let out = match item.body {
             WorkBody::Problem { key, reason, detail } => Outcome::Bad { shard: item.shard, key, reason, detail },
+            WorkBody::Fatal(e) => Outcome::Fatal(e),
             WorkBody::Sample(s) => process(&ctx, &mut ws, item.seq, item.shard, s),
         };
         if !send_or_cancel(&tx, (item.seq, out), &cancel) {
@@ -778,6 +944,8 @@ struct Assembler {
     stats: Arc<LoaderStats>,
     epoch: u64,
     rank: usize,
+    /// First stream position to assemble (see [`Loader::epoch_from`]).
+    start: u64,
 }
 
 /// The batch being filled: samples are copied straight into the batch tensors (pinned when the
@@ -878,13 +1046,13 @@ impl Assembler {
         let view_a = cut(p.a)?.ok_or_else(|| PipelineError::Internal("empty batch".into()))?;
         let view_b = cut(p.b)?;
         let labels = self.pin(Tensor::f_from_slice(&p.labels).map_err(|e| PipelineError::Tensor(e.to_string()))?)?;
-        Ok(Batch { view_a, view_b, labels, keys: p.keys })
+        Ok(Batch { view_a, view_b, labels, keys: p.keys, end_position: 0 })
     }
 
     fn run(self, rx: Receiver<(u64, Outcome)>, tx: Sender<Result<Batch>>, cancel: Arc<AtomicBool>) {
         let start = Instant::now();
         let (mut images, mut batches, mut skipped) = (0u64, 0u64, 0u64);
-        let mut next = 0u64;
+        let mut next = self.start;
         let mut reorder: BTreeMap<u64, Outcome> = BTreeMap::new();
         let mut cur = Pending::default();
         'outer: loop {
@@ -913,7 +1081,7 @@ impl Assembler {
                         cur.keys.push(key);
                         if cur.keys.len() == self.batch_size {
                             let n = cur.keys.len() as u64;
-                            let batch = self.build(std::mem::take(&mut cur));
+                            let batch = self.build(std::mem::take(&mut cur)).map(|b| Batch { end_position: next, ..b });
                             let ok = batch.is_ok();
                             if !send_or_cancel(&tx, batch, &cancel) || !ok {
                                 return;
@@ -923,6 +1091,11 @@ impl Assembler {
                             self.stats.images.fetch_add(n, Ordering::Relaxed);
                             self.stats.batches.fetch_add(1, Ordering::Relaxed);
                         }
+                    }
+                    Outcome::Fatal(err) => {
+                        cancel.store(true, Ordering::SeqCst);
+                        let _ = tx.send_timeout(Err(err), Duration::from_secs(3600));
+                        break 'outer;
                     }
                     Outcome::Bad { shard, key, reason, detail } => {
                         self.stats.add_skip(reason);
@@ -951,7 +1124,7 @@ impl Assembler {
         }
         if !cur.keys.is_empty() && !self.drop_last {
             let n = cur.keys.len() as u64;
-            let batch = self.build(cur);
+            let batch = self.build(cur).map(|b| Batch { end_position: next, ..b });
             if !send_or_cancel(&tx, batch, &cancel) {
                 return;
             }
@@ -983,7 +1156,7 @@ mod tests {
     use std::path::Path;
 
     fn lcfg(readers: usize, seed: u64) -> LoaderConfig {
-        LoaderConfig { batch_size: 4, shuffle_buffer: 5, shard_shuffle: true, workers: 2, readers, prefetch_batches: 2, drop_last: false, seed, strict_data: false }
+        LoaderConfig { batch_size: 4, shuffle_buffer: 5, shard_shuffle: true, workers: 2, readers, prefetch_batches: 2, drop_last: false, seed, strict_data: false, ..LoaderConfig::default() }
     }
 
     fn aug() -> AugmentConfig {
@@ -1195,9 +1368,109 @@ mod tests {
     }
 
     #[test]
+    fn epoch_from_a_batch_end_continues_exactly() {
+        // 3 shards (9, 9, 4 samples) with a corrupt and a zero-byte image among them: positions
+        // count the skipped samples too, so resuming after any batch must give the same rest.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ShardWriter::new(writer_cfg(dir.path(), "r", 9)).unwrap();
+        for i in 0..22usize {
+            let s = match i {
+                5 => RawSample::new(format!("s{i:05}")).with("jpg", b"\xff\xd8 not a jpeg".to_vec()).with("cls", "0"),
+                13 => RawSample::new(format!("s{i:05}")).with("png", Vec::new()).with("cls", "0"),
+                _ => RawSample::new(format!("s{i:05}")).with("png", png(8, 8, i as u8)).with("cls", "1"),
+            };
+            w.write(&s).unwrap();
+        }
+        let m = w.finish(&[]).unwrap();
+        let shards: Vec<String> = m.shards.iter().map(|s| dir.path().join(&s.name).to_string_lossy().to_string()).collect();
+        assert_eq!(m.shards.iter().map(|s| s.samples).collect::<Vec<_>>(), vec![9, 9, 4]);
+        let l = Loader::new(shards.clone(), lcfg(2, 11), aug(), LoaderMode::Train, 0, 1, Device::Cpu).unwrap();
+        let full: Vec<Batch> = l.epoch(1).unwrap().map(|b| b.unwrap()).collect();
+        // 20 good samples in batches of 4 (drop_last false): 5 batches; the last one ends after
+        // all 22 positions (the two bad samples took positions too).
+        assert_eq!(full.len(), 5);
+        assert_eq!(full.last().unwrap().end_position, 22);
+        assert!(full.windows(2).all(|p| p[0].end_position < p[1].end_position));
+        for k in 0..full.len() {
+            let l = Loader::new(shards.clone(), lcfg(2, 11), aug(), LoaderMode::Train, 0, 1, Device::Cpu).unwrap();
+            let rest: Vec<Batch> = l.epoch_from(1, full[k].end_position).unwrap().map(|b| b.unwrap()).collect();
+            assert!(same(&rest, &full[k + 1..]), "resume after batch {k}");
+            assert!(rest.iter().zip(&full[k + 1..]).all(|(a, b)| a.end_position == b.end_position));
+            // skipped positions were not decoded: only the delivered images are counted, and a
+            // bad sample before the start position is not reported again
+            let delivered: usize = full[k + 1..].iter().map(|b| b.keys.len()).sum();
+            assert_eq!(l.stats().images.load(Ordering::Relaxed), delivered as u64);
+        }
+        // the two bad samples are reported by a full epoch and by a start at 0, never by a start
+        // after the end of the epoch
+        assert_eq!(l.stats().skipped_total(), 2);
+        let l = Loader::new(shards.clone(), lcfg(2, 11), aug(), LoaderMode::Train, 0, 1, Device::Cpu).unwrap();
+        let from0: Vec<Batch> = l.epoch_from(1, 0).unwrap().map(|b| b.unwrap()).collect();
+        assert!(same(&from0, &full));
+        assert_eq!(l.stats().skipped_total(), 2);
+        let l = Loader::new(shards, lcfg(2, 11), aug(), LoaderMode::Train, 0, 1, Device::Cpu).unwrap();
+        assert_eq!(l.epoch_from(1, 22).unwrap().count(), 0);
+        assert_eq!(l.stats().skipped_total(), 0);
+    }
+
+    #[test]
+    fn steps_per_epoch_by_hand_and_against_the_loader() {
+        let mut cfg = lcfg(1, 5);
+        cfg.shard_shuffle = false;
+        cfg.drop_last = true;
+        // split by shard: 2 streams, shards [9, 9, 4] → stream 0 gets shards 0 and 2 (13 samples),
+        // stream 1 gets shard 1 (9): 3 and 2 batches of 4 → every rank can take 2 steps.
+        let counts = [9u64, 9, 4];
+        assert_eq!(rank_samples_in_epoch(&counts, &cfg, LoaderMode::Train, 2, 0, 0), 13);
+        assert_eq!(rank_samples_in_epoch(&counts, &cfg, LoaderMode::Train, 2, 1, 0), 9);
+        assert_eq!(steps_per_epoch(&counts, &cfg, LoaderMode::Train, 2, 0), 2);
+        assert_eq!(steps_per_epoch(&counts, &cfg, LoaderMode::Train, 1, 0), 22 / 4);
+        // every stream reads the one shard of 9: 2 ranks x 2 readers = 4 streams keep samples
+        // j % 4 == g → 3, 2, 2, 2; rank 0 (streams 0, 1) 5, rank 1 (streams 2, 3) 4.
+        cfg.readers = 2;
+        assert_eq!(rank_samples_in_epoch(&[9], &cfg, LoaderMode::Train, 2, 0, 0), 5);
+        assert_eq!(rank_samples_in_epoch(&[9], &cfg, LoaderMode::Train, 2, 1, 0), 4);
+        assert_eq!(steps_per_epoch(&[9], &cfg, LoaderMode::Train, 2, 0), 1);
+        cfg.drop_last = false;
+        assert_eq!(steps_per_epoch(&[9], &cfg, LoaderMode::Train, 2, 0), 1); // ceil(5/4)=2, ceil(4/4)=1
+        cfg.batch_size = 2;
+        assert_eq!(steps_per_epoch(&[9], &cfg, LoaderMode::Train, 2, 0), 2); // ceil(5/2)=3, ceil(4/2)=2
+
+        // against real loaders: shuffled shards of unequal size, several epochs and world sizes
+        let dir = tempfile::tempdir().unwrap();
+        let shards = image_shards(dir.path(), 41, 7); // 7 x 5 + 6
+        let counts: Vec<u64> = vec![7, 7, 7, 7, 7, 6];
+        for world in 1..=3 {
+            for readers in 1..=2 {
+                for epoch in 0..3 {
+                    let c = lcfg(readers, 9); // drop_last = false: every sample is delivered
+                    let (mut partial, mut full) = (Vec::new(), Vec::new());
+                    for rank in 0..world {
+                        let l = Loader::new(shards.clone(), c.clone(), aug(), LoaderMode::Train, rank, world, Device::Cpu).unwrap();
+                        assert_eq!(l.steps_per_epoch(epoch, &counts), steps_per_epoch(&counts, &c, LoaderMode::Train, world, epoch));
+                        let got: Vec<usize> = l.epoch(epoch).unwrap().map(|b| b.unwrap().keys.len()).collect();
+                        let n: usize = got.iter().sum();
+                        assert_eq!(n as u64, rank_samples_in_epoch(&counts, &c, LoaderMode::Train, world, rank, epoch));
+                        partial.push(got.len() as u64);
+                        full.push(got.iter().filter(|k| **k == c.batch_size).count() as u64);
+                    }
+                    let what = format!("world {world} readers {readers} epoch {epoch}: {partial:?} {full:?}");
+                    assert_eq!(*partial.iter().min().unwrap(), steps_per_epoch(&counts, &c, LoaderMode::Train, world, epoch), "{what}");
+                    let dl = LoaderConfig { drop_last: true, ..c.clone() };
+                    assert_eq!(*full.iter().min().unwrap(), steps_per_epoch(&counts, &dl, LoaderMode::Train, world, epoch), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn config_errors() {
-        let e = Loader::new(vec!["s3://b/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
-        assert!(e.to_string().contains("s3:// not supported yet"));
+        let e = Loader::new(vec!["ftp://b/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
+        assert!(e.to_string().contains("ftp:// is not supported"));
+        let mut c = lcfg(1, 0);
+        c.remote_max_retry_secs = f64::NAN;
+        let e = Loader::new(vec!["/x.tar".into()], c, aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
+        assert!(e.to_string().contains("loader.remote_max_retry_secs"));
         let mut c = lcfg(1, 0);
         c.batch_size = 0;
         let e = Loader::new(vec!["/x.tar".into()], c, aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
@@ -1232,7 +1505,7 @@ mod throughput {
         let m = w.finish(&classes).unwrap();
         let shards: Vec<String> = m.shards.iter().map(|s| dir.path().join(&s.name).to_string_lossy().to_string()).collect();
         for mode in [LoaderMode::Train, LoaderMode::Eval] {
-            let cfg = LoaderConfig { batch_size: 256, shuffle_buffer: 1000, shard_shuffle: true, workers: 2, readers: 2, prefetch_batches: 4, drop_last: false, seed: 0, strict_data: true };
+            let cfg = LoaderConfig { batch_size: 256, shuffle_buffer: 1000, shard_shuffle: true, workers: 2, readers: 2, prefetch_batches: 4, drop_last: false, seed: 0, strict_data: true, ..LoaderConfig::default() };
             let l = Loader::new(shards.clone(), cfg, AugmentConfig::byol_small(32, 3), mode, 0, 1, Device::Cpu).unwrap();
             let t = Instant::now();
             let n: usize = l.epoch(0).unwrap().map(|b| b.unwrap().keys.len()).sum();

@@ -1,7 +1,6 @@
 //! Shard locations: brace-pattern expansion and the [`ShardSource`] trait that opens a shard URL
-//! as an async byte stream. Local paths (and `file://` URLs) are served by [`LocalSource`]; an
-//! HTTP or object-store source plugs in by implementing [`ShardSource`] and adding its scheme to
-//! [`source_for`].
+//! as an async byte stream. Local paths (and `file://` URLs) are served by [`LocalSource`];
+//! `s3://`, `gs://`, `az://`, `http://` and `https://` by [`crate::remote::RemoteSource`].
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -9,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncRead;
 
+use crate::remote::{RemoteOptions, RemoteStats, RemoteUrl, SourceCache};
 use crate::{PipelineError, Result};
 
 /// An open shard: an async byte stream (tar, or compressed tar as named by its URL).
@@ -21,6 +21,12 @@ pub trait ShardSource: Send + Sync {
     /// Open `url` for streaming. Errors: [`PipelineError::Read`] (or a source-specific variant)
     /// naming the URL when it cannot be opened.
     fn open<'a>(&'a self, url: &'a str) -> OpenFuture<'a>;
+
+    /// How many shards after the current one a reader stream should open (and start buffering)
+    /// while the current one is parsed. 0 (the default) opens each shard when it is needed.
+    fn read_ahead(&self) -> usize {
+        0
+    }
 }
 
 /// Local files, opened with `tokio::fs::File` (accepts plain paths and `file://` URLs).
@@ -47,14 +53,30 @@ pub fn url_scheme(url: &str) -> Option<&str> {
     }
 }
 
-/// The [`ShardSource`] serving `url`: [`LocalSource`] for plain paths and `file://`.
+/// True for URLs served by a remote source (any scheme but `file://`).
+pub fn is_remote(url: &str) -> bool {
+    matches!(url_scheme(url), Some(s) if s != "file")
+}
+
+/// The [`ShardSource`] serving `url`: [`LocalSource`] for plain paths and `file://`, a
+/// [`crate::remote::RemoteSource`] with default [`RemoteOptions`] for remote URLs.
 ///
-/// Errors: [`PipelineError::UnsupportedScheme`] for any other scheme (e.g. `s3://`, `http://`).
+/// Errors: [`PipelineError::UnsupportedScheme`] for an unknown scheme (e.g. `ftp://`),
+/// [`PipelineError::RemoteConfig`] when the remote store cannot be configured.
 pub fn source_for(url: &str) -> Result<Arc<dyn ShardSource>> {
-    match url_scheme(url) {
-        None | Some("file") => Ok(Arc::new(LocalSource)),
-        Some(s) => Err(PipelineError::UnsupportedScheme { scheme: s.to_string(), url: url.to_string() }),
-    }
+    Ok(sources_for(&[url.to_string()], &RemoteOptions::default(), &Arc::default())?.remove(0))
+}
+
+/// One [`ShardSource`] per URL of `urls`; remote URLs of the same scheme + bucket/host share one
+/// source (one store and connection pool) built with `remote` and counting into `stats`.
+///
+/// Errors: as [`source_for`].
+pub fn sources_for(urls: &[String], remote: &RemoteOptions, stats: &Arc<RemoteStats>) -> Result<Vec<Arc<dyn ShardSource>>> {
+    let local: Arc<dyn ShardSource> = Arc::new(LocalSource);
+    let mut cache = SourceCache::default();
+    urls.iter()
+        .map(|u| if is_remote(u) { Ok(cache.get(u, remote, stats)? as Arc<dyn ShardSource>) } else { Ok(local.clone()) })
+        .collect()
 }
 
 fn bad(pattern: &str, reason: &str) -> PipelineError {
@@ -148,17 +170,24 @@ fn is_shard_name(name: &str) -> bool {
 ///
 /// * brace patterns: `dir/train-{000000..000146}.tar`, `{a,b}`, several braces;
 /// * a folder → all `*.tar`, `*.tar.zst`, `*.tar.gz` in it, sorted by name;
-/// * a plain file path → itself; URLs with a scheme (`s3://...`) are expanded but not checked.
+/// * a plain file path → itself;
+/// * remote URLs (`s3://bucket/prefix/train-{000000..000146}.tar`, `gs://`, `az://`, `http(s)://`)
+///   are brace-expanded and parsed but not checked against the store (no network access here).
+///   Globs (`*`, `?`, `[`) and folder URLs are refused: remote prefixes are not listed.
 ///
 /// Errors: [`PipelineError::NoShards`] when nothing exists; [`PipelineError::Read`] naming the
-/// first missing shard when only some exist; [`PipelineError::BadPattern`] for malformed braces.
+/// first missing shard when only some exist; [`PipelineError::BadPattern`] for malformed braces;
+/// [`PipelineError::UnsupportedScheme`] / [`PipelineError::RemoteConfig`] for bad remote URLs.
 pub fn expand_pattern(pattern: &str) -> Result<Vec<String>> {
     let pattern_trim = pattern.trim();
     if pattern_trim.is_empty() {
         return Err(PipelineError::NoShards { pattern: pattern.to_string() });
     }
     let expanded = expand_braces(pattern_trim)?;
-    if matches!(url_scheme(pattern_trim), Some(s) if s != "file") {
+    if is_remote(pattern_trim) {
+        for url in &expanded {
+            RemoteUrl::parse(url)?;
+        }
         return Ok(expanded);
     }
     let mut out = Vec::new();
@@ -221,13 +250,24 @@ mod tests {
         assert!(matches!(err, PipelineError::NoShards { .. }));
         assert!(err.to_string().contains("matches no shard"));
         assert_eq!(expand_pattern("s3://bucket/a-{0..1}.tar").unwrap(), vec!["s3://bucket/a-0.tar", "s3://bucket/a-1.tar"]);
+        assert_eq!(expand_pattern("http://127.0.0.1:8/{a,b}/t-{8..10}.tar").unwrap().len(), 6);
+        let e = expand_pattern("s3://bucket/train-*.tar").unwrap_err().to_string();
+        assert!(e.contains("glob") && e.contains("braces"), "{e}");
+        assert!(expand_pattern("s3://bucket/prefix/").unwrap_err().to_string().contains("not listed"));
+        assert!(matches!(expand_pattern("ftp://h/a-{0..1}.tar").unwrap_err(), PipelineError::UnsupportedScheme { .. }));
     }
 
     #[test]
     fn scheme_selection() {
         assert!(source_for("/tmp/a.tar").is_ok());
         assert!(source_for("file:///tmp/a.tar").is_ok());
-        let e = source_for("s3://b/a.tar").err().unwrap().to_string();
-        assert!(e.contains("scheme s3:// not supported yet"), "{e}");
+        assert!(!is_remote("/tmp/a.tar") && !is_remote("file:///a.tar") && is_remote("s3://b/a.tar"));
+        let e = source_for("ftp://b/a.tar").err().unwrap().to_string();
+        assert!(e.contains("scheme ftp:// is not supported") && e.contains("s3://"), "{e}");
+        // remote URLs of one bucket/host share one source; local paths get LocalSource
+        let urls: Vec<String> = ["http://127.0.0.1:9/a.tar", "/tmp/x.tar", "http://127.0.0.1:9/b.tar", "http://127.0.0.1:10/c.tar"].map(String::from).to_vec();
+        let s = sources_for(&urls, &RemoteOptions::default(), &Arc::default()).unwrap();
+        assert!(Arc::ptr_eq(&s[0], &s[2]) && !Arc::ptr_eq(&s[0], &s[3]));
+        assert_eq!((s[0].read_ahead(), s[1].read_ahead()), (2, 0));
     }
 }

@@ -1,7 +1,15 @@
 //! Checkpoints: weights as safetensors (`online.*`, `teacher.*`, `optim.*`) plus a JSON record of
-//! the training state beside them. Both are written to a temporary name in the run directory,
-//! fsynced and renamed, the JSON last: a checkpoint is complete exactly when its JSON exists, and
-//! the JSON holds the sha256 of the tensors so a damaged file is caught before use.
+//! the training state beside them (step, schedule, sandwich-rule RNG, stream position, ...).
+//!
+//! A checkpoint is complete exactly when its JSON exists: the JSON names the sha256 of the
+//! weights it belongs to and is the last thing renamed into place. Saving, in order:
+//! 1. weights → `.checkpoint.tmp.safetensors`, fsync, rename to `checkpoint.next.safetensors`;
+//! 2. JSON → `.checkpoint.json.tmp`, fsync, rename to `checkpoint.json` (the commit point);
+//! 3. rename `checkpoint.next.safetensors` over `checkpoint.safetensors`; fsync the folder.
+//!
+//! A crash before 2 leaves the previous pair intact (its weights were never touched); a crash
+//! between 2 and 3 leaves a JSON whose sha256 matches `checkpoint.next.safetensors`, which
+//! [`load`] accepts and the next [`save`] settles first. Damaged weights are caught by the sha256.
 
 use crate::error::TrainerError;
 use serde::{Deserialize, Serialize};
@@ -16,6 +24,8 @@ pub const WEIGHTS: &str = "checkpoint.safetensors";
 pub const STATE: &str = "checkpoint.json";
 pub const CONFIG: &str = "config.toml";
 pub const METRICS: &str = "metrics.jsonl";
+/// Weights of a checkpoint being committed (see the module docs).
+pub const NEXT_WEIGHTS: &str = "checkpoint.next.safetensors";
 
 /// Training state stored beside the weights.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,23 +46,99 @@ pub struct CheckpointState {
     pub version: String,
     /// Compute format of the run ("fp32" / "bf16").
     pub precision: String,
+    /// Position in the rank's epoch stream after the last consumed batch (see
+    /// `dspnet_pipeline::loader`, "Positions and resuming"; counts skipped bad samples too).
+    /// `None` in checkpoints written before exact resume existed: those cannot be resumed.
+    #[serde(default)]
+    pub position_in_epoch: Option<u64>,
+    /// Batches (optimiser steps) taken in the current epoch.
+    #[serde(default)]
+    pub batches_in_epoch: u64,
+    /// Shard order of the current epoch (indices into `shards`), checked on resume.
+    #[serde(default)]
+    pub shard_order: Vec<usize>,
+    /// The run's shard list (as expanded from `--shards`).
+    #[serde(default)]
+    pub shards: Vec<String>,
+    /// WORLD_SIZE of the run (the stream split depends on it).
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Optimiser steps per epoch used by the schedules (and the per-epoch cap).
+    #[serde(default)]
+    pub steps_per_epoch: u64,
+    /// Learning rate of the last step taken (schedule position = `step`).
+    #[serde(default)]
+    pub lr: f64,
+    /// EMA rate of the momentum teacher used after the last step taken.
+    #[serde(default)]
+    pub ema_tau: f64,
+    /// Word position of the sandwich rule's ChaCha8 generator (decimal u128; its seed is
+    /// derived from `train.seed`). The step draws nothing from libtorch's generator.
+    #[serde(default)]
+    pub sandwich_rng_word_pos: String,
+    /// Steps skipped because of a non-finite loss (`train.skip_nonfinite_steps`).
+    #[serde(default)]
+    pub skipped_nonfinite: u64,
+    /// Images trained on since the start of the run.
+    #[serde(default)]
+    pub images: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl CheckpointState {
+    /// A state with the given step counts and every resume field empty (tests, tools).
+    pub fn basic(step: u64, total_steps: u64, precision: &str) -> Self {
+        CheckpointState {
+            step,
+            total_steps,
+            epoch: 0,
+            samples_in_epoch: 0,
+            finished: false,
+            weights_sha256: String::new(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            precision: precision.to_string(),
+            position_in_epoch: None,
+            batches_in_epoch: 0,
+            shard_order: Vec::new(),
+            shards: Vec::new(),
+            world_size: 1,
+            steps_per_epoch: 0,
+            lr: 0.0,
+            ema_tau: 0.0,
+            sandwich_rng_word_pos: String::new(),
+            skipped_nonfinite: 0,
+            images: 0,
+        }
+    }
 }
 
 /// Writes `bytes` to `dir/name` atomically (temporary file in the same folder, fsync, rename,
-/// fsync of the folder).
+/// fsync of the folder). On failure (e.g. a full disk) the temporary file is removed and
+/// `dir/name` is untouched.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TrainerError> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(name);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| TrainerError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| TrainerError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| TrainerError::io(&tmp, e))?;
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(TrainerError::io(&tmp, e));
     }
     std::fs::rename(&tmp, &dst).map_err(|e| TrainerError::io(&dst, e))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -61,21 +147,64 @@ fn sha256_hex(bytes: &[u8]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Saves named tensors and the state into `run_dir` (weights first, then the JSON).
+/// Saves named tensors and the state into `run_dir` in the order of the module docs, so that
+/// whatever instant a crash (or SIGKILL, or a full disk) interrupts it, `run_dir` holds either the
+/// previous complete checkpoint or the new one.
+///
+/// Errors: file-system errors naming the path (the previous checkpoint is kept); libtorch
+/// errors writing the safetensors file.
 pub fn save(run_dir: &Path, tensors: &[(String, Tensor)], mut state: CheckpointState) -> Result<(), TrainerError> {
+    settle(run_dir)?;
     let tmp = run_dir.join(".checkpoint.tmp.safetensors");
     let named: Vec<(&str, Tensor)> = tensors
         .iter()
         .map(|(n, t)| (n.as_str(), t.to_device(tch::Device::Cpu).contiguous()))
         .collect();
-    Tensor::write_safetensors(&named, &tmp)?;
-    let bytes = std::fs::read(&tmp).map_err(|e| TrainerError::io(&tmp, e))?;
-    state.weights_sha256 = sha256_hex(&bytes);
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| TrainerError::io(&tmp, e))?;
-    let dst = run_dir.join(WEIGHTS);
-    std::fs::rename(&tmp, &dst).map_err(|e| TrainerError::io(&dst, e))?;
+    let written = (|| -> Result<String, TrainerError> {
+        Tensor::write_safetensors(&named, &tmp)?;
+        let bytes = std::fs::read(&tmp).map_err(|e| TrainerError::io(&tmp, e))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| TrainerError::io(&tmp, e))?;
+        Ok(sha256_hex(&bytes))
+    })();
+    state.weights_sha256 = match written {
+        Ok(sha) => sha,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let next = run_dir.join(NEXT_WEIGHTS);
+    std::fs::rename(&tmp, &next).map_err(|e| TrainerError::io(&next, e))?;
+    sync_dir(run_dir);
     let json = serde_json::to_vec_pretty(&state).expect("state serialises");
-    write_atomic(run_dir, STATE, &json)
+    write_atomic(run_dir, STATE, &json)?; // the commit point
+    let dst = run_dir.join(WEIGHTS);
+    std::fs::rename(&next, &dst).map_err(|e| TrainerError::io(&dst, e))?;
+    sync_dir(run_dir);
+    Ok(())
+}
+
+/// Finishes a save interrupted between its commit point and the final rename: when the JSON's
+/// sha256 matches `checkpoint.next.safetensors`, that file becomes `checkpoint.safetensors`.
+/// A stale `checkpoint.next.safetensors` (from a save interrupted before its commit) is removed.
+pub fn settle(run_dir: &Path) -> Result<(), TrainerError> {
+    let next = run_dir.join(NEXT_WEIGHTS);
+    if !next.exists() {
+        return Ok(());
+    }
+    let committed = std::fs::read_to_string(run_dir.join(STATE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<CheckpointState>(&t).ok())
+        .map(|s| s.weights_sha256);
+    let bytes = std::fs::read(&next).map_err(|e| TrainerError::io(&next, e))?;
+    if committed.as_deref() == Some(sha256_hex(&bytes).as_str()) {
+        let dst = run_dir.join(WEIGHTS);
+        std::fs::rename(&next, &dst).map_err(|e| TrainerError::io(&dst, e))?;
+    } else {
+        std::fs::remove_file(&next).map_err(|e| TrainerError::io(&next, e))?;
+    }
+    sync_dir(run_dir);
+    Ok(())
 }
 
 /// A loaded checkpoint.
@@ -101,15 +230,26 @@ pub fn load(run_dir: &Path) -> Result<Checkpoint, TrainerError> {
     let state: CheckpointState = serde_json::from_str(&text).map_err(|e| {
         TrainerError::Checkpoint(format!("{} is corrupt ({e}); retrain or restore it", state_path.display()))
     })?;
-    let path = run_dir.join(WEIGHTS);
-    let bytes = std::fs::read(&path).map_err(|e| TrainerError::io(&path, e))?;
+    let mut path = run_dir.join(WEIGHTS);
+    let mut bytes = std::fs::read(&path).map_err(|e| TrainerError::io(&path, e))?;
     if sha256_hex(&bytes) != state.weights_sha256 {
-        return Err(TrainerError::Checkpoint(format!(
-            "{} is corrupt or truncated (sha256 differs from {}); retrain or restore it",
-            path.display(),
-            STATE
-        )));
+        // a save interrupted after its commit point: the committed weights are still `next`
+        let next = run_dir.join(NEXT_WEIGHTS);
+        match std::fs::read(&next) {
+            Ok(b) if sha256_hex(&b) == state.weights_sha256 => {
+                path = next;
+                bytes = b;
+            }
+            _ => {
+                return Err(TrainerError::Checkpoint(format!(
+                    "{} is corrupt or truncated (sha256 differs from {}); retrain or restore it",
+                    path.display(),
+                    STATE
+                )))
+            }
+        }
     }
+    drop(bytes);
     let list = Tensor::read_safetensors(&path).map_err(|e| {
         TrainerError::Checkpoint(format!("{} is not a readable safetensors file: {e}", path.display()))
     })?;
@@ -155,16 +295,101 @@ mod tests {
     use super::*;
 
     fn state() -> CheckpointState {
-        CheckpointState {
-            step: 3,
-            total_steps: 10,
-            epoch: 0,
-            samples_in_epoch: 24,
-            finished: false,
-            weights_sha256: String::new(),
-            version: "test".into(),
-            precision: "fp32".into(),
-        }
+        CheckpointState { samples_in_epoch: 24, ..CheckpointState::basic(3, 10, "fp32") }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    }
+
+    fn value(dir: &Path) -> Vec<f32> {
+        load(dir).unwrap().tensors["online.x"].shallow_clone().try_into().unwrap()
+    }
+
+    #[test]
+    fn every_crash_point_of_a_save_leaves_one_complete_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let one = Tensor::from_slice(&[1.0f32]);
+        let two = Tensor::from_slice(&[2.0f32]);
+        save(d, &[("online.x".into(), one.shallow_clone())], state()).unwrap();
+        assert_eq!(names(d), vec![STATE, WEIGHTS]);
+        // the files of checkpoint 1 and of a second save of [2.0], taken apart by hand
+        let w1 = std::fs::read(d.join(WEIGHTS)).unwrap();
+        let j1 = std::fs::read(d.join(STATE)).unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        save(d2.path(), &[("online.x".into(), two.shallow_clone())], CheckpointState { step: 5, ..state() }).unwrap();
+        let w2 = std::fs::read(d2.path().join(WEIGHTS)).unwrap();
+        let j2 = std::fs::read(d2.path().join(STATE)).unwrap();
+        // crash after step 1 (next written, JSON not yet): the old checkpoint
+        std::fs::write(d.join(NEXT_WEIGHTS), &w2).unwrap();
+        assert_eq!(value(d), vec![1.0]);
+        assert_eq!(load(d).unwrap().state.step, 3);
+        // crash after step 2 (JSON committed, rename not done): the new checkpoint
+        std::fs::write(d.join(STATE), &j2).unwrap();
+        assert_eq!(value(d), vec![2.0]);
+        assert_eq!(load(d).unwrap().state.step, 5);
+        // the next save settles it first, then commits its own
+        save(d, &[("online.x".into(), Tensor::from_slice(&[3.0f32]))], CheckpointState { step: 7, ..state() }).unwrap();
+        assert_eq!(value(d), vec![3.0]);
+        assert_eq!(names(d), vec![STATE, WEIGHTS]);
+        // a stale next (crash before the commit) is removed by settle, the checkpoint kept
+        std::fs::write(d.join(WEIGHTS), &w1).unwrap();
+        std::fs::write(d.join(STATE), &j1).unwrap();
+        std::fs::write(d.join(NEXT_WEIGHTS), &w2).unwrap();
+        settle(d).unwrap();
+        assert_eq!(names(d), vec![STATE, WEIGHTS]);
+        assert_eq!(value(d), vec![1.0]);
+    }
+
+    #[test]
+    fn a_failed_save_keeps_the_previous_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        save(d, &[("online.x".into(), Tensor::from_slice(&[1.0f32]))], state()).unwrap();
+        // the temporary name is taken by a directory: writing the weights fails
+        std::fs::create_dir(d.join(".checkpoint.tmp.safetensors")).unwrap();
+        assert!(save(d, &[("online.x".into(), Tensor::from_slice(&[2.0f32]))], state()).is_err());
+        std::fs::remove_dir(d.join(".checkpoint.tmp.safetensors")).unwrap();
+        assert_eq!(value(d), vec![1.0]);
+        // the JSON's temporary name is taken: the weights went to `next`, nothing was committed
+        std::fs::create_dir(d.join(format!(".{STATE}.tmp"))).unwrap();
+        assert!(save(d, &[("online.x".into(), Tensor::from_slice(&[2.0f32]))], state()).is_err());
+        assert_eq!(value(d), vec![1.0]);
+    }
+
+    #[test]
+    fn state_round_trips_every_resume_field_and_reads_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = CheckpointState {
+            epoch: 2,
+            position_in_epoch: Some(77),
+            batches_in_epoch: 4,
+            shard_order: vec![2, 0, 1],
+            shards: vec!["a/t-000000.tar".into(), "a/t-000001.tar".into(), "a/t-000002.tar".into()],
+            world_size: 2,
+            steps_per_epoch: 6,
+            lr: 0.0125,
+            ema_tau: 0.9925,
+            sandwich_rng_word_pos: u128::MAX.to_string(),
+            skipped_nonfinite: 1,
+            images: 160,
+            ..state()
+        };
+        save(dir.path(), &[("online.x".into(), Tensor::from_slice(&[1.0f32]))], full.clone()).unwrap();
+        let got = load(dir.path()).unwrap().state;
+        let (a, mut b) = (serde_json::to_value(&got).unwrap(), serde_json::to_value(&full).unwrap());
+        b["weights_sha256"] = a["weights_sha256"].clone();
+        assert_eq!(a, b);
+        assert_eq!(got.sandwich_rng_word_pos.parse::<u128>().unwrap(), u128::MAX);
+        // a record from before exact resume: defaults, and no stream position
+        let old = r#"{"step":3,"total_steps":10,"epoch":0,"samples_in_epoch":24,"finished":false,
+            "weights_sha256":"x","version":"0.1.0","precision":"fp32"}"#;
+        let s: CheckpointState = serde_json::from_str(old).unwrap();
+        assert_eq!((s.position_in_epoch, s.world_size, s.skipped_nonfinite), (None, 1, 0));
     }
 
     #[test]
@@ -177,9 +402,7 @@ mod tests {
         let got: Vec<f32> = ck.tensors["online.x"].shallow_clone().try_into().unwrap();
         assert_eq!(got, vec![1.0, 2.0, 3.0]);
         // no temporary files left behind
-        let names: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+        assert_eq!(names(dir.path()), vec![STATE, WEIGHTS]);
         // truncate the weights: a one-line error naming the file
         let w = dir.path().join(WEIGHTS);
         let bytes = std::fs::read(&w).unwrap();

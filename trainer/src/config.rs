@@ -102,7 +102,8 @@ pub struct TrainConfig {
     pub precision: String,
     /// Use channels_last memory format for images and convolutions.
     pub channels_last: bool,
-    /// Save a checkpoint every this many optimiser steps (0: only at the end).
+    /// Save a checkpoint every this many optimiser steps, besides the ones at every epoch end
+    /// and at the end of the run (0: only those).
     pub checkpoint_every: u64,
     /// Write a metrics line every this many steps.
     pub log_every: u64,
@@ -110,6 +111,24 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Seed for weights, width sampling and data order.
     pub seed: u64,
+    /// A step whose loss is NaN or inf at any width is skipped (no update, no EMA, BN running
+    /// statistics restored) and counted in metrics.jsonl and the summary, instead of stopping
+    /// the run. Skipping stops anyway once the weights themselves are non-finite.
+    #[serde(default)]
+    pub skip_nonfinite_steps: bool,
+    /// Data parallel (WORLD_SIZE > 1): synchronised batch norm, i.e. every switchable BN
+    /// normalises with the statistics of the global batch over all processes
+    /// (docs/distributed.md). No effect in a single process.
+    #[serde(default)]
+    pub sync_bn: bool,
+    /// Data parallel: timeout of the rendezvous and of every collective, seconds (a dead peer
+    /// is usually reported at once; a hung one after this long).
+    #[serde(default = "default_dist_timeout")]
+    pub dist_timeout_sec: f64,
+}
+
+fn default_dist_timeout() -> f64 {
+    300.0
 }
 
 /// Evaluation protocol settings (recorded in every result).
@@ -190,6 +209,81 @@ impl RunConfig {
         Ok(cfg)
     }
 
+    /// Dotted keys (`optim.lr`, `augment.view_a.flip_p`, ...) whose values differ between two
+    /// configurations, sorted.
+    pub fn differences(&self, other: &RunConfig) -> Vec<String> {
+        fn walk(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+            match (a, b) {
+                (toml::Value::Table(x), toml::Value::Table(y)) => {
+                    let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                    for k in keys {
+                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        match (x.get(k), y.get(k)) {
+                            (Some(u), Some(v)) => walk(&key, u, v, out),
+                            _ => out.push(key),
+                        }
+                    }
+                }
+                _ if a != b => out.push(prefix.to_string()),
+                _ => {}
+            }
+        }
+        let a = toml::Value::try_from(self).expect("a RunConfig always serialises");
+        let b = toml::Value::try_from(other).expect("a RunConfig always serialises");
+        let mut out = Vec::new();
+        walk("", &a, &b, &mut out);
+        out
+    }
+
+    /// The configuration a resumed run continues with: the run's own `config.toml` (`run`),
+    /// with the settings of `requested` (from `--config`/`--set` on the resume command line)
+    /// applied where they cannot change the result ([`RESUME_MAY_CHANGE`]: thread counts,
+    /// logging, checkpoint frequency, evaluation settings).
+    ///
+    /// Errors: any other key differs; the message names the keys and both values.
+    pub fn for_resume(run: &RunConfig, requested: &RunConfig, run_config_path: &Path) -> Result<RunConfig, TrainerError> {
+        let diffs = run.differences(requested);
+        let fixed: Vec<&String> = diffs
+            .iter()
+            .filter(|k| !RESUME_MAY_CHANGE.iter().any(|p| *k == p || k.starts_with(&format!("{p}."))))
+            .collect();
+        if let Some(first) = fixed.first() {
+            let a = toml::Value::try_from(run).expect("serialises");
+            let b = toml::Value::try_from(requested).expect("serialises");
+            let get = |v: &toml::Value| -> String {
+                first.split('.').try_fold(v, |v, k| v.get(k)).map_or("(absent)".into(), |v| v.to_string())
+            };
+            let list: Vec<&str> = fixed.iter().map(|s| s.as_str()).collect();
+            return Err(TrainerError::Config(format!(
+                "--resume: the requested config differs from {} in {} ({first} = {} there, {} requested); a resumed run keeps its config: drop --config/--set, or start a new run with --out",
+                run_config_path.display(),
+                list.join(", "),
+                get(&a),
+                get(&b)
+            )));
+        }
+        let mut merged = toml::Value::try_from(run).expect("serialises");
+        let req = toml::Value::try_from(requested).expect("serialises");
+        for key in &diffs {
+            let parts: Vec<&str> = key.split('.').collect();
+            let value = parts.iter().try_fold(&req, |v, k| v.get(*k)).cloned();
+            let mut node = &mut merged;
+            for p in &parts[..parts.len() - 1] {
+                node = node.get_mut(*p).expect("key present in both");
+            }
+            let table = node.as_table_mut().expect("a section");
+            match value {
+                Some(v) => {
+                    table.insert(parts[parts.len() - 1].to_string(), v);
+                }
+                None => {
+                    table.remove(parts[parts.len() - 1]);
+                }
+            }
+        }
+        Self::from_value(merged, &format!("{} with the resume overrides", run_config_path.display()))
+    }
+
     /// Serialises the resolved configuration as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a RunConfig always serialises")
@@ -247,6 +341,7 @@ impl RunConfig {
             }
         };
         positive(self.train.epochs, "train.epochs", 1e5)?;
+        positive(self.train.dist_timeout_sec, "train.dist_timeout_sec", 1e6)?;
         positive(self.optim.lr, "optim.lr", 1e3)?;
         for (v, name) in [
             (self.optim.momentum, "optim.momentum"),
@@ -283,6 +378,11 @@ impl RunConfig {
         Ok(())
     }
 }
+
+/// Config keys (or whole sections) a resumed run may change: they affect speed, logging and
+/// evaluation, not the trained weights.
+pub const RESUME_MAY_CHANGE: &[&str] =
+    &["train.threads", "train.log_every", "train.checkpoint_every", "loader.workers", "loader.prefetch_batches", "loader.remote_read_ahead", "loader.remote_read_ahead_bytes", "loader.remote_max_retries", "loader.remote_max_retry_secs", "eval"];
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -326,7 +426,10 @@ pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), TrainerE
 fn optional_key(parts: &[&str]) -> bool {
     matches!(
         parts,
-        ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final"] | ["optim", "lars_eta"]
+        ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final"]
+            | ["optim", "lars_eta"]
+            | ["train", "skip_nonfinite_steps" | "sync_bn" | "dist_timeout_sec"]
+            | ["loader", "remote_read_ahead" | "remote_read_ahead_bytes" | "remote_max_retries" | "remote_max_retry_secs"]
     )
 }
 
@@ -362,6 +465,53 @@ mod tests {
         assert!(e.contains("nosuch"), "{e}");
         let e = apply_override(&mut v, "optim.lr").unwrap_err().to_string();
         assert!(e.contains("key=value"), "{e}");
+    }
+
+    fn preset() -> RunConfig {
+        RunConfig::from_toml_str(include_str!("../../configs/cifar10-small.toml"), "preset").unwrap()
+    }
+
+    #[test]
+    fn differences_name_the_dotted_keys() {
+        let a = preset();
+        let mut b = a.clone();
+        assert!(a.differences(&b).is_empty());
+        b.optim.lr = 0.5;
+        b.augment.view_b.solarize_p = 0.0;
+        b.method.random_widths = Some(1);
+        assert_eq!(a.differences(&b), vec!["augment.view_b.solarize_p", "method.random_widths", "optim.lr"]);
+    }
+
+    #[test]
+    fn resume_keeps_the_run_config_and_takes_only_harmless_changes() {
+        let run = preset();
+        let path = Path::new("RUN/config.toml");
+        // the same config: fine
+        let same = RunConfig::for_resume(&run, &run.clone(), path).unwrap();
+        assert!(same.differences(&run).is_empty());
+        // thread count, logging and eval settings may change and are taken
+        let mut req = run.clone();
+        req.train.threads = 7;
+        req.eval.knn_k = 20;
+        req.loader.workers = 5;
+        let got = RunConfig::for_resume(&run, &req, path).unwrap();
+        assert_eq!((got.train.threads, got.eval.knn_k, got.loader.workers), (7, 20, 5));
+        assert_eq!(got.differences(&run), vec!["eval.knn_k", "loader.workers", "train.threads"]);
+        // anything that changes the trained weights is an error naming key and values
+        let mut req = run.clone();
+        req.optim.lr = 0.5;
+        req.loader.seed = 3;
+        let e = RunConfig::for_resume(&run, &req, path).unwrap_err().to_string();
+        assert!(e.contains("loader.seed, optim.lr") && e.contains("loader.seed = 0 there, 3 requested"), "{e}");
+        assert!(e.contains("RUN/config.toml") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn skip_nonfinite_steps_defaults_off_and_can_be_set() {
+        assert!(!preset().train.skip_nonfinite_steps);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cifar10-small.toml");
+        let cfg = RunConfig::load(&path, &["train.skip_nonfinite_steps=true".into()]).unwrap();
+        assert!(cfg.train.skip_nonfinite_steps);
     }
 
     #[test]

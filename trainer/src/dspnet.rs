@@ -125,6 +125,10 @@ pub struct DspnetTrainer {
     base_lr: f64,
     ema_base: f64,
     ema_final: f64,
+    /// Data parallel: the process group and the online network's trainable parameters (sorted
+    /// by name, the same order on every rank) whose gradients are averaged before the optimiser
+    /// step; set by `DspnetTrainer::attach_data_parallel` (distributed.rs).
+    pub(crate) data_parallel: Option<crate::distributed::DataParallel>,
 }
 
 impl DspnetTrainer {
@@ -168,12 +172,30 @@ impl DspnetTrainer {
             base_lr: cfg.optim.lr * global_batch as f64 / 256.0,
             ema_base: cfg.method.ema_base,
             ema_final: cfg.method.ema_final,
+            data_parallel: None,
         })
     }
 
     /// Learning rate at optimiser step `step`.
     pub fn lr_at(&self, step: u64) -> f64 {
         lr_at(step, self.total_steps, self.warmup_steps, self.base_lr)
+    }
+
+    /// EMA rate of the momentum teacher after optimiser step `step` (0-based).
+    pub fn ema_rate_at(&self, step: u64) -> f64 {
+        ema_rate_at(step, self.total_steps, self.ema_base, self.ema_final)
+    }
+
+    /// State of the sandwich rule's generator: the ChaCha8 word position (its seed comes from
+    /// `train.seed`). This is the only random number source of [`DspnetTrainer::step`].
+    pub fn sandwich_rng_word_pos(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    /// Restores the sandwich rule's generator to a word position from
+    /// [`DspnetTrainer::sandwich_rng_word_pos`] (for resuming).
+    pub fn set_sandwich_rng_word_pos(&mut self, pos: u128) {
+        self.rng.set_word_pos(pos);
     }
 
     /// One training step on two augmented views `[B, C, H, W]` f32 of the same images (any
@@ -184,7 +206,9 @@ impl DspnetTrainer {
     ///    BYOL's regression loss ℓ; at w = 1 this is BYOL's SSL loss, at w < 1 in-place
     ///    distillation from the teacher. `λ_w·L_w` is back-propagated at once, so only one
     ///    width's activations are alive at a time; gradients accumulate.
-    /// 3. One optimiser step; then the teacher's EMA update.
+    /// 3. Data parallel only: the gradients are averaged over the processes (one bucketed
+    ///    all-reduce per step, after every width's backward pass).
+    /// 4. One optimiser step; then the teacher's EMA update.
     ///
     /// Errors: a non-finite loss (names width and step; the weights are left untouched).
     pub fn step(&mut self, view_a: &Tensor, view_b: &Tensor, step: u64) -> Result<StepStats, TrainerError> {
@@ -213,7 +237,8 @@ impl DspnetTrainer {
             if !value.is_finite() {
                 self.optimizer.zero_grad();
                 return Err(TrainerError::NonFinite(format!(
-                    "non-finite loss ({value}) at width {w} in step {step}; lower optim.lr or use train.precision=\"fp32\""
+                    "non-finite loss ({value}) at width {w} in step {} (1-based, as in metrics.jsonl); lower optim.lr or optim.weight_decay, or use train.precision=\"fp32\"",
+                    step + 1
                 )));
             }
             (loss * self.loss_weights[idx]).backward();
@@ -224,6 +249,10 @@ impl DspnetTrainer {
             });
             stats.losses.push((w, value));
             stats.feature_std.push((w, std));
+        }
+        // Data parallel: ONE bucketed all-reduce (mean) of the gradients summed over the widths.
+        if let Some(dp) = &self.data_parallel {
+            dp.group.all_reduce_grads_avg(&dp.params)?;
         }
         self.optimizer.step(lr);
         ema_update(&self.teacher, &self.online, tau)?;
@@ -358,6 +387,6 @@ mod tests {
         let (a, b) = views();
         let a = a * f64::NAN;
         let e = t.step(&a, &b, 7).unwrap_err().to_string();
-        assert!(e.contains("width 1") && e.contains("step 7"), "{e}");
+        assert!(e.contains("width 1") && e.contains("step 8 "), "{e}");
     }
 }

@@ -21,6 +21,9 @@ pub enum TrainerError {
     /// Errors from the model (e.g. a width the model was not built with).
     #[error(transparent)]
     Model(#[from] dspnet_model::ModelError),
+    /// Data-parallel errors (launcher variables, rendezvous, a dead or hung peer).
+    #[error(transparent)]
+    Distributed(#[from] dspnet_dist::DistError),
     /// libtorch errors.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

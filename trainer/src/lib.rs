@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod distributed;
 pub mod dspnet;
 pub mod error;
 pub mod eval;

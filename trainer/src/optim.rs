@@ -49,13 +49,17 @@ impl Optimizer {
     /// Applies one update with learning rate `lr`:
     /// `g ← ∇ + wd·w` (adapted tensors); LARS: `g ← g · eta·‖w‖/‖g‖` (when both norms > 0);
     /// `v ← m·v + g`; `w ← w − lr·v`.
+    ///
+    /// A parameter that received no gradient (e.g. the switchable BN of a width the sandwich rule
+    /// did not draw) is updated with `∇ = 0`, exactly as once libtorch has allocated its
+    /// gradient (`zero_grad` keeps it as zeros): its momentum keeps moving it. So the update
+    /// depends on the weights and momentum buffers alone, never on which gradients libtorch
+    /// happens to have allocated, and a run restored from a checkpoint continues bit-identically.
     pub fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
             for p in &mut self.params {
                 let grad = p.value.grad();
-                if !grad.defined() {
-                    continue;
-                }
+                let grad = if grad.defined() { grad } else { p.value.zeros_like() };
                 let mut g = if p.adapt && self.weight_decay > 0.0 {
                     &grad + &p.value * self.weight_decay
                 } else {
@@ -115,6 +119,26 @@ mod tests {
         opt.step(0.1);
         let got: Vec<f32> = w.flatten(0, -1).try_into().unwrap();
         assert!((got[0] - (0.75 - 0.4125)).abs() < 1e-6 && (got[1] - (1.5 - 0.825)).abs() < 1e-6, "{got:?}");
+    }
+
+    #[test]
+    fn a_parameter_without_gradient_follows_its_momentum() {
+        // b = [1], momentum buffer 2 (from an earlier step), no gradient this step, no decay
+        // (rank 1): v = 0.9·2 + 0 = 1.8, b = 1 − 0.1·1.8 = 0.82 — whether or not libtorch has
+        // allocated b's gradient.
+        for allocated in [false, true] {
+            let b = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+            let mut opt = Optimizer::new(&cfg(OptimizerKind::Sgd, 0.5), vec![("b".into(), b.shallow_clone())]);
+            let mut state = std::collections::HashMap::new();
+            state.insert("optim.b".to_string(), Tensor::from_slice(&[2.0f32]));
+            opt.load_state(&state).unwrap();
+            if allocated {
+                (&b * 3.0).sum(Kind::Float).backward();
+                opt.zero_grad();
+            }
+            opt.step(0.1);
+            assert!((b.double_value(&[0]) - 0.82).abs() < 1e-6, "allocated {allocated}: {}", b.double_value(&[0]));
+        }
     }
 
     #[test]

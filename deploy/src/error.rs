@@ -1,0 +1,63 @@
+//! Errors of the deploy crate. Every `Display` is one line naming the file, folder or option and
+//! the fix; binaries print it after `error: ` and exit with code 2.
+
+use dspnet_trainer::TrainerError;
+use thiserror::Error;
+
+/// Everything loading a run, exporting, profiling and selecting can fail with.
+#[derive(Debug, Error)]
+pub enum DeployError {
+    /// A run directory or one of its files that is missing or unusable (names the path).
+    #[error("{0}")]
+    Run(String),
+    /// A checkpoint that is corrupt, truncated, or written for another architecture than the
+    /// run's `config.toml` describes.
+    #[error("{0}")]
+    Checkpoint(String),
+    /// A width multiplier the run did not train.
+    #[error("{0}")]
+    Width(String),
+    /// An output folder or file that cannot be written.
+    #[error("{0}")]
+    Output(String),
+    /// A sub-network that the target format cannot express (e.g. channel counts timm's
+    /// `ResNet` cannot build).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A command-line value that cannot be used (names the option and the fix).
+    #[error("{0}")]
+    Usage(String),
+    /// `results.json` lacks the evaluation a command needs (says to run dspnet-eval).
+    #[error("{0}")]
+    NoResults(String),
+    /// No width fits the budget of `dspnet-select` (names what the smallest width needs). Not
+    /// bad input: `dspnet-select` exits with code 1 on it.
+    #[error("{0}")]
+    NoWidthFits(String),
+    /// Errors from the trainer crate (configuration, checkpoints).
+    #[error(transparent)]
+    Trainer(#[from] TrainerError),
+    /// Errors from the model crate.
+    #[error(transparent)]
+    Model(#[from] dspnet_model::ModelError),
+    /// libtorch errors.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// File-system errors with the path involved.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DeployError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        DeployError::Io { path: path.as_ref().display().to_string(), source }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, DeployError>;

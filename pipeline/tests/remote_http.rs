@@ -1,0 +1,214 @@
+//! Remote shards over HTTP through the real `Loader`, against a hyper server on loopback started
+//! by each test (tests/support/httpd.rs). Fault cases: connection dropped mid-shard, server down
+//! for a while mid-epoch, server down for good, missing shard, slow server (read-ahead).
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use dspnet_pipeline::loader::{Loader, LoaderMode};
+use dspnet_pipeline::source::expand_pattern;
+use dspnet_pipeline::PipelineError;
+use support::data::{assert_same_samples, eval_aug, eval_by_key, loader_cfg, noise_shards};
+use support::httpd::Httpd;
+use tch::Device;
+
+const SIDE: u32 = 32;
+
+/// Shards written to a temp dir and served by a fresh server; returns (server, dir, local paths,
+/// remote pattern).
+fn served(n_shards: usize, per_shard: usize) -> (Httpd, tempfile::TempDir, Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let names = noise_shards(dir.path(), n_shards, per_shard, SIDE);
+    let srv = Httpd::start();
+    for n in &names {
+        srv.put(&format!("data/{n}"), std::fs::read(dir.path().join(n)).unwrap());
+    }
+    srv.put("data/manifest.json", std::fs::read(dir.path().join("manifest.json")).unwrap());
+    let local = names.iter().map(|n| dir.path().join(n).to_string_lossy().to_string()).collect();
+    let pattern = srv.url(&format!("data/t-{{000000..{:06}}}.tar", n_shards - 1));
+    (srv, dir, local, pattern)
+}
+
+#[test]
+fn streams_every_sample_once_like_the_local_read() {
+    let (srv, _dir, local, pattern) = served(4, 20);
+    let urls = expand_pattern(&pattern).unwrap();
+    assert_eq!(urls.len(), 4);
+    let want = eval_by_key(local, loader_cfg(7), SIDE);
+    assert_eq!(want.len(), 80);
+    let mut cfg = loader_cfg(7);
+    cfg.readers = 2;
+    let got = eval_by_key(urls, cfg, SIDE);
+    assert_same_samples(&want, &got);
+    assert_eq!(srv.gets(), 4, "one GET per shard");
+    // the manifest next to the shards, read remotely
+    let m = dspnet_pipeline::remote::read_remote_manifest(&pattern).unwrap();
+    assert_eq!(m, dspnet_pipeline::shard::read_manifest(_dir.path()).unwrap());
+}
+
+#[test]
+fn connection_dropped_mid_shard_resumes_with_range_requests() {
+    let (srv, _dir, local, pattern) = served(4, 20);
+    let want = eval_by_key(local, loader_cfg(8), SIDE);
+    let shard_bytes = std::fs::metadata(_dir.path().join("t-000000.tar")).unwrap().len();
+    // the next 3 responses (the 3 first shards, opened together by the read-ahead, then their
+    // resumptions) are cut after 20 000 bytes: mid-shard, mid-sample
+    assert!(shard_bytes > 60_000, "shards of {shard_bytes} bytes");
+    srv.cut_next(3, 20_000);
+    let cfg = loader_cfg(8);
+    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let mut got = BTreeMap::new();
+    for b in l.epoch(0).unwrap() {
+        let b = b.unwrap_or_else(|e| panic!("{e}"));
+        let labels = Vec::<i64>::try_from(&b.labels).unwrap();
+        for (i, k) in b.keys.iter().enumerate() {
+            got.entry(k.clone()).and_modify(|e: &mut (i64, tch::Tensor, usize)| e.2 += 1).or_insert((labels[i], b.view_a.get(i as i64), 1));
+        }
+    }
+    assert_same_samples(&want, &got);
+    let r = &l.stats().remote;
+    println!("cut mid-shard: {} | server gets={} range_gets={} cuts={}", l.stats().summary(), srv.gets(), srv.range_gets(), srv.cuts());
+    assert_eq!(srv.cuts(), 3);
+    assert_eq!(r.retries.load(Ordering::Relaxed), 3, "one retry per cut");
+    assert_eq!(r.resumed.load(Ordering::Relaxed), 3, "each cut resumed with a range request");
+    assert_eq!(srv.range_gets(), 3);
+    assert_eq!(r.bytes.load(Ordering::Relaxed), 4 * shard_bytes, "no byte fetched twice");
+    assert_eq!(l.stats().skipped_total(), 0);
+}
+
+#[test]
+fn server_down_for_a_while_mid_epoch_then_back() {
+    let (srv, _dir, local, pattern) = served(6, 20);
+    let want = eval_by_key(local, loader_cfg(10), SIDE);
+    // ~100 KB shards at 120 KB/s per response: every shard is still in flight when the server
+    // goes down after the first batch.
+    srv.throttle(120_000, Duration::ZERO);
+    let l = Loader::new(expand_pattern(&pattern).unwrap(), loader_cfg(10), eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let mut it = l.epoch(0).unwrap();
+    let mut got = BTreeMap::new();
+    let mut add = |b: dspnet_pipeline::loader::Batch| {
+        let labels = Vec::<i64>::try_from(&b.labels).unwrap();
+        for (i, k) in b.keys.iter().enumerate() {
+            got.entry(k.clone()).and_modify(|e: &mut (i64, tch::Tensor, usize)| e.2 += 1).or_insert((labels[i], b.view_a.get(i as i64), 1));
+        }
+    };
+    add(it.next().unwrap().unwrap());
+    let t = Instant::now();
+    let back = srv.down_for(Duration::from_millis(1500));
+    for b in it.by_ref() {
+        add(b.unwrap_or_else(|e| panic!("epoch failed although the server came back: {e}")));
+    }
+    back.join().unwrap();
+    println!("down 1.5 s mid-epoch: epoch finished {:.2} s after the outage began; {}", t.elapsed().as_secs_f64(), l.stats().summary());
+    assert_same_samples(&want, &got);
+    let r = &l.stats().remote;
+    assert!(r.resumed.load(Ordering::Relaxed) >= 1, "a broken shard resumed with a range request");
+    assert!(r.retries.load(Ordering::Relaxed) >= 2, "requests retried while the server was down");
+    assert!(t.elapsed() >= Duration::from_millis(1500), "the epoch cannot finish while the server is down");
+}
+
+#[test]
+fn server_down_for_good_ends_the_epoch_with_a_clear_error_within_the_budget() {
+    let (srv, _dir, _local, pattern) = served(6, 20);
+    srv.throttle(150_000, Duration::ZERO);
+    let mut cfg = loader_cfg(10);
+    cfg.remote_max_retries = 3;
+    cfg.remote_max_retry_secs = 2.0;
+    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let mut it = l.epoch(0).unwrap();
+    assert!(it.next().unwrap().is_ok());
+    srv.stop();
+    let t = Instant::now();
+    let rest: Vec<_> = it.collect();
+    let secs = t.elapsed().as_secs_f64();
+    let err = rest.last().expect("the epoch ends with an item").as_ref().err().expect("the last item is the error");
+    let msg = err.to_string();
+    println!("down for good: error after {secs:.2} s: {msg}");
+    assert!(matches!(err, PipelineError::Remote { .. }), "{err:?}");
+    assert!(msg.contains(&srv.url("data/t-0000")), "names the shard URL: {msg}");
+    assert!(msg.contains("attempt(s)") && msg.contains("loader.remote_max_retries (3)"), "{msg}");
+    if let PipelineError::Remote { attempts, secs: spent, .. } = err {
+        assert!(*attempts >= 2 && *attempts <= 4, "attempts {attempts}");
+        assert!(*spent <= 2.0, "outage budget 2 s, spent {spent}");
+    }
+    assert!(!msg.contains('\n'));
+    assert!(rest[..rest.len() - 1].iter().all(|b| b.is_ok()));
+    assert!(secs < 2.0 + 3.0, "error after {secs:.1} s; budget 2 s (+ slack)");
+    // a missing shard is not retried: the error says so at once
+    let l = Loader::new(vec![srv.url("data/t-000099.tar")], loader_cfg(10), eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    srv.resume();
+    let t = Instant::now();
+    let items: Vec<_> = l.epoch(0).unwrap().collect();
+    let msg = items.last().unwrap().as_ref().err().unwrap().to_string();
+    println!("missing shard: {msg}");
+    assert!(msg.contains("t-000099.tar") && msg.contains("1 attempt(s)") && msg.contains("does not exist"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn slow_server_read_ahead_keeps_the_consumer_fed() {
+    // 6 shards of ~100 KB served at 250 KB/s per response after 100 ms: ~0.5 s per shard on one
+    // connection. The consumer takes 2 batches per shard at 50 ms per step.
+    let (srv, _dir, _local, pattern) = served(6, 20);
+    srv.throttle(250_000, Duration::from_millis(100));
+    let urls = expand_pattern(&pattern).unwrap();
+    let run = |read_ahead: usize| {
+        let mut cfg = loader_cfg(10);
+        cfg.remote_read_ahead = read_ahead;
+        let l = Loader::new(urls.clone(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+        let t = Instant::now();
+        let (mut wait, mut n) = (Duration::ZERO, 0);
+        let mut it = l.epoch(0).unwrap();
+        loop {
+            let w = Instant::now();
+            let Some(b) = it.next() else { break };
+            wait += w.elapsed();
+            n += b.unwrap().keys.len();
+            std::thread::sleep(Duration::from_millis(50)); // the training step
+        }
+        let total = t.elapsed();
+        assert_eq!(n, 120);
+        let r = l.stats().remote.clone();
+        (wait.as_secs_f64() / total.as_secs_f64(), total.as_secs_f64(), r)
+    };
+    let (f0, t0, r0) = run(0);
+    let (f3, t3, r3) = run(3);
+    println!("slow server: wait fraction without read-ahead {:.0}% ({t0:.2} s), with read_ahead = 3 {:.0}% ({t3:.2} s)", f0 * 100.0, f3 * 100.0);
+    println!("  without: {}", r0.summary());
+    println!("  with:    {}", r3.summary());
+    assert_eq!(r0.peak_open_shards.load(Ordering::Relaxed), 1, "no read-ahead: one shard open at a time");
+    assert_eq!(r3.peak_open_shards.load(Ordering::Relaxed), 4, "read_ahead = 3: the current shard and 3 ahead");
+    assert!(r3.ahead_bytes.load(Ordering::Relaxed) > 0, "shards were buffered before the parser reached them");
+    let cap = dspnet_pipeline::remote::RemoteOptions::default().read_ahead_bytes;
+    assert!(r3.peak_buffered_bytes.load(Ordering::Relaxed) <= cap, "buffer stays under the byte cap");
+}
+
+#[test]
+fn read_ahead_buffer_is_bounded_in_bytes() {
+    // A byte cap of 128 KiB shared by the current shard and 1 read-ahead shard → 64 KiB each:
+    // shards of ~100 KB can never be buffered whole, so the pump must wait for the parser.
+    let (_srv, _dir, local, pattern) = served(4, 20);
+    let want = eval_by_key(local, loader_cfg(10), SIDE);
+    let mut cfg = loader_cfg(10);
+    cfg.remote_read_ahead = 1;
+    cfg.remote_read_ahead_bytes = 128 << 10;
+    cfg.prefetch_batches = 1;
+    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg.clone(), eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let mut got = BTreeMap::new();
+    for b in l.epoch(0).unwrap() {
+        let b = b.unwrap();
+        std::thread::sleep(Duration::from_millis(30)); // slow consumer: buffers fill up
+        let labels = Vec::<i64>::try_from(&b.labels).unwrap();
+        for (i, k) in b.keys.iter().enumerate() {
+            got.entry(k.clone()).and_modify(|e: &mut (i64, tch::Tensor, usize)| e.2 += 1).or_insert((labels[i], b.view_a.get(i as i64), 1));
+        }
+    }
+    assert_same_samples(&want, &got);
+    let r = &l.stats().remote;
+    let peak = r.peak_buffered_bytes.load(Ordering::Relaxed);
+    println!("bounded buffer: {}", r.summary());
+    assert!(peak <= 128 << 10, "peak buffered {peak} bytes > cap 131072");
+    assert_eq!(r.buffered_bytes.load(Ordering::Relaxed), 0, "nothing left buffered after the epoch");
+}

@@ -1,0 +1,3 @@
+//! Helpers shared by the remote-shard integration tests.
+pub mod data;
+pub mod httpd;

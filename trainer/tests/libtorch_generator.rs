@@ -1,0 +1,33 @@
+//! The DSPNet step must not draw from libtorch's global generator: its state is not in the
+//! checkpoint (tch cannot read it), so exact resume relies on this. Alone in its own test binary
+//! because the generator is process-wide and other tests would race for it.
+
+use dspnet_trainer::config::RunConfig;
+use dspnet_trainer::dspnet::DspnetTrainer;
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn a_step_draws_nothing_from_the_libtorch_generator() {
+    let text = include_str!("../../configs/cpu-fashion-mnist.toml");
+    let mut cfg = RunConfig::from_toml_str(text, "preset").unwrap();
+    cfg.model.base_channels = 4;
+    cfg.heads.hidden = 16;
+    cfg.heads.out_dim = 8;
+    cfg.method.random_widths = Some(1);
+    cfg.train.precision = "fp32".into();
+    tch::set_num_threads(1);
+    let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 5, 4).unwrap();
+    let x = Tensor::arange(4 * 16 * 16, (Kind::Float, Device::Cpu)).view([4, 1, 16, 16]).sin();
+    let y = x.cos();
+    tch::manual_seed(42);
+    let expected = Tensor::randn([8], (Kind::Float, Device::Cpu));
+    tch::manual_seed(42);
+    for step in 0..3 {
+        t.step(&x, &y, step).unwrap();
+    }
+    let after = Tensor::randn([8], (Kind::Float, Device::Cpu));
+    assert!(
+        after.equal(&expected),
+        "the step consumed libtorch random numbers: its generator state would have to be checkpointed"
+    );
+}
