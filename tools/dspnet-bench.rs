@@ -565,23 +565,6 @@ fn run_peer_step(root: &Path, plan: &Plan, bf16: bool, views: &str) -> Result<Op
 // ---------------------------------------------------------------------------------------------
 // End to end.
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Result<Self, String> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("dspnet-bench-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).map_err(|e| format!("cannot create temporary folder {}: {e}; set TMPDIR to a writable folder", p.display()))?;
-        Ok(TempDir(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct E2e {
     steps: u64,
     images_per_s: f64,
@@ -595,7 +578,7 @@ struct E2e {
 /// `dspnet-stream-train` runs) from CIFAR-10 shards: the preset's model, loader and
 /// augmentations, all four widths, precision "auto", one metrics line per step.
 fn end_to_end(plan: &Plan, data: &Path) -> Result<E2e, String> {
-    let tmp = TempDir::new("e2e")?;
+    let tmp = loader::TempDir::new("e2e")?;
     let shard_dir = tmp.0.join("shards");
     let images = loader::cifar_jpegs(data, plan.e2e_images)?;
     let n_images = images.len();

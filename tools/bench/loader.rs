@@ -75,9 +75,10 @@ impl Plan {
 }
 
 /// Temporary folder removed on drop (no extra dependency for the binary).
-struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 impl TempDir {
-    fn new(tag: &str) -> Result<Self, String> {
+    /// Creates `$TMPDIR/dspnet-bench-TAG-PID-NANOS`; the error names the folder and the fix.
+    pub fn new(tag: &str) -> Result<Self, String> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let p = std::env::temp_dir().join(format!("dspnet-bench-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).map_err(|e| format!("cannot create temporary folder {}: {e}; set TMPDIR to a writable folder", p.display()))?;
