@@ -77,6 +77,11 @@ pub fn jpeg_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     }
 }
 
+/// Largest image, in pixels, this decoder accepts (PIL's `Image.MAX_IMAGE_PIXELS`, 89.5 M):
+/// the frame header alone sizes the decode buffer (3 bytes per pixel of a full-width window),
+/// so a corrupt or hostile header claiming 65535x65535 must not allocate 12 GiB.
+pub const MAX_JPEG_PIXELS: u64 = 89_478_485;
+
 /// A decoded window of a JPEG image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JpegWindow {
@@ -97,12 +102,18 @@ pub struct JpegWindow {
 ///
 /// Errors: [`PipelineError::ImageData`] when libjpeg fails (not a JPEG, truncated headers,
 /// unsupported colour space such as CMYK), when it reports corrupt data (warnings; the caller
-/// may fall back to another decoder), or when the window lies outside the image.
+/// may fall back to another decoder), when the window lies outside the image, or when the
+/// image has more than [`MAX_JPEG_PIXELS`] pixels.
 pub fn decode_jpeg_window(bytes: &[u8], channels: u32, window: Option<CropBox>, mut buf: Vec<u8>) -> Result<JpegWindow> {
     if channels != 1 && channels != 3 {
         return Err(PipelineError::ImageData(format!("{channels} channels requested, 1 or 3 supported")));
     }
     let (full_w, full_h) = jpeg_dimensions(bytes).ok_or_else(|| PipelineError::ImageData("not a JPEG (no frame header)".into()))?;
+    if full_w as u64 * full_h as u64 > MAX_JPEG_PIXELS {
+        return Err(PipelineError::ImageData(format!(
+            "{full_w}x{full_h} JPEG exceeds the decoder's limit of {MAX_JPEG_PIXELS} pixels (PIL's MAX_IMAGE_PIXELS); resize it before sharding"
+        )));
+    }
     let win = window.unwrap_or(CropBox { left: 0, top: 0, width: full_w, height: full_h });
     if win.width == 0 || win.height == 0 || win.left as u64 + win.width as u64 > full_w as u64 || win.top as u64 + win.height as u64 > full_h as u64 {
         return Err(PipelineError::ImageData(format!("window {win:?} outside the {full_w}x{full_h} image")));
@@ -200,6 +211,15 @@ mod tests {
         assert_eq!(jpeg_dimensions(b"\x89PNG\r\n\x1a\n"), None);
         assert_eq!(jpeg_dimensions(&[0xFF, 0xD8, 0xFF, 0xDA, 0x00]), None);
         assert_eq!(jpeg_dimensions(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00]), None);
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_image_is_refused_before_allocating() {
+        // SOF0 claiming 60000 x 60000 = 3.6e9 pixels (> 89,478,485) and nothing after it
+        let b = [0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0xEA, 0x60, 0xEA, 0x60, 0x03];
+        assert_eq!(jpeg_dimensions(&b), Some((60000, 60000)));
+        let e = decode_jpeg_window(&b, 3, None, Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("60000x60000") && e.contains("limit"), "{e}");
     }
 
     #[test]
