@@ -5,12 +5,14 @@
 //! - when that libtorch has CUDA (the PyPI torch wheel does), links libtorch_cuda with
 //!   --no-as-needed: nothing references its symbols directly, so the default --as-needed would
 //!   drop it and `tch::Cuda::is_available()` would be false even on a GPU machine;
-//! - for `dspnet-deploy` only: sets DSPNET_GIT_DESCRIBE to `git describe --always --dirty` of the
+//! - for `dspnet-deploy` and `dspnet-compare` only: sets DSPNET_GIT_DESCRIBE to `git describe --always --dirty` of the
 //!   checkout (the code version recorded in exports), rerun when HEAD moves (a commit or a
 //!   checkout; not on every `git add`, which would rebuild the crate each time, so `-dirty`
 //!   is as of that build); unset when git or the repository is unavailable.
 use std::process::Command;
 
+/// `pub`: pipeline/build.rs, model/build.rs and dist/build.rs run it before compiling their
+/// C/C++ shims.
 pub fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
@@ -21,7 +23,7 @@ pub fn main() {
             println!("cargo:rustc-link-arg=-Wl,--as-needed");
         }
     }
-    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("dspnet-deploy") {
+    if matches!(std::env::var("CARGO_PKG_NAME").as_deref(), Ok("dspnet-deploy" | "dspnet-compare")) {
         git_describe();
     }
 }

@@ -8,6 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# libjpeg-turbo's static libjpeg + headers: the loader's JPEG window decoder (pipeline/build.rs)
+[ "$(dpkg-query -W -f='${Status}' libjpeg62-turbo-dev 2>/dev/null)" = "install ok installed" ] || need_apt+=(libjpeg62-turbo-dev)
 # gloo's headers for dspnet-dist's C++ shim over c10d's ProcessGroupGloo (dist/build.rs)
 [ -f /usr/include/gloo/algorithm.h ] || need_apt+=(libgloo-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -24,6 +24,9 @@ pub enum ModelError {
         expected: String,
     },
 
+    /// CPU autocast could not be switched (see [`crate::autocast`]).
+    #[error("CPU autocast: {0}")]
+    Autocast(String),
     /// A cross-replica collective (synchronised batch norm) failed: a peer process died or hung.
     #[error("synchronised batch norm: {0}")]
     Distributed(String),

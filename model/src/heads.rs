@@ -79,7 +79,8 @@ impl SlimMlpHead {
     pub fn forward_t(&self, x: &Tensor, width: f64, train: bool) -> Result<Tensor> {
         self.widths.index_of(width)?;
         let h = self.fc1.f_forward(x, width)?;
-        let h = self.bn1.f_forward_t(&h, width, train)?.f_relu()?;
+        // In-place ReLU on the fresh BN output (BN's backward needs its input, not its output).
+        let h = self.bn1.f_forward_t(&h, width, train)?.f_relu_()?;
         self.fc2.f_forward(&h, width)
     }
 }

@@ -12,17 +12,21 @@
 //!   per-width parameter and multiply-accumulate counts, and export of one width as a
 //!   torchvision state dict.
 //! * [`heads`]: the slimmable BYOL projector/predictor MLP.
+//! * [`autocast`]: a scope guard for libtorch's CPU autocast (bf16 mixed precision on the CPU
+//!   device), which tch does not expose.
 //! * [`sync`]: cross-replica batch statistics for synchronised batch norm (data parallel).
 //!
 //! Width is always an explicit `f64` argument; a width not in the model's list is a
 //! [`ModelError::WidthNotInList`], never a silent fallback.
 
+pub mod autocast;
 pub mod error;
 pub mod heads;
 pub mod resnet;
 pub mod slimmable;
 pub mod sync;
 
+pub use autocast::{cpu_autocast_state, with_cpu_autocast, CpuAutocast};
 pub use error::{ModelError, Result};
 pub use heads::SlimMlpHead;
 pub use resnet::{Depth, ResNetConfig, SlimResNet, Stem};

@@ -281,20 +281,24 @@ impl Block {
         Self { main, downsample }
     }
 
+    /// ReLU and the residual addition run in place on fresh BN outputs (as torchvision's
+    /// `ReLU(inplace=True)` and `out += identity`): batch norm's backward needs its input, not its
+    /// output, and ReLU's backward needs only its own result, so autograd stays valid while each
+    /// block allocates three activations fewer.
     fn forward_t(&self, x: &Tensor, width: f64, train: bool) -> Result<Tensor> {
         let mut out = x.shallow_clone();
         let last = self.main.len() - 1;
         for (i, cb) in self.main.iter().enumerate() {
             out = cb.forward_t(&out, width, train)?;
             if i < last {
-                out = out.f_relu()?;
+                out = out.f_relu_()?;
             }
         }
         let identity = match &self.downsample {
             Some(ds) => ds.forward_t(x, width, train)?,
             None => x.shallow_clone(),
         };
-        Ok(out.f_add(&identity)?.f_relu()?)
+        Ok(out.f_add_(&identity)?.f_relu_()?)
     }
 
     fn parts(&self) -> impl Iterator<Item = &ConvBn> {
@@ -419,7 +423,7 @@ impl SlimResNet {
     }
 
     fn stem_forward(&self, x: &Tensor, width: f64, train: bool) -> Result<Tensor> {
-        let y = self.stem.forward_t(x, width, train)?.f_relu()?;
+        let y = self.stem.forward_t(x, width, train)?.f_relu_()?;
         Ok(match self.cfg.stem {
             Stem::Imagenet => y.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?,
             Stem::Small => y,
@@ -535,5 +539,124 @@ impl SlimResNet {
             p.export(width, &mut out)?;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slimmable::{to_channels_last, width_tag};
+    use std::collections::HashMap;
+    use tch::{nn::VarStore, Device, Kind};
+
+    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+        let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
+        (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
+    }
+
+    /// The sliced path against an unsliced one: a width-`w` pass of the slimmable network must
+    /// equal a plain network (width list `[1.0]`, `base * w` channels, so no slicing anywhere)
+    /// whose weights are copies of the width-`w` slices and BN. Checked in train mode (batch
+    /// statistics, and the running statistics each updates), eval mode, for the gradients the
+    /// slices receive, and in bf16 channels_last.
+    #[test]
+    fn sliced_forward_equals_plain_network_with_copied_slices() {
+        tch::manual_seed(11);
+        let widths = vec![0.25, 0.5, 0.75, 1.0];
+        let cfg = |base: i64, widths: Vec<f64>| ResNetConfig {
+            depth: Depth::R18,
+            stem: Stem::Small,
+            in_channels: 3,
+            base_channels: base,
+            widths,
+        };
+        let slim_vs = VarStore::new(Device::Cpu);
+        let slim = SlimResNet::new(&slim_vs.root(), &cfg(16, widths.clone())).unwrap();
+        // Non-trivial BN: random affine and running statistics for every width.
+        tch::no_grad(|| {
+            for (name, mut t) in slim_vs.variables() {
+                if name.ends_with("running_var") {
+                    let _ = t.copy_(&(Tensor::rand_like(&t) + 0.5));
+                } else if t.dim() == 1 {
+                    let _ = t.copy_(&(Tensor::randn_like(&t) * 0.3 + 0.5));
+                }
+            }
+        });
+        let x = Tensor::randn([4, 3, 12, 12], (Kind::Float, Device::Cpu));
+        for &w in &widths[..3] {
+            let plain_vs = VarStore::new(Device::Cpu);
+            let base = (16.0 * w) as i64;
+            let plain = SlimResNet::new(&plain_vs.root(), &cfg(base, vec![1.0])).unwrap();
+            // Copy the width-w slices in, by torchvision name (the plain store's names carry
+            // the width tag w1_00 where the slimmable one has the tag of w).
+            let slices: HashMap<String, Tensor> =
+                slim.torchvision_state_dict(&slim_vs, w).unwrap().into_iter().collect();
+            let mut copied = 0;
+            tch::no_grad(|| {
+                for (name, mut t) in plain_vs.variables() {
+                    let tv = name.replace(".w1_00", "");
+                    let src = &slices[&tv];
+                    assert_eq!(src.size(), t.size(), "{name}");
+                    let _ = t.copy_(src);
+                    copied += 1;
+                }
+            });
+            assert_eq!(copied, slices.len());
+            let tag = width_tag(w);
+            let slim_vars = slim_vs.variables();
+            let running = |vars: &HashMap<String, Tensor>, tag: &str| -> Vec<Tensor> {
+                let mut names: Vec<&String> =
+                    vars.keys().filter(|n| n.contains(tag) && n.contains("running")).collect();
+                names.sort();
+                names.into_iter().map(|n| vars[n].detach().copy()).collect()
+            };
+
+            // Eval mode: identical up to float summation order.
+            let ys = tch::no_grad(|| slim.forward_t(&x, w, false)).unwrap();
+            let yp = tch::no_grad(|| plain.forward_t(&x, 1.0, false)).unwrap();
+            assert_eq!(ys.size(), yp.size());
+            let e = rel_err(&ys, &yp);
+            assert!(e < 1e-5, "width {w} eval: relative difference {e}");
+
+            // Train mode: same output, same running-statistics update, same slice gradients.
+            for v in slim_vars.values().chain(plain_vs.variables().values()) {
+                let mut v = v.shallow_clone();
+                v.zero_grad();
+            }
+            let ys = slim.forward_t(&x, w, true).unwrap();
+            let yp = plain.forward_t(&x, 1.0, true).unwrap();
+            let e = rel_err(&ys, &yp);
+            assert!(e < 1e-5, "width {w} train: relative difference {e}");
+            (&ys * &ys).sum(Kind::Float).backward();
+            (&yp * &yp).sum(Kind::Float).backward();
+            let rs = running(&slim_vars, &format!(".{tag}."));
+            let rp = running(&plain_vs.variables(), ".w1_00.");
+            assert_eq!(rs.len(), rp.len());
+            for (a, b) in rs.iter().zip(&rp) {
+                assert!(rel_err(a, b) < 1e-5, "width {w}: running statistics differ");
+            }
+            let plain_vars = plain_vs.variables();
+            let mut checked = 0;
+            for (name, p) in &plain_vars {
+                if p.dim() != 4 {
+                    continue;
+                }
+                let s = &slim_vars[name];
+                let (o, i) = (p.size()[0], p.size()[1]);
+                let g = s.grad().narrow(0, 0, o).narrow(1, 0, i);
+                let e = rel_err(&g, &p.grad());
+                assert!(e < 1e-4, "width {w}: gradient of {name} differs by {e}");
+                checked += 1;
+            }
+            assert_eq!(checked, 20, "ResNet-18: stem + 16 block convs + 3 downsample convs");
+
+            // bf16 channels_last: the sliced and plain paths run the same casts and kernels.
+            let xb = to_channels_last(&x.to_kind(Kind::BFloat16));
+            let ys = tch::no_grad(|| slim.forward_t(&xb, w, false)).unwrap();
+            let yp = tch::no_grad(|| plain.forward_t(&xb, 1.0, false)).unwrap();
+            assert_eq!(ys.kind(), Kind::BFloat16);
+            let e = rel_err(&ys, &yp);
+            assert!(e < 1e-2, "width {w} bf16: relative difference {e}");
+        }
     }
 }

@@ -8,10 +8,12 @@
 //!   with bounded read-ahead and retries that resume mid-shard.
 //! * [`dataset`]: inputs of `dspnet-shard` (ImageNet-style class folders, Fashion-MNIST IDX).
 //! * [`augment`]: BYOL twin-view augmentations and the evaluation transform.
+//! * [`jpeg`]: libjpeg-turbo decoding of whole JPEGs or of only the window the crops read.
 //! * [`loader`]: tokio shard streams → crossbeam worker pool → ordered batches of `tch` tensors.
 pub mod augment;
 pub mod dataset;
 pub mod error;
+pub mod jpeg;
 pub mod loader;
 pub mod remote;
 pub mod shard;

@@ -2,6 +2,7 @@
 //! projector), each in its own `VarStore`, with the EMA update between them.
 
 use crate::config::RunConfig;
+use crate::dspnet::ComputeFormat;
 use crate::error::TrainerError;
 use dspnet_model::heads::SlimMlpHead;
 use dspnet_model::resnet::SlimResNet;
@@ -42,10 +43,21 @@ impl Branch {
         Ok(Branch { vs, backbone, projector, predictor })
     }
 
-    /// Projection `[B, out_dim]` fp32 of images `[B, C, H, W]` at width multiplier `width`
-    /// (backbone features are cast to fp32 before the heads, so heads and loss stay fp32).
-    pub fn project(&self, images: &Tensor, width: f64, train: bool) -> Result<Tensor, TrainerError> {
-        let f = self.backbone.forward_t(images, width, train)?.to_kind(tch::Kind::Float);
+    /// Projection `[B, out_dim]` fp32 of images `[B, C, H, W]` (already in `format`, see
+    /// [`ComputeFormat::apply`]) at width multiplier `width`. The backbone runs as `format`
+    /// says; its features are cast to fp32 before the heads, so heads and loss stay fp32.
+    ///
+    /// Errors: model errors (width not in the list, bad shape), autocast failures.
+    pub fn project(
+        &self,
+        images: &Tensor,
+        width: f64,
+        train: bool,
+        format: &ComputeFormat,
+    ) -> Result<Tensor, TrainerError> {
+        let f = format
+            .run_backbone(self.vs.device(), || self.backbone.forward_t(images, width, train))??
+            .to_kind(tch::Kind::Float);
         Ok(self.projector.forward_t(&f, width, train)?)
     }
 
@@ -70,6 +82,9 @@ pub fn copy_into_teacher(teacher: &Branch, online: &Branch) -> Result<(), Traine
 /// in train mode, so its running statistics only matter when the teacher itself is evaluated,
 /// and then they follow the online network's like the weights do). Integer buffers are copied.
 ///
+/// Computed as `ξ.lerp_(θ, 1 − τ)` (`ξ + (1 − τ)(θ − ξ)`): one fused pass per tensor, no
+/// temporary.
+///
 /// Errors: a teacher variable with no online counterpart (different architectures).
 pub fn ema_update(teacher: &Branch, online: &Branch, tau: f64) -> Result<(), TrainerError> {
     let online_vars = online.vs.variables();
@@ -81,7 +96,7 @@ pub fn ema_update(teacher: &Branch, online: &Branch, tau: f64) -> Result<(), Tra
             if tau == 0.0 || !t.is_floating_point() {
                 t.copy_(o);
             } else {
-                let _ = t.g_mul_scalar_(tau).g_add_(&(o * (1.0 - tau)));
+                let _ = t.f_lerp_(o, 1.0 - tau)?;
             }
         }
         Ok(())

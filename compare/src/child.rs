@@ -1,0 +1,128 @@
+//! Each training of a comparison runs in its own child process (the same `dspnet-compare`
+//! binary with `--child-train RUN`), so its wall time and peak memory are its own.
+//!
+//! # Peak memory
+//! The child reads its peak resident set size (`VmHWM` in `/proc/self/status`) when training
+//! has finished. A process starts with a fresh address space at `exec`, so `VmHWM` is the peak
+//! of that process alone over its whole life: libtorch, the loader's threads and buffers, the
+//! networks, gradients, optimiser state, activations. No other training ever ran in it, so
+//! nothing earlier can inflate it, and no reset (`/proc/self/clear_refs`, which would only
+//! matter inside one long-lived process) is needed. The resident size just before training
+//! (`VmRSS`: libtorch loaded, configuration read) is recorded as the start-up baseline.
+//!
+//! # Wall time
+//! `seconds` is the training loop's own wall time (`TrainSummary::seconds`: first batch to last
+//! step, checkpoints included); the parent also records the child's whole process time
+//! (`process_seconds`: exec, libtorch start-up, network set-up, final checkpoint).
+
+use crate::error::{CompareError, Result};
+use dspnet_trainer::checkpoint::{write_atomic, STATE};
+use dspnet_trainer::cli::parse_device;
+use dspnet_trainer::config::RunConfig;
+use dspnet_trainer::run::{train, TrainRequest};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// What the parent asks the child to train (`RUN/compare-request.json`).
+pub const REQUEST: &str = "compare-request.json";
+/// What the child measured (`RUN/compare-child.json`), written once training has finished.
+pub const CHILD_RECORD: &str = "compare-child.json";
+
+/// A child's work order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChildRequest {
+    /// The run configuration, TOML.
+    pub config_toml: String,
+    /// Training shards (expanded).
+    pub shards: Vec<String>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+}
+
+/// What a child measured.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChildRecord {
+    /// Training loop wall time, seconds.
+    pub seconds: f64,
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// Images trained on (each image = two views).
+    pub images: u64,
+    pub images_per_sec: f64,
+    /// Fraction of the wall time spent waiting for the loader, in [0, 1].
+    pub data_wait_fraction: f64,
+    /// "fp32" or "bf16".
+    pub precision: String,
+    pub skipped_nonfinite: u64,
+    /// libtorch intra-op threads during training.
+    pub threads: i64,
+    /// Peak resident set size of the child process (`VmHWM`), bytes.
+    pub peak_rss_bytes: u64,
+    /// Resident set size just before training (`VmRSS`), bytes.
+    pub baseline_rss_bytes: u64,
+    /// Planned steps and steps per epoch (from the run's checkpoint.json).
+    pub total_steps: u64,
+    pub steps_per_epoch: u64,
+}
+
+/// A field of /proc/self/status in bytes (`VmRSS`, `VmHWM`); `None` off Linux.
+pub fn status_bytes(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    let kb: u64 = line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The child's side: trains as `RUN/compare-request.json` asks (a fresh run in `RUN`), then
+/// writes `RUN/compare-child.json`. `stop` is the Ctrl-C flag.
+///
+/// Errors: a missing or bad request, training errors, an interrupted run.
+pub fn child_train(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<()> {
+    let req_path = run_dir.join(REQUEST);
+    let bytes = std::fs::read(&req_path).map_err(|e| CompareError::io(&req_path, e))?;
+    let req: ChildRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| CompareError::Config(format!("{}: not a compare request: {e}", req_path.display())))?;
+    let config = RunConfig::from_toml_str(&req.config_toml, &req_path.display().to_string())?;
+    let device = parse_device(&req.device)?;
+    let _ = std::fs::remove_file(run_dir.join(CHILD_RECORD));
+    let baseline = status_bytes("VmRSS").unwrap_or(0);
+    use std::io::IsTerminal;
+    let summary = train(TrainRequest {
+        config,
+        shards: req.shards,
+        run_dir: run_dir.to_path_buf(),
+        max_steps: None,
+        device,
+        overwrite: true,
+        resume: false,
+        stop,
+        progress: std::io::stderr().is_terminal(),
+    })?;
+    if summary.interrupted {
+        return Err(CompareError::SubRun(format!("training in {} was interrupted", run_dir.display())));
+    }
+    let peak = status_bytes("VmHWM").unwrap_or(0);
+    let state_path = run_dir.join(STATE);
+    let state: serde_json::Value = std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| CompareError::SubRun(format!("{} is missing or unreadable after training", state_path.display())))?;
+    let record = ChildRecord {
+        seconds: summary.seconds,
+        steps: summary.steps,
+        images: summary.images,
+        images_per_sec: summary.images_per_sec,
+        data_wait_fraction: summary.data_wait_fraction,
+        precision: summary.precision,
+        skipped_nonfinite: summary.skipped_nonfinite,
+        threads: tch::get_num_threads() as i64,
+        peak_rss_bytes: peak,
+        baseline_rss_bytes: baseline,
+        total_steps: state["total_steps"].as_u64().unwrap_or(0),
+        steps_per_epoch: state["steps_per_epoch"].as_u64().unwrap_or(0),
+    };
+    write_atomic(run_dir, CHILD_RECORD, &serde_json::to_vec_pretty(&record).expect("json"))?;
+    Ok(())
+}

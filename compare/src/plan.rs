@@ -1,0 +1,371 @@
+//! The comparison's plan: one TOML file (a `dspnet-stream-train` run configuration plus a
+//! `[compare]` section), the widths and protocols, and the run configuration of every training:
+//! DSPNet over the width list, plain BYOL at each width ("one-by-one"), and the one-by-one runs
+//! cut to DSPNet's wall time ("same budget").
+//!
+//! # One-by-one networks are truly that width
+//! `method.name = "byol"` with one entry in `method.train_widths` runs plain BYOL through the
+//! same code path, but inside the model's whole width list: the momentum teacher would run at
+//! the LARGEST width of `model.widths` (1.0, not the trained width), and every weight, gradient,
+//! momentum buffer and EMA copy would be stored at full width, so both cost (FLOPs, memory, step
+//! time) and the recipe would be wrong for an individually pretrained network. With
+//! `model.widths = [w]` the teacher runs at w, but the storage is still full width. So a
+//! one-by-one network at width `w` is built as its own full-width (`1.0`) network with
+//! `model.base_channels · w` base channels and `heads.hidden · w` hidden units
+//! ([`one_by_one_config`]): every layer then has exactly `slim_channels(full, w)` channels, the
+//! same shapes (parameters, multiply-accumulates) as DSPNet's sub-network at `w` (checked at
+//! run time against the DSPNet run's records), and nothing wider is stored or computed.
+
+use crate::error::{CompareError, Result};
+use dspnet_model::slim_channels;
+use dspnet_trainer::config::{apply_override, Method, RunConfig};
+use dspnet_trainer::eval_run::Protocol;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The presets shipped in `configs/`: (name for `--preset`, file name, text).
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    ("cpu", "configs/compare-cpu.toml", include_str!("../../configs/compare-cpu.toml")),
+    ("gpu", "configs/compare-gpu.toml", include_str!("../../configs/compare-gpu.toml")),
+    ("imagenet", "configs/compare-imagenet-r50.toml", include_str!("../../configs/compare-imagenet-r50.toml")),
+];
+
+/// Text and file name of preset `name`. Errors: an unknown name (the message lists the presets).
+pub fn preset(name: &str) -> Result<(&'static str, &'static str)> {
+    PRESETS.iter().find(|(n, _, _)| *n == name).map(|(_, f, t)| (*f, *t)).ok_or_else(|| {
+        let names: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
+        CompareError::Config(format!("--preset {name}: unknown preset; use one of {}", names.join(", ")))
+    })
+}
+
+/// Where the comparison takes its images from when no `--train-shards`/`--test-shards` are
+/// given: a class-balanced subset of an ImageFolder dataset (`SOURCE/train/<class>/*.jpg`,
+/// `SOURCE/test/<class>/*.jpg`), sharded into `OUT/data/{train,test}` (see `data.rs`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// ImageFolder root with `train/` and `test/`; a relative path is relative to the current
+    /// folder (run from the checkout root for the presets' `../shared/data/...`).
+    pub source: String,
+    /// Training images drawn per class (the same for every class).
+    pub train_per_class: usize,
+    /// Test images drawn per class.
+    pub test_per_class: usize,
+    /// Seed of the subset draw and of the shard order.
+    #[serde(default)]
+    pub seed: u64,
+    /// Samples per shard.
+    #[serde(default = "default_samples_per_shard")]
+    pub samples_per_shard: usize,
+}
+
+fn default_samples_per_shard() -> usize {
+    1000
+}
+
+fn default_protocols() -> Vec<String> {
+    vec!["knn".into(), "linear".into()]
+}
+
+/// The `[compare]` section of a comparison config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSection {
+    /// Widths compared (default: the config's trained widths, `method.train_widths` or else
+    /// `model.widths`); must contain the largest of `model.widths`.
+    #[serde(default)]
+    pub widths: Option<Vec<f64>>,
+    /// Evaluation protocols, names as `dspnet-eval --protocol` takes them.
+    #[serde(default = "default_protocols")]
+    pub protocols: Vec<String>,
+    /// Also run the "same total budget" one-by-one runs.
+    #[serde(default)]
+    pub same_budget: bool,
+    /// Data to shard when no shards are given.
+    #[serde(default)]
+    pub data: Option<DataSection>,
+}
+
+impl Default for CompareSection {
+    fn default() -> Self {
+        CompareSection { widths: None, protocols: default_protocols(), same_budget: false, data: None }
+    }
+}
+
+/// A parsed comparison: the shared run configuration and what to compare.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The run configuration every training starts from (with `train.log_every = 1`, which the
+    /// FLOP count reads; it does not change the trained weights).
+    pub base: RunConfig,
+    pub compare: CompareSection,
+    /// Widths compared, ascending.
+    pub widths: Vec<f64>,
+    /// Protocol names, each accepted by `dspnet_trainer::eval_run::Protocol`.
+    pub protocols: Vec<String>,
+    pub same_budget: bool,
+    /// Where the config came from (file or preset), for messages and the report.
+    pub origin: String,
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn same_width(a: f64, b: f64) -> bool {
+    (a - b).abs() <= dspnet_model::slimmable::WIDTH_TOLERANCE
+}
+
+impl Plan {
+    /// Parses a comparison config: `text` (from `origin`), `--set key=value` overrides (any key
+    /// of the file, `compare.*` included), then the command-line `widths`, `protocols`
+    /// (comma-separated) and `same_budget`, which take precedence over the `[compare]` section.
+    ///
+    /// Errors (one line): TOML syntax, unknown keys, invalid run configuration, a width not in
+    /// `model.widths` or a list without the largest, an unknown protocol.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        sets: &[String],
+        widths: Option<Vec<f64>>,
+        protocols: Option<&str>,
+        same_budget: bool,
+    ) -> Result<Plan> {
+        let mut value: toml::Value = toml::from_str(text)
+            .map_err(|e| CompareError::Config(format!("config {origin} is not valid TOML: {}", one_line(&e.to_string()))))?;
+        for s in sets {
+            apply_override(&mut value, s)?;
+        }
+        let table = value
+            .as_table_mut()
+            .ok_or_else(|| CompareError::Config(format!("config {origin}: expected a TOML table")))?;
+        let compare: CompareSection = match table.remove("compare") {
+            None => CompareSection::default(),
+            Some(v) => v
+                .try_into()
+                .map_err(|e: toml::de::Error| CompareError::Config(format!("config {origin}: [compare]: {}", one_line(&e.to_string()))))?,
+        };
+        let rest = toml::to_string(&value).expect("a TOML table serialises");
+        let mut base = RunConfig::from_toml_str(&rest, origin)?;
+        base.train.log_every = 1;
+
+        let model_widths = base.model.widths.clone();
+        let largest = model_widths.iter().copied().fold(f64::MIN, f64::max);
+        let (mut ws, flag) = match (widths, &compare.widths) {
+            (Some(w), _) => (w, "--widths"),
+            (None, Some(w)) => (w.clone(), "compare.widths"),
+            (None, None) => (base.train_widths()?.as_slice().to_vec(), "method.train_widths"),
+        };
+        if ws.is_empty() {
+            return Err(CompareError::Config(format!("{flag} is empty; give at least the full width, e.g. --widths 0.25,0.5,1.0")));
+        }
+        for w in &mut ws {
+            match model_widths.iter().find(|m| same_width(**m, *w)) {
+                Some(m) => *w = *m,
+                None => {
+                    return Err(CompareError::Config(format!(
+                        "{flag}: width {w} is not in model.widths {model_widths:?} of {origin}; choose widths from that list"
+                    )))
+                }
+            }
+        }
+        ws.sort_by(f64::total_cmp);
+        ws.dedup_by(|a, b| same_width(*a, *b));
+        if !ws.iter().any(|w| same_width(*w, largest)) {
+            return Err(CompareError::Config(format!(
+                "{flag} {ws:?} lacks the largest width {largest} of model.widths: DSPNet's momentum teacher and its BYOL loss run at the largest width; add {largest}"
+            )));
+        }
+        let protocols: Vec<String> = match protocols {
+            Some(p) => p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            None => compare.protocols.clone(),
+        };
+        if protocols.is_empty() {
+            return Err(CompareError::Config("--protocols is empty; use e.g. --protocols knn,linear".into()));
+        }
+        for p in &protocols {
+            p.parse::<Protocol>()?;
+        }
+        let same_budget = same_budget || compare.same_budget;
+        let plan = Plan { base, compare, widths: ws, protocols, same_budget, origin: origin.to_string() };
+        plan.dspnet_config()?;
+        for &w in &plan.widths {
+            one_by_one_config(&plan.base, w)?;
+        }
+        Ok(plan)
+    }
+
+    /// Reads a comparison config file (see [`Plan::parse`]).
+    pub fn load(
+        path: &Path,
+        sets: &[String],
+        widths: Option<Vec<f64>>,
+        protocols: Option<&str>,
+        same_budget: bool,
+    ) -> Result<Plan> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CompareError::Config(format!("--config {}: cannot read it: {e}", path.display())))?;
+        Plan::parse(&text, &path.display().to_string(), sets, widths, protocols, same_budget)
+    }
+
+    /// The protocols as the trainer's evaluation takes them.
+    pub fn trainer_protocols(&self) -> Result<Vec<Protocol>> {
+        Ok(self.protocols.iter().map(|p| p.parse()).collect::<std::result::Result<Vec<Protocol>, _>>()?)
+    }
+
+    /// DSPNet over the compared widths: `model.widths` = the compared widths (so the switchable
+    /// BN holds exactly those), `method.name = "dspnet"`, every width trained; a
+    /// `method.loss_weights` given for the config's trained widths is narrowed to the compared
+    /// ones.
+    ///
+    /// Errors: a loss weight list that does not name every compared width; invalid result.
+    pub fn dspnet_config(&self) -> Result<RunConfig> {
+        let mut c = self.base.clone();
+        if let Some(lw) = &self.base.method.loss_weights {
+            let trained = self.base.train_widths()?;
+            let mut picked = Vec::with_capacity(self.widths.len());
+            for &w in &self.widths {
+                let i = trained.index_of(w).map_err(|_| {
+                    CompareError::Config(format!(
+                        "method.loss_weights gives weights for the widths {:?}, not for the compared width {w}; set method.loss_weights for every compared width or drop it",
+                        trained.as_slice()
+                    ))
+                })?;
+                picked.push(lw[i]);
+            }
+            c.method.loss_weights = Some(picked);
+        }
+        c.model.widths = self.widths.clone();
+        c.method.name = Method::Dspnet;
+        c.method.train_widths = None;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Plain BYOL at width `width` as its own network (see the module docs): `model.widths = [1.0]`,
+/// `model.base_channels · width` base channels, `heads.hidden` → `slim_channels(hidden, width)`,
+/// `method.name = "byol"`, no sandwich settings, loss weight 1. Everything else (data,
+/// augmentations, optimiser, schedule, epochs, seed) is `base`'s.
+///
+/// Errors: `base_channels · width` is not a whole number (no network of exactly that width
+/// exists in this family).
+pub fn one_by_one_config(base: &RunConfig, width: f64) -> Result<RunConfig> {
+    let b = base.model.base_channels as f64 * width;
+    if (b - b.round()).abs() > 1e-6 || b.round() < 1.0 {
+        return Err(CompareError::Config(format!(
+            "width {width}: model.base_channels = {} times {width} is not a whole number of channels, so no one-by-one network of exactly that width exists; choose widths that give whole channel counts (e.g. multiples of 1/{})",
+            base.model.base_channels, base.model.base_channels
+        )));
+    }
+    let mut c = base.clone();
+    c.model.base_channels = b.round() as i64;
+    c.model.widths = vec![1.0];
+    c.heads.hidden = slim_channels(base.heads.hidden, width);
+    c.method.name = Method::Byol;
+    c.method.train_widths = None;
+    c.method.random_widths = None;
+    c.method.loss_weights = None;
+    c.validate()?;
+    Ok(c)
+}
+
+/// A one-by-one configuration planned for `steps` optimiser steps instead of its full length
+/// `full_steps` (same-budget runs): `train.epochs = steps / steps_per_epoch` so the cosine
+/// schedules end at `steps`, and the warm-up shortened in proportion
+/// (`warmup_epochs · steps / full_steps`).
+///
+/// Errors: zero steps, or a schedule that would not have exactly `steps` steps.
+pub fn same_budget_config(one: &RunConfig, steps: u64, steps_per_epoch: u64, full_steps: u64) -> Result<RunConfig> {
+    if steps == 0 || steps_per_epoch == 0 || full_steps == 0 {
+        return Err(CompareError::Config(format!(
+            "same-budget run of {steps} steps ({steps_per_epoch} per epoch, {full_steps} in the full run): nothing to train"
+        )));
+    }
+    let mut c = one.clone();
+    c.train.epochs = steps as f64 / steps_per_epoch as f64;
+    c.optim.warmup_epochs = one.optim.warmup_epochs * steps as f64 / full_steps as f64;
+    let planned = ((c.train.epochs * steps_per_epoch as f64).round() as u64).max(1);
+    if planned != steps {
+        return Err(CompareError::Config(format!("same-budget run: {steps} steps give a schedule of {planned} steps")));
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu() -> &'static str {
+        preset("cpu").unwrap().1
+    }
+
+    #[test]
+    fn every_preset_parses_with_a_full_width_and_integral_narrow_networks() {
+        for (name, _, text) in PRESETS {
+            let plan = Plan::parse(text, name, &[], None, None, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(plan.widths.last(), Some(&1.0), "{name}");
+            assert_eq!(plan.base.train.log_every, 1);
+            assert!(plan.trainer_protocols().unwrap().len() >= 2, "{name}");
+        }
+        let gpu = Plan::parse(preset("gpu").unwrap().1, "gpu", &[], None, None, false).unwrap();
+        assert_eq!(gpu.base.loader.batch_size, 512);
+        assert!(gpu.base.train.epochs >= 200.0);
+    }
+
+    #[test]
+    fn one_by_one_network_has_exactly_the_slice_shapes() {
+        let plan = Plan::parse(cpu(), "cpu", &["model.base_channels=8".into(), "heads.hidden=40".into()], None, None, false).unwrap();
+        let dsp = plan.dspnet_config().unwrap();
+        // base 8 · 0.25 = 2 channels, hidden round(40 · 0.25) = 10; teacher at the only width
+        let one = one_by_one_config(&plan.base, 0.25).unwrap();
+        assert_eq!((one.model.base_channels, one.heads.hidden, one.model.widths.clone()), (2, 10, vec![1.0]));
+        assert_eq!(one.method.name, Method::Byol);
+        // parameters and multiply-accumulates equal the DSPNet sub-network's at 0.25, and the
+        // scaled network has no more parameters than that (nothing wider is stored)
+        let vs_a = tch::nn::VarStore::new(tch::Device::Cpu);
+        let a = dspnet_model::SlimResNet::new(&vs_a.root(), &dsp.model).unwrap();
+        let vs_b = tch::nn::VarStore::new(tch::Device::Cpu);
+        let b = dspnet_model::SlimResNet::new(&vs_b.root(), &one.model).unwrap();
+        let img = dsp.augment.image_size as i64;
+        for w in [0.25] {
+            assert_eq!(a.num_params(w), b.num_params(1.0));
+            assert_eq!(a.flops(w, img, img), b.flops(1.0, img, img));
+            assert_eq!(a.feature_dim(w), b.feature_dim(1.0));
+        }
+        let stored: i64 = vs_b.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        assert!(stored <= b.num_params(1.0) + 64, "stored {stored} vs {}", b.num_params(1.0));
+        // a width with no whole channel count is refused with the option named
+        let e = one_by_one_config(&plan.base, 0.3).unwrap_err().to_string();
+        assert!(e.contains("width 0.3") && e.contains("base_channels") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn widths_and_protocols_are_checked() {
+        let p = Plan::parse(cpu(), "cpu", &[], Some(vec![1.0, 0.25]), Some("knn"), true).unwrap();
+        assert_eq!(p.widths, vec![0.25, 1.0]);
+        assert_eq!(p.protocols, vec!["knn"]);
+        assert!(p.same_budget);
+        assert_eq!(p.dspnet_config().unwrap().model.widths, vec![0.25, 1.0]);
+        let e = Plan::parse(cpu(), "cpu", &[], Some(vec![0.3, 1.0]), None, false).unwrap_err().to_string();
+        assert!(e.contains("--widths") && e.contains("0.3"), "{e}");
+        let e = Plan::parse(cpu(), "cpu", &[], Some(vec![0.25, 0.5]), None, false).unwrap_err().to_string();
+        assert!(e.contains("largest width 1"), "{e}");
+        let e = Plan::parse(cpu(), "cpu", &[], None, Some("knn,nope"), false).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = Plan::parse(cpu(), "cpu", &["compare.nosuch=1".into()], None, None, false).unwrap_err().to_string();
+        assert!(e.contains("compare.nosuch"), "{e}");
+    }
+
+    #[test]
+    fn same_budget_schedule_ends_at_the_cut() {
+        let plan = Plan::parse(cpu(), "cpu", &[], None, None, false).unwrap();
+        let one = one_by_one_config(&plan.base, 0.5).unwrap();
+        // 7 steps of 3 per epoch, the full run had 30 steps: 7/3 epochs, warm-up × 7/30
+        let c = same_budget_config(&one, 7, 3, 30).unwrap();
+        assert!((c.train.epochs - 7.0 / 3.0).abs() < 1e-12);
+        assert!((c.optim.warmup_epochs - one.optim.warmup_epochs * 7.0 / 30.0).abs() < 1e-12);
+        assert!(same_budget_config(&one, 0, 3, 30).is_err());
+    }
+}

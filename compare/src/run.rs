@@ -1,0 +1,376 @@
+//! The comparison itself: data, DSPNet once, plain BYOL per width, optionally the same-budget
+//! runs, the evaluation of every network with the same protocols, and the outputs.
+//!
+//! # Output folder
+//! ```text
+//! OUT/compare-plan.json         what is compared (DSPNet config, widths, shards); checked on --resume
+//! OUT/data/{train,test}/        the sharded subset (when no shards were given)
+//! OUT/dspnet/                   DSPNet's run directory (config, checkpoint, metrics, results)
+//! OUT/byol-w0_25/ ...           one run directory per one-by-one width
+//! OUT/budget-w0_25/ ...         same-budget runs (--same-budget)
+//! OUT/compare.json, report.md, compare.png
+//! ```
+//! Every run directory gets `compare-train.json` once its training has finished and been
+//! measured, and `compare-eval.json` once it has been evaluated.
+//!
+//! # Resuming
+//! With `--resume`, a sub-run whose `compare-train.json` records the configuration asked for is
+//! kept and not trained again, and its evaluation is kept when it covered the same protocols:
+//! finished work is never lost. An unfinished training is started again from its beginning (not
+//! from its last checkpoint) so that its wall time and peak memory are measured in one piece.
+
+use crate::child::{ChildRecord, ChildRequest, CHILD_RECORD, REQUEST};
+use crate::cost::{forward_macs, same_budget_split, train_macs, width_steps};
+use crate::error::{CompareError, Result};
+use crate::plan::{one_by_one_config, same_budget_config, Plan};
+use crate::report::{build, write_all, Comparison, Machine, Meta, SubRun, TrainRecord};
+use dspnet_model::width_tag;
+use dspnet_pipeline::source::{expand_pattern, is_remote};
+use dspnet_trainer::checkpoint::{write_atomic, METRICS};
+use dspnet_trainer::cli::parse_device;
+use dspnet_trainer::config::RunConfig;
+use dspnet_trainer::eval::EvalRecord;
+use dspnet_trainer::eval_run::{evaluate_run, EvalRequest};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The comparison's plan record in OUT.
+pub const PLAN: &str = "compare-plan.json";
+/// A sub-run's training record (written once it has finished and been measured).
+pub const TRAIN_RECORD: &str = "compare-train.json";
+/// A sub-run's evaluation records.
+pub const EVAL_RECORD: &str = "compare-eval.json";
+
+/// What the caller asks of one comparison.
+pub struct CompareRequest {
+    pub plan: Plan,
+    /// Shard patterns; both or neither (then `[compare.data]` is sharded into OUT/data).
+    pub train_shards: Option<String>,
+    pub test_shards: Option<String>,
+    pub out: PathBuf,
+    /// Keep finished sub-runs of an earlier comparison in `out` (see the module docs).
+    pub resume: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Binary that trains one sub-run when called with `--child-train RUN` (the
+    /// `dspnet-compare` binary itself).
+    pub exe: PathBuf,
+    /// The command as typed (for the report).
+    pub command: String,
+    /// Ctrl-C flag: no new sub-run starts once set.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A finished comparison.
+pub struct Outcome {
+    pub comparison: Comparison,
+    /// Sub-runs kept from an earlier invocation, and sub-runs trained by this one.
+    pub kept: Vec<String>,
+    pub trained: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PlanRecord {
+    dspnet_config: String,
+    widths: Vec<f64>,
+    train_shards: Vec<String>,
+    test_shards: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct EvalFile {
+    protocols: Vec<String>,
+    records: Vec<EvalRecord>,
+}
+
+fn absolute(shards: Vec<String>) -> Vec<String> {
+    shards
+        .into_iter()
+        .map(|s| if is_remote(&s) { s } else { std::path::absolute(&s).map_or(s, |p| p.to_string_lossy().to_string()) })
+        .collect()
+}
+
+struct Ctx<'a> {
+    req: &'a CompareRequest,
+    train_shards: Vec<String>,
+    test_shards: Vec<String>,
+    kept: Vec<String>,
+    trained: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn interrupted(&self) -> CompareError {
+        CompareError::SubRun(format!(
+            "interrupted; finished sub-runs in {} are kept: rerun the same command with --resume to continue",
+            self.req.out.display()
+        ))
+    }
+
+    /// Trains `cfg` in `OUT/name` in a child process unless a finished record of the same
+    /// configuration is there. `nominal` maps the config's trained widths (ascending) to the
+    /// widths they stand for.
+    fn ensure_trained(&mut self, name: &str, kind: &str, cfg: &RunConfig, nominal: &[f64]) -> Result<TrainRecord> {
+        let dir = self.req.out.join(name);
+        let toml = cfg.to_toml();
+        if let Some(r) = std::fs::read(dir.join(TRAIN_RECORD)).ok().and_then(|b| serde_json::from_slice::<TrainRecord>(&b).ok()) {
+            if r.config_toml == toml {
+                tracing::info!(run = name, "kept: trained earlier");
+                self.kept.push(name.to_string());
+                return Ok(r);
+            }
+        }
+        if self.req.stop.load(Ordering::SeqCst) {
+            return Err(self.interrupted());
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| CompareError::io(&dir, e))?;
+        for stale in [TRAIN_RECORD, EVAL_RECORD, CHILD_RECORD] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        let request = ChildRequest { config_toml: toml.clone(), shards: self.train_shards.clone(), device: self.req.device.clone() };
+        write_atomic(&dir, REQUEST, &serde_json::to_vec_pretty(&request).expect("json"))?;
+        tracing::info!(run = name, "training");
+        let t0 = Instant::now();
+        let status = Command::new(&self.req.exe)
+            .arg("--child-train")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| CompareError::SubRun(format!("cannot start {} for the training of {name}: {e}", self.req.exe.display())))?;
+        let process_seconds = t0.elapsed().as_secs_f64();
+        if !status.success() {
+            if self.req.stop.load(Ordering::SeqCst) {
+                return Err(self.interrupted());
+            }
+            return Err(CompareError::SubRun(format!(
+                "training {name} failed ({status}; its error is printed above); finished sub-runs in {} are kept: fix the cause and rerun with --resume",
+                self.req.out.display()
+            )));
+        }
+        let child_path = dir.join(CHILD_RECORD);
+        let child: ChildRecord = std::fs::read(&child_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| CompareError::SubRun(format!("{} is missing after the training of {name} succeeded", child_path.display())))?;
+        let macs = forward_macs(cfg)?;
+        let widths: Vec<f64> = macs.online.iter().map(|(w, _)| *w).collect();
+        let (logged, counts) = width_steps(&dir.join(METRICS), &widths)?;
+        if logged + child.skipped_nonfinite != child.steps {
+            return Err(CompareError::SubRun(format!(
+                "{}: {logged} trained steps logged but the run took {} ({} skipped); the FLOP count needs one metrics line per step",
+                dir.join(METRICS).display(),
+                child.steps,
+                child.skipped_nonfinite
+            )));
+        }
+        let total = train_macs(child.images, child.steps, macs.teacher, &macs.online, &counts);
+        let to_nominal = |v: Vec<(f64, u64)>| -> Vec<(f64, u64)> { v.into_iter().zip(nominal).map(|((_, x), w)| (*w, x)).collect() };
+        let record = TrainRecord {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            widths: nominal.to_vec(),
+            seconds: child.seconds,
+            process_seconds,
+            steps: child.steps,
+            total_steps: child.total_steps,
+            steps_per_epoch: child.steps_per_epoch,
+            images: child.images,
+            step_seconds: child.seconds / child.steps.max(1) as f64,
+            train_macs: total,
+            teacher_macs: macs.teacher,
+            online_macs: to_nominal(macs.online),
+            width_steps: to_nominal(counts),
+            peak_rss_bytes: child.peak_rss_bytes,
+            baseline_rss_bytes: child.baseline_rss_bytes,
+            threads: child.threads,
+            precision: child.precision,
+            data_wait_fraction: child.data_wait_fraction,
+            skipped_nonfinite: child.skipped_nonfinite,
+            config_toml: toml,
+        };
+        write_atomic(&dir, TRAIN_RECORD, &serde_json::to_vec_pretty(&record).expect("json"))?;
+        self.trained.push(name.to_string());
+        Ok(record)
+    }
+
+    /// Evaluates `OUT/name` with the plan's protocols unless done before with the same ones.
+    /// Record widths are mapped from the config's (ascending) to `nominal`.
+    fn ensure_evaluated(&self, name: &str, config_widths: &[f64], nominal: &[f64]) -> Result<Vec<EvalRecord>> {
+        let dir = self.req.out.join(name);
+        let path = dir.join(EVAL_RECORD);
+        if let Some(f) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<EvalFile>(&b).ok()) {
+            if f.protocols == self.req.plan.protocols {
+                return Ok(f.records);
+            }
+        }
+        if self.req.stop.load(Ordering::SeqCst) {
+            return Err(self.interrupted());
+        }
+        tracing::info!(run = name, "evaluating");
+        let mut records = evaluate_run(&EvalRequest {
+            run_dir: dir.clone(),
+            train_shards: self.train_shards.clone(),
+            test_shards: self.test_shards.clone(),
+            protocols: self.req.plan.trainer_protocols()?,
+            widths: None,
+            random_init: false,
+            calibrate_bn: false,
+            device: parse_device(&self.req.device)?,
+        })?;
+        for r in &mut records {
+            if let Some(i) = config_widths.iter().position(|w| (w - r.width).abs() <= 1e-9) {
+                r.width = nominal[i];
+            }
+        }
+        let file = EvalFile { protocols: self.req.plan.protocols.clone(), records: records.clone() };
+        write_atomic(&dir, EVAL_RECORD, &serde_json::to_vec_pretty(&file).expect("json"))?;
+        Ok(records)
+    }
+}
+
+/// Checks that a one-by-one network has the DSPNet sub-network's exact size: same parameters
+/// and MACs at `width` in every record.
+fn check_same_network(dspnet: &[EvalRecord], one: &[EvalRecord], width: f64, name: &str) -> Result<()> {
+    let d = dspnet.iter().find(|r| (r.width - width).abs() <= 1e-9);
+    for o in one {
+        if let Some(d) = d {
+            if (d.params, d.flops) != (o.params, o.flops) {
+                return Err(CompareError::SubRun(format!(
+                    "{name}: the one-by-one network has {} parameters and {} MACs, DSPNet's sub-network at width {width} has {} and {}; they must be the same network",
+                    o.params, o.flops, d.params, d.flops
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The code version compiled in (`git describe --always --dirty`), or "unknown".
+pub fn code_version() -> String {
+    option_env!("DSPNET_GIT_DESCRIBE").unwrap_or("unknown").to_string()
+}
+
+/// Runs the comparison (see the module docs) and writes OUT/compare.json, report.md and
+/// compare.png.
+///
+/// Errors (one line): an output folder holding another comparison (without `--resume`) or a
+/// different one (with it), missing data, bad shards, a failed or interrupted sub-run (finished
+/// ones are kept).
+pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
+    parse_device(&req.device)?;
+    let out = &req.out;
+    let plan_path = out.join(PLAN);
+    if plan_path.exists() && !req.resume {
+        return Err(CompareError::Config(format!(
+            "--out {} already holds a comparison; pass --resume to continue it (finished sub-runs are kept) or choose another --out",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| CompareError::Config(format!("--out {}: cannot create it: {e}; choose a writable folder", out.display())))?;
+    dspnet_trainer::run::check_writable(out)?;
+    let mut machine = Machine::now();
+
+    let (train_shards, test_shards) = match (&req.train_shards, &req.test_shards) {
+        (Some(a), Some(b)) => (expand_pattern(a)?, expand_pattern(b)?),
+        (None, None) => {
+            let data = req.plan.compare.data.as_ref().ok_or_else(|| {
+                CompareError::Config(format!(
+                    "{} has no [compare.data] section to shard; pass --train-shards and --test-shards",
+                    req.plan.origin
+                ))
+            })?;
+            let dir = out.join("data");
+            let train = crate::data::prepare_split(data, "train", data.train_per_class, &dir)?;
+            let test = crate::data::prepare_split(data, "test", data.test_per_class, &dir)?;
+            (expand_pattern(&train.to_string_lossy())?, expand_pattern(&test.to_string_lossy())?)
+        }
+        _ => return Err(CompareError::Config("--train-shards and --test-shards go together: give both, or neither to use [compare.data]".into())),
+    };
+    let (train_shards, test_shards) = (absolute(train_shards), absolute(test_shards));
+    let batch = req.plan.base.loader.batch_size;
+    if let Some(n) = dspnet_trainer::run::manifest_samples(&train_shards) {
+        if n < batch as u64 {
+            return Err(CompareError::Config(format!(
+                "the training shards hold {n} images, fewer than one batch (loader.batch_size = {batch}); use more images or --set loader.batch_size=N"
+            )));
+        }
+    }
+
+    let dspnet_cfg = req.plan.dspnet_config()?;
+    let record = PlanRecord {
+        dspnet_config: dspnet_cfg.to_toml(),
+        widths: req.plan.widths.clone(),
+        train_shards: train_shards.clone(),
+        test_shards: test_shards.clone(),
+    };
+    match std::fs::read(&plan_path).ok().and_then(|b| serde_json::from_slice::<PlanRecord>(&b).ok()) {
+        Some(old) if old != record => {
+            let what = if old.widths != record.widths {
+                format!("widths {:?} there, {:?} now", old.widths, record.widths)
+            } else if old.train_shards != record.train_shards || old.test_shards != record.test_shards {
+                "the shards differ".to_string()
+            } else {
+                let a = RunConfig::from_toml_str(&old.dspnet_config, "recorded").map(|o| o.differences(&dspnet_cfg).join(", "));
+                format!("config keys differ: {}", a.unwrap_or_else(|_| "(unreadable record)".into()))
+            };
+            return Err(CompareError::Config(format!(
+                "--resume: {} was started with another comparison ({what}); drop the changes or choose another --out",
+                out.display()
+            )));
+        }
+        Some(_) => {}
+        None => write_atomic(out, PLAN, &serde_json::to_vec_pretty(&record).expect("json"))?,
+    }
+
+    let mut ctx = Ctx { req, train_shards: train_shards.clone(), test_shards: test_shards.clone(), kept: Vec::new(), trained: Vec::new() };
+    let widths = req.plan.widths.clone();
+    let d_train = ctx.ensure_trained("dspnet", "dspnet", &dspnet_cfg, &widths)?;
+    let d_evals = ctx.ensure_evaluated("dspnet", &widths, &widths)?;
+    let dspnet = SubRun { train: d_train, evals: d_evals };
+
+    let mut ones = Vec::new();
+    let mut one_cfgs = Vec::new();
+    for &w in &widths {
+        let name = format!("byol-{}", width_tag(w));
+        let cfg = one_by_one_config(&req.plan.base, w)?;
+        let train = ctx.ensure_trained(&name, "one-by-one", &cfg, &[w])?;
+        let evals = ctx.ensure_evaluated(&name, &[1.0], &[w])?;
+        check_same_network(&dspnet.evals, &evals, w, &name)?;
+        ones.push(SubRun { train, evals });
+        one_cfgs.push(cfg);
+    }
+
+    let budget = if req.plan.same_budget {
+        let split = same_budget_split(dspnet.train.seconds, &ones.iter().zip(&widths).map(|(o, w)| (*w, o.train.step_seconds)).collect::<Vec<_>>());
+        let mut runs = Vec::new();
+        for ((w, _, steps), (one, cfg)) in split.widths.iter().zip(ones.iter().zip(&one_cfgs)) {
+            let name = format!("budget-{}", width_tag(*w));
+            let cfg = same_budget_config(cfg, *steps, one.train.steps_per_epoch, one.train.total_steps)?;
+            let train = ctx.ensure_trained(&name, "same-budget", &cfg, &[*w])?;
+            let evals = ctx.ensure_evaluated(&name, &[1.0], &[*w])?;
+            runs.push(SubRun { train, evals });
+        }
+        Some((split, runs))
+    } else {
+        None
+    };
+
+    machine.load_end = crate::report::load_average();
+    let meta = Meta {
+        command: req.command.clone(),
+        code_version: code_version(),
+        machine,
+        config: req.plan.origin.clone(),
+        widths,
+        protocols: req.plan.protocols.clone(),
+        train_shards,
+        test_shards,
+    };
+    let comparison = build(meta, &dspnet, &ones, budget.as_ref().map(|(s, r)| (s.clone(), r.as_slice())));
+    write_all(&comparison, out)?;
+    Ok(Outcome { comparison, kept: ctx.kept, trained: ctx.trained })
+}

@@ -1,0 +1,212 @@
+//! End-to-end: `dspnet-compare` on a tiny real run (CIFAR-10 photos from ../shared/data, sharded
+//! by the command itself; 3 optimiser steps per training): the bookkeeping (ratios worked out
+//! from the records, the same-budget split worked out by hand, every width in report.md and
+//! compare.json, a plot that decodes), resuming (finished sub-runs kept, byte for byte), and the
+//! bad-input contract (one line, exit code 2).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dspnet-compare");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cifar() -> PathBuf {
+    let p = root().join("../shared/data/cifar10-jpg");
+    assert!(p.join("train").is_dir(), "the real data {} is missing", p.display());
+    p
+}
+
+fn run(args: &[String]) -> Output {
+    Command::new(BIN).args(args).output().expect("binary runs")
+}
+
+/// 10 classes x 5 training photos, batch 16: 3 steps per epoch, 1 epoch per training; 3 test
+/// photos per class; a base of 4 channels.
+fn tiny(out: &Path, widths: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["--preset", "cpu", "--out", out.to_str().unwrap(), "--widths", widths].iter().map(|s| s.to_string()).collect();
+    let sets = [
+        format!("compare.data.source={}", cifar().display()),
+        "compare.data.train_per_class=5".into(),
+        "compare.data.test_per_class=3".into(),
+        "compare.data.samples_per_shard=20".into(),
+        "model.base_channels=4".into(),
+        "heads.hidden=16".into(),
+        "heads.out_dim=8".into(),
+        "loader.batch_size=16".into(),
+        "loader.shuffle_buffer=32".into(),
+        "train.epochs=1.0".into(),
+        "optim.warmup_epochs=0.0".into(),
+        "train.precision=\"fp32\"".into(),
+        "train.checkpoint_every=0".into(),
+        "train.threads=1".into(),
+        "eval.batch_size=32".into(),
+        "eval.knn_k=5".into(),
+        "eval.linear_epochs=2".into(),
+    ];
+    for s in sets {
+        a.push("--set".into());
+        a.push(s);
+    }
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+#[test]
+fn compare_bookkeeping_resume_on_a_tiny_real_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let o = run(&tiny(&out, "0.25,0.5,1.0", &["--same-budget"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("kept: -"), "{stdout}");
+    let c = json(&out.join("compare.json"));
+    let runs = c["runs"].as_array().unwrap();
+    let of_kind = |k: &str| runs.iter().filter(|r| r["kind"] == k).collect::<Vec<_>>();
+    let dsp = of_kind("dspnet")[0];
+    let ones = of_kind("one-by-one");
+    let budget = of_kind("same-budget");
+    assert_eq!((ones.len(), budget.len()), (3, 3));
+    // the sharded subset: 50 training photos, 3 steps of 16 per training
+    for r in runs {
+        assert_eq!((u(&r["steps"]), u(&r["images"])), (if r["kind"] == "same-budget" { u(&r["steps"]) } else { 3 }, 16 * u(&r["steps"])), "{}", r["name"]);
+        assert!(f(&r["seconds"]) > 0.0 && u(&r["peak_rss_bytes"]) > u(&r["baseline_rss_bytes"]) && u(&r["baseline_rss_bytes"]) > 0, "{r}");
+    }
+
+    // FLOPs from the records: N/S · 2 · (S·T + 3 · Σ_w n_w F_w). DSPNet trains all 3 widths each
+    // step (sandwich rule, <= 4 widths); each one-by-one network is the same network as DSPNet's
+    // slice (same forward MACs) and its teacher is that network without the predictor
+    // (2 · hidden(w) · out_dim MACs, hidden(w) = round(16 w), out_dim 8).
+    let online = |r: &serde_json::Value, w: f64| -> u64 {
+        u(&r["online_macs"].as_array().unwrap().iter().find(|p| (f(&p[0]) - w).abs() < 1e-9).unwrap()[1])
+    };
+    for ws in dsp["width_steps"].as_array().unwrap() {
+        assert_eq!(u(&ws[1]), 3);
+    }
+    let sum_f: u64 = [0.25, 0.5, 1.0].iter().map(|&w| online(dsp, w)).sum();
+    assert_eq!(u(&dsp["train_macs"]), 48 * 2 * (u(&dsp["teacher_macs"]) + 3 * sum_f));
+    assert_eq!(u(&dsp["teacher_macs"]), online(dsp, 1.0) - 2 * 16 * 8);
+    for (r, w) in ones.iter().zip([0.25, 0.5, 1.0]) {
+        let h = (16.0 * w as f64).round() as u64;
+        assert_eq!(online(r, w), online(dsp, w), "{}", r["name"]);
+        assert_eq!(u(&r["teacher_macs"]), online(r, w) - 2 * h * 8, "{}", r["name"]);
+        assert_eq!(u(&r["train_macs"]), 48 * 2 * (u(&r["teacher_macs"]) + 3 * online(r, w)));
+    }
+
+    // ratios from the records = the report's
+    let sum = |k: &str| ones.iter().map(|r| f(&r[k])).sum::<f64>();
+    let want = [
+        f(&dsp["seconds"]) / sum("seconds"),
+        f(&dsp["train_macs"]) / sum("train_macs"),
+        f(&dsp["peak_rss_bytes"]) / sum("peak_rss_bytes"),
+        f(&dsp["peak_rss_bytes"]) / ones.iter().map(|r| f(&r["peak_rss_bytes"])).fold(0.0, f64::max),
+    ];
+    let ratios = &c["cost"]["ratios"];
+    let got = [&ratios["wall_time"], &ratios["train_flops"], &ratios["peak_memory"], &ratios["peak_memory_vs_largest"]].map(f);
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for r in &want[..3] {
+        assert!(report.contains(&format!("**{r:.3}**")), "{r:.3} not in\n{report}");
+    }
+
+    // the same-budget split by hand: DSPNet's seconds / 3 per width, floor(share / s per step)
+    let share = f(&dsp["seconds"]) / 3.0;
+    let split = &c["same_budget"]["split"];
+    assert!((f(&split["budget_seconds"]) - f(&dsp["seconds"])).abs() < 1e-12);
+    for ((one, b), w) in ones.iter().zip(&budget).zip([0.25, 0.5, 1.0]) {
+        let step_s = f(&one["seconds"]) / f(&one["steps"]);
+        let steps = ((share / step_s).floor() as u64).max(1);
+        let entry = split["widths"].as_array().unwrap().iter().find(|e| (f(&e[0]) - w).abs() < 1e-9).unwrap();
+        assert_eq!(u(&entry[2]), steps, "width {w}");
+        assert_eq!((u(&b["steps"]), u(&b["total_steps"])), (steps, steps), "width {w}: the budget run planned and took its steps");
+    }
+
+    // every width in compare.json and report.md, for every protocol
+    let results = c["results"].as_array().unwrap();
+    for p in ["knn", "linear"] {
+        for w in [0.25, 0.5, 1.0] {
+            let row = results.iter().find(|r| r["protocol"] == p && (f(&r["width"]) - w).abs() < 1e-9);
+            let row = row.unwrap_or_else(|| panic!("{p} {w} missing"));
+            let d = f(&row["dspnet_top1"]) - f(&row["one_by_one_top1"]);
+            assert!((f(&row["difference"]) - d).abs() < 1e-12 && (0.0..=100.0).contains(&f(&row["dspnet_top1"])));
+            assert!(row["same_budget_top1"].is_number());
+        }
+        assert!(report.contains(&format!("### {p}")), "{report}");
+    }
+    for w in ["0.25", "0.5", "1"] {
+        assert_eq!(report.lines().filter(|l| l.starts_with(&format!("| {w} |"))).count(), 2 + 1, "width {w} (2 protocols + budget table):\n{report}");
+    }
+    assert!(report.contains("dspnet-compare --preset cpu") && report.contains("Code version") && report.contains("load average"));
+    let png = image::open(out.join("compare.png")).expect("compare.png decodes");
+    assert_eq!((png.width(), png.height()), (800, 560));
+
+    // resume: a sub-run whose record is gone is trained again; finished ones are kept untouched
+    let ck = |name: &str| std::fs::read(out.join(name).join("checkpoint.safetensors")).unwrap();
+    let before: Vec<Vec<u8>> = ["dspnet", "byol-w0_25", "byol-w1_00"].iter().map(|n| ck(n)).collect();
+    std::fs::remove_file(out.join("byol-w0_50/compare-train.json")).unwrap();
+    let again = run(&tiny(&out, "0.25,0.5,1.0", &["--same-budget"]));
+    assert_eq!(again.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&again.stderr);
+    assert!(e.trim().lines().count() == 1 && e.contains("--resume"), "{e}");
+    let o = run(&tiny(&out, "0.25,0.5,1.0", &["--same-budget", "--resume"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let line = |p: &str| stdout.lines().find(|l| l.starts_with(p)).unwrap_or_default().to_string();
+    let (kept, trained) = (line("kept: "), line("trained: "));
+    for n in ["dspnet", "byol-w0_25", "byol-w1_00"] {
+        assert!(kept.split_whitespace().any(|k| k == n) && !trained.contains(n), "{stdout}");
+    }
+    assert!(trained.split_whitespace().any(|k| k == "byol-w0_50"), "{stdout}");
+    let after: Vec<Vec<u8>> = ["dspnet", "byol-w0_25", "byol-w1_00"].iter().map(|n| ck(n)).collect();
+    assert!(before == after, "kept sub-runs were rewritten");
+    assert!(out.join("byol-w0_50/compare-train.json").exists());
+    // a resumed comparison with another width list is refused
+    let o = run(&tiny(&out, "0.5,1.0", &["--resume"]));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    // (info lines of the reused data subset come first; the error is one line, the last)
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(errors.len() == 1 && e.trim_end().ends_with(errors[0]) && errors[0].contains("another comparison"), "{e}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let o = out.to_str().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--preset".into(), "nosuch".into(), "--out".into(), o.into()], "--preset nosuch"),
+        (vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--widths".into(), "0.3,1.0".into()], "--widths"),
+        (vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--protocols".into(), "knn,nope".into()], "nope"),
+        (
+            vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--set".into(), "compare.data.source=/no/such/folder".into()],
+            "compare.data.source",
+        ),
+        (vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--train-shards".into(), "x".into()], "go together"),
+        (vec!["--preset".into(), "imagenet".into(), "--out".into(), o.into()], "--train-shards"),
+        (vec!["--config".into(), "/no/such.toml".into(), "--out".into(), o.into()], "/no/such.toml"),
+    ];
+    for (args, needle) in cases {
+        let r = run(&args);
+        let e = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.trim().lines().count() == 1 && e.starts_with("error: ") && e.contains(needle), "{args:?}: {e}");
+        assert!(!out.join("compare.json").exists());
+    }
+}

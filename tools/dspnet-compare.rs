@@ -1,0 +1,146 @@
+//! `dspnet-compare`: DSPNet once over a width list against plain BYOL trained separately at each
+//! width, same shards and recipe, every network evaluated with the same protocols; accuracy per
+//! width and the measured cost (wall time, training FLOPs, peak memory) side by side.
+//!
+//! ```text
+//! dspnet-compare --preset cpu --out runs/compare-cpu            # shards a CIFAR-10 subset itself
+//! dspnet-compare --config configs/compare-gpu.toml --train-shards 'data/train-{000000..000004}.tar' \
+//!     --test-shards 'data/test-000000.tar' --out runs/compare [--widths 0.25,0.5,1.0] \
+//!     [--protocols knn,linear] [--same-budget] [--resume] [--set key=value]... [--device cuda]
+//! ```
+//! Writes OUT/report.md, OUT/compare.json and OUT/compare.png (atomically) and one run directory
+//! per training. `--resume` keeps every finished sub-run. Exit code 2 with one line on bad input.
+
+use clap::Parser;
+use dspnet_compare::plan::preset;
+use dspnet_compare::{run_compare, CompareError, CompareRequest, Plan};
+use dspnet_trainer::cli::init_logging;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(version, about = "DSPNet once against plain BYOL per width: accuracy per width and measured cost, side by side")]
+struct Args {
+    /// Shipped comparison: cpu (CIFAR-10 subset, <= 90 min on 2 cores), gpu (full CIFAR-10,
+    /// batch 512, 200 epochs), imagenet (ResNet-50, 224 px; needs --train-shards/--test-shards).
+    #[arg(long, conflicts_with = "config", required_unless_present_any = ["config", "child_train"])]
+    preset: Option<String>,
+    /// Comparison config: a dspnet-stream-train config plus a [compare] section (see configs/compare-*.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Training shards (pattern or folder). Default: the config's [compare.data] subset, sharded into OUT/data.
+    #[arg(long)]
+    train_shards: Option<String>,
+    /// Test shards (pattern or folder).
+    #[arg(long)]
+    test_shards: Option<String>,
+    /// Output folder.
+    #[arg(long, required_unless_present = "child_train")]
+    out: Option<PathBuf>,
+    /// Comma-separated widths to compare (default: compare.widths, else model.widths); must include the largest.
+    #[arg(long, value_delimiter = ',')]
+    widths: Option<Vec<f64>>,
+    /// Comma-separated evaluation protocols, as dspnet-eval names them (default: compare.protocols).
+    #[arg(long)]
+    protocols: Option<String>,
+    /// Also train the one-by-one networks within DSPNet's measured wall time, split equally.
+    #[arg(long)]
+    same_budget: bool,
+    /// Continue the comparison in --out: finished sub-runs are kept, the rest are run.
+    #[arg(long)]
+    resume: bool,
+    /// Override a config value, e.g. --set train.epochs=10 or --set compare.data.train_per_class=100 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Internal: train one sub-run (RUN/compare-request.json) in this process.
+    #[arg(long, hide = true, value_name = "RUN")]
+    child_train: Option<PathBuf>,
+}
+
+fn quote(a: &str) -> String {
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:+".contains(c)) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+fn run(args: Args, stop: Arc<AtomicBool>) -> Result<(), CompareError> {
+    if let Some(run) = &args.child_train {
+        return dspnet_compare::child::child_train(run, stop);
+    }
+    let plan = match (&args.preset, &args.config) {
+        (Some(name), _) => {
+            let (file, text) = preset(name)?;
+            Plan::parse(text, &format!("preset {name} ({file})"), &args.set, args.widths.clone(), args.protocols.as_deref(), args.same_budget)?
+        }
+        (None, Some(path)) => Plan::load(path, &args.set, args.widths.clone(), args.protocols.as_deref(), args.same_budget)?,
+        (None, None) => unreachable!("clap requires --preset or --config"),
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| CompareError::Config(format!("cannot locate the dspnet-compare binary to run the trainings: {e}")))?;
+    let command = std::iter::once("dspnet-compare".to_string())
+        .chain(std::env::args().skip(1).map(|a| quote(&a)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = args.out.clone().expect("clap requires --out");
+    let outcome = run_compare(&CompareRequest {
+        plan,
+        train_shards: args.train_shards,
+        test_shards: args.test_shards,
+        out: out.clone(),
+        resume: args.resume,
+        device: args.device,
+        exe,
+        command,
+        stop,
+    })?;
+    let c = &outcome.comparison;
+    println!("kept: {}", if outcome.kept.is_empty() { "-".into() } else { outcome.kept.join(" ") });
+    println!("trained: {}", if outcome.trained.is_empty() { "-".into() } else { outcome.trained.join(" ") });
+    for r in &c.results {
+        println!(
+            "{:<8} width {:<5} {:>8.1} MFLOPs  DSPNet {:6.2}  one-by-one {:6.2}  difference {:+6.2}",
+            r.protocol, r.width, r.mflops, r.dspnet_top1, r.one_by_one_top1, r.difference
+        );
+    }
+    let f = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.3}"));
+    let ratios = &c.cost.ratios;
+    println!(
+        "DSPNet / one-by-one sum: wall time {}, training FLOPs {}, peak memory {} ({} of the largest one)",
+        f(ratios.wall_time),
+        f(ratios.train_flops),
+        f(ratios.peak_memory),
+        f(ratios.peak_memory_vs_largest)
+    );
+    println!("report: {}", out.join("report.md").display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let args = Args::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let child = args.child_train.is_some();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        if !child {
+            eprintln!("\ninterrupt: the running training saves a checkpoint and stops; rerun with --resume to continue (Ctrl-C again to abort)");
+        }
+    });
+    match run(args, stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.to_string().replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}
