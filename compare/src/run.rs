@@ -219,6 +219,7 @@ impl Ctx<'_> {
             random_init: false,
             calibrate_bn: false,
             device: parse_device(&self.req.device)?,
+            semi: dspnet_trainer::semi::SemiSettings::default(),
         })?;
         for r in &mut records {
             if let Some(i) = config_widths.iter().position(|w| (w - r.width).abs() <= 1e-9) {

@@ -492,7 +492,7 @@ pub fn fine_tune(
             let x = augment_batch(&views.index_select(0, &idx), settings.crop_scale_min, &mut rng)?;
             let x = format.apply(&x.to_device(device));
             let y = labels.index_select(0, &idx).to_device(device);
-            let f = backbone.forward_t(&x, width, true)?.to_kind(Kind::Float);
+            let f = format.run_backbone(device, || backbone.forward_t(&x, width, true))??.to_kind(Kind::Float);
             let loss = head.linear.forward(&f).cross_entropy_for_logits(&y);
             let value = loss.double_value(&[]);
             if !value.is_finite() {
@@ -526,7 +526,7 @@ pub fn predict(backbone: &SlimResNet, head: &Head, width: f64, views: &Tensor, c
         let len = chunk.max(1).min(n - s);
         let x = format.apply(&views.narrow(0, s, len).to_device(device));
         let p = tch::no_grad(|| -> Result<Tensor, TrainerError> {
-            let f = backbone.forward_t(&x, width, false)?.to_kind(Kind::Float);
+            let f = format.run_backbone(device, || backbone.forward_t(&x, width, false))??.to_kind(Kind::Float);
             Ok(head.linear.forward(&f).argmax(1, false))
         })?;
         out.push(p.to_device(Device::Cpu));
@@ -760,7 +760,7 @@ mod tests {
         let views = noise + sign.view([2 * n, 1, 1, 1]) * 1.5;
         let labels = Tensor::cat(&[Tensor::zeros([n], (Kind::Int64, Device::Cpu)), Tensor::ones([n], (Kind::Int64, Device::Cpu))], 0);
         let settings = SemiSettings { epochs: 8, batch: 16, backbone_lr: 0.05, head_lr: 0.5, ..Default::default() };
-        let format = ComputeFormat { kind: Kind::Float, channels_last: false };
+        let format = ComputeFormat { kind: Kind::Float, channels_last: false, autocast: false };
         let w = 0.5;
         let head = Head::zeros(backbone.feature_dim(w), 2, Device::Cpu);
         let stats = fine_tune(&backbone, vs.trainable_variables(), &head, w, &views, &labels, &settings, 1, format).unwrap();
