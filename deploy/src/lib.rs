@@ -15,6 +15,9 @@
 //!   memory on this machine (`dspnet-profile`: table, `profile.json`, accuracy-vs-latency plot).
 //! * [`select`]: the most accurate width within a latency, MFLOPs or parameter budget
 //!   (`dspnet-select`).
+//! * [`transfer`]: detection and segmentation transfer of every width through the Python tool
+//!   `dspnet_export.transfer` (`dspnet-eval --protocol detection,segmentation`), records
+//!   appended to `results.json`.
 //!
 //! The Python side (`tools/python/dspnet_export`) loads an export into timm, builds multi-scale
 //! backbones for torchvision detection and exports ONNX.
@@ -24,6 +27,7 @@ pub mod export;
 pub mod profile;
 pub mod run;
 pub mod select;
+pub mod transfer;
 
 pub use error::{DeployError, Result};
 pub use export::{export_loaded, export_width, ExportSummary};

@@ -8,6 +8,9 @@
   for ``torchvision.models.detection.FasterRCNN`` / ``MaskRCNN``.
 * :func:`export_onnx` / :func:`check_onnx` -- ONNX export of a width and its check with
   onnxruntime.
+* :mod:`dspnet_export.transfer` -- detection (Faster R-CNN + FPN, COCO box mAP) and semantic
+  segmentation (FCN head on FPN features, mIoU) fine-tuning of a width on COCO128 or COCO:
+  ``python -m dspnet_export.transfer {detect,segment} --backbone DIR [--random] --coco DIR``.
 """
 
 from .load import (
