@@ -21,7 +21,7 @@ fi
 
 # pycocotools: COCO box mAP and mask rasterisation of the detection/segmentation transfer tools
 PY_PACKAGES=(torch==2.13.0 torchvision==0.28.0 webdataset==1.0.2 safetensors numpy
-             timm==1.0.31 onnx==1.23.2 onnxruntime==1.32.0 pycocotools==2.0.11 pyyaml)
+             timm==1.0.31 onnx==1.23.2 onnxruntime==1.32.0 pycocotools==2.0.11 pyyaml==6.0.4)
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
