@@ -95,17 +95,11 @@ fn run(args: &Args) -> Result<Manifest, PipelineError> {
             let (classes, mut items) = scan_image_folder(&args.input)?;
             seeded_shuffle(&mut items, args.seed);
             let mut writer = ShardWriter::new(cfg)?;
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = dspnet_pipeline::dataset::UniqueKeys::default();
             for (path, class) in &items {
                 let mut img = load_folder_image(&args.input, path, *class, &classes)?;
-                // `{class}_{stem}` can collide after sanitising (e.g. `a.b.jpg` and `a_b.png`):
-                // make it unique deterministically (items are in a seeded, deterministic order).
-                let base = img.key.clone();
-                let mut n = 1;
-                while !seen.insert(img.key.clone()) {
-                    img.key = format!("{base}-{n}");
-                    n += 1;
-                }
+                // items are in a seeded, deterministic order, so the renaming is too
+                img.key = seen.make_unique(img.key);
                 writer.write(&img.to_sample())?;
             }
             writer.finish(&classes)

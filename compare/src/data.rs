@@ -72,15 +72,10 @@ pub fn prepare_split(data: &DataSection, split: &str, per_class: usize, out: &Pa
         zstd: false,
         overwrite: true,
     })?;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = dspnet_pipeline::dataset::UniqueKeys::default();
     for (path, class) in &picked {
         let mut img = load_folder_image(&source, path, *class, &classes)?;
-        let base = img.key.clone();
-        let mut n = 1;
-        while !seen.insert(img.key.clone()) {
-            img.key = format!("{base}-{n}");
-            n += 1;
-        }
+        img.key = seen.make_unique(img.key);
         writer.write(&img.to_sample())?;
     }
     let manifest = writer.finish(&classes)?;

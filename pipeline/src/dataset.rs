@@ -112,6 +112,25 @@ pub fn scan_image_folder(dir: impl AsRef<Path>) -> Result<ImageFolderList> {
     Ok((classes, items))
 }
 
+/// Makes sample keys unique: `{class}_{stem}` keys can collide after sanitising (e.g. `a.b.jpg`
+/// and `a_b.png`), so a repeated key gets `-1`, `-2`, ... in the order images are written, which
+/// is deterministic when the image order is.
+#[derive(Debug, Default)]
+pub struct UniqueKeys(std::collections::HashSet<String>);
+
+impl UniqueKeys {
+    /// `key` itself the first time, else `key-N` with the smallest N not taken yet.
+    pub fn make_unique(&mut self, key: String) -> String {
+        let mut candidate = key.clone();
+        let mut n = 1;
+        while !self.0.insert(candidate.clone()) {
+            candidate = format!("{key}-{n}");
+            n += 1;
+        }
+        candidate
+    }
+}
+
 /// Read one image of a class folder as a [`SourceImage`] with key `{class}_{stem}` (sanitised).
 pub fn load_folder_image(root: impl AsRef<Path>, path: &Path, class_index: i64, class_names: &[String]) -> Result<SourceImage> {
     let bytes = fs::read(path).map_err(|e| PipelineError::read(path, e))?;
@@ -209,6 +228,14 @@ pub fn seeded_shuffle<T>(items: &mut [T], seed: u64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn repeated_keys_get_numbered_suffixes() {
+        let mut u = super::UniqueKeys::default();
+        let got: Vec<String> = ["a_b", "a_b", "c", "a_b", "a_b-1"].iter().map(|k| u.make_unique(k.to_string())).collect();
+        // the last "a_b-1" was taken by the second "a_b", so it becomes "a_b-1-1"
+        assert_eq!(got, ["a_b", "a_b-1", "c", "a_b-2", "a_b-1-1"]);
+    }
+
     use super::*;
 
     #[test]
