@@ -471,6 +471,18 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         }
     }
 
+    // --baseline-from: every one-by-one run must be reusable; found out before anything is
+    // recorded in OUT or trained
+    if let Some(dir) = &req.baseline_from {
+        for &w in &req.plan.widths {
+            let name = format!("byol-{}", width_tag(w));
+            let toml = one_by_one_config(&req.plan.base, w)?.to_toml();
+            if read_train_record(&out.join(&name)).is_some_and(|r| r.config_toml == toml) {
+                continue;
+            }
+            check_baseline_run(dir, &name, &one_by_one_config(&req.plan.base, w)?)?;
+        }
+    }
     let dspnet_cfg = req.plan.dspnet_config()?;
     let record = PlanRecord {
         dspnet_config: dspnet_cfg.to_toml(),
@@ -506,17 +518,6 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         reused: Vec::new(),
     };
     let widths = req.plan.widths.clone();
-    // --baseline-from: every one-by-one run must be reusable; found out before DSPNet trains
-    if let Some(dir) = &req.baseline_from {
-        for &w in &widths {
-            let name = format!("byol-{}", width_tag(w));
-            let toml = one_by_one_config(&req.plan.base, w)?.to_toml();
-            if read_train_record(&out.join(&name)).is_some_and(|r| r.config_toml == toml) {
-                continue;
-            }
-            check_baseline_run(dir, &name, &one_by_one_config(&req.plan.base, w)?)?;
-        }
-    }
     let d_train = ctx.ensure_trained("dspnet", "dspnet", &dspnet_cfg, &widths)?;
     let d_evals = ctx.ensure_evaluated("dspnet", &widths, &widths)?;
     let dspnet = SubRun { train: d_train, evals: d_evals };
