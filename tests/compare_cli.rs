@@ -210,3 +210,98 @@ fn bad_input_is_one_line_and_exit_2() {
         assert!(!out.join("compare.json").exists());
     }
 }
+
+/// Every file under `dir` (relative path -> bytes).
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// An ablation in one command: `--baseline-from` copies the one-by-one runs of an earlier
+/// comparison (untouched) and trains only DSPNet, here with every ablation switch on; a baseline
+/// trained with another recipe, or other shards, is refused before anything trains.
+#[test]
+fn baseline_from_reuses_matching_one_by_one_runs_and_refuses_a_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let o = run(&tiny(&base, "0.5,1.0", &[]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = snapshot(&base);
+
+    let abl = dir.path().join("ablation");
+    let switches = [
+        "--set", "method.distill_target=online",
+        "--set", "method.narrow_predictor=separate",
+        "--set", "heads.bn=shared",
+        // 3 steps per epoch: round(0.34 · 3) = 1 step of the full width alone
+        "--set", "method.narrow_warmup_epochs=0.34",
+    ];
+    let mut extra = vec!["--baseline-from", base.to_str().unwrap()];
+    extra.extend(switches);
+    let o = run(&tiny(&abl, "0.5,1.0", &extra));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    let line = |p: &str| stdout.lines().find(|l| l.starts_with(p)).unwrap_or_default().to_string();
+    assert_eq!(line("trained: "), "trained: dspnet", "{stdout}");
+    assert_eq!(line("reused: "), "reused: byol-w0_50 byol-w1_00", "{stdout}");
+    // the baseline is untouched; its one-by-one runs were copied byte for byte; its data is used
+    assert!(before == snapshot(&base), "the baseline folder changed");
+    for name in ["byol-w0_50", "byol-w1_00"] {
+        let (theirs, ours) = (snapshot(&base.join(name)), snapshot(&abl.join(name)));
+        assert!(theirs == ours, "{name} differs from the baseline's");
+    }
+    assert!(!abl.join("data").exists());
+    let (cb, ca) = (json(&base.join("compare.json")), json(&abl.join("compare.json")));
+    assert_eq!(cb["train_shards"], ca["train_shards"]);
+    // DSPNet ran the ablation: the switches in its config, 1 warm-up step of the full width
+    // then 2 sandwich steps: 3 steps at width 1, 2 at width 0.5
+    let config = std::fs::read_to_string(abl.join("dspnet/config.toml")).unwrap();
+    for want in ["distill_target = \"online\"", "narrow_predictor = \"separate\"", "bn = \"shared\"", "narrow_warmup_epochs = 0.34"] {
+        assert!(config.contains(want), "{want} not in\n{config}");
+    }
+    let runs = ca["runs"].as_array().unwrap();
+    let dsp = runs.iter().find(|r| r["kind"] == "dspnet").unwrap();
+    let steps_at = |w: f64| u(&dsp["width_steps"].as_array().unwrap().iter().find(|p| (f(&p[0]) - w).abs() < 1e-9).unwrap()[1]);
+    assert_eq!((steps_at(1.0), steps_at(0.5)), (3, 2));
+    let ck = safetensors_names(&abl.join("dspnet/checkpoint.safetensors"));
+    assert!(ck.iter().any(|n| n.starts_with("online.predictor_narrow.")) && ck.iter().any(|n| n == "online.projector.bn1.weight"));
+    // the one-by-one results are the baseline's
+    let one_top1 = |c: &serde_json::Value| -> Vec<f64> { c["results"].as_array().unwrap().iter().map(|r| f(&r["one_by_one_top1"])).collect() };
+    assert_eq!(one_top1(&cb), one_top1(&ca));
+
+    // a one-by-one recipe change: refused in one line naming the key, before any training
+    let bad = dir.path().join("bad");
+    let o = run(&tiny(&bad, "0.5,1.0", &["--baseline-from", base.to_str().unwrap(), "--set", "optim.momentum=0.8"]));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(errors.len() == 1 && errors[0].contains("byol-w0_50") && errors[0].contains("optim.momentum"), "{e}");
+    assert!(!bad.join("dspnet").exists() && !bad.join("compare-plan.json").exists(), "the mismatch was found too late");
+    // other shards: refused, naming them
+    let plan = json(&base.join("compare-plan.json"));
+    let test_shard = plan["test_shards"][0].as_str().unwrap();
+    let o = run(&tiny(&bad, "0.5,1.0", &["--baseline-from", base.to_str().unwrap(), "--train-shards", test_shard, "--test-shards", test_shard]));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.trim().lines().count() == 1 && e.contains("other training shards"), "{e}");
+    assert!(before == snapshot(&base), "the baseline folder changed");
+}
+
+/// Tensor names of a safetensors file (its JSON header).
+fn safetensors_names(p: &Path) -> Vec<String> {
+    let bytes = std::fs::read(p).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect()
+}

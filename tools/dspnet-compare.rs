@@ -6,7 +6,7 @@
 //! dspnet-compare --preset cpu --out runs/compare-cpu            # shards a CIFAR-10 subset itself
 //! dspnet-compare --config configs/compare-gpu.toml --train-shards 'data/train-{000000..000004}.tar' \
 //!     --test-shards 'data/test-000000.tar' --out runs/compare [--widths 0.25,0.5,1.0] \
-//!     [--protocols knn,linear] [--same-budget] [--resume] [--set key=value]... [--device cuda]
+//!     [--protocols knn,linear] [--same-budget] [--resume] [--baseline-from DIR] [--set key=value]... [--device cuda]
 //! ```
 //! Writes OUT/report.md, OUT/compare.json and OUT/compare.png (atomically) and one run directory
 //! per training. `--resume` keeps every finished sub-run. Exit code 2 with one line on bad input.
@@ -51,6 +51,10 @@ struct Args {
     /// Continue the comparison in --out: finished sub-runs are kept, the rest are run.
     #[arg(long)]
     resume: bool,
+    /// Reuse (copy into --out) the finished one-by-one runs of the earlier comparison in DIR when
+    /// their configs and shards match this one's, so that only DSPNet is trained (ablations).
+    #[arg(long, value_name = "DIR")]
+    baseline_from: Option<PathBuf>,
     /// Override a config value, e.g. --set train.epochs=10 or --set compare.data.train_per_class=100 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -95,6 +99,7 @@ fn run(args: Args, stop: Arc<AtomicBool>) -> Result<(), CompareError> {
         test_shards: args.test_shards,
         out: out.clone(),
         resume: args.resume,
+        baseline_from: args.baseline_from,
         device: args.device,
         exe,
         command,
@@ -103,6 +108,9 @@ fn run(args: Args, stop: Arc<AtomicBool>) -> Result<(), CompareError> {
     let c = &outcome.comparison;
     println!("kept: {}", if outcome.kept.is_empty() { "-".into() } else { outcome.kept.join(" ") });
     println!("trained: {}", if outcome.trained.is_empty() { "-".into() } else { outcome.trained.join(" ") });
+    if !outcome.reused.is_empty() {
+        println!("reused: {}", outcome.reused.join(" "));
+    }
     for r in &c.results {
         println!(
             "{:<8} width {:<5} {:>8.1} MFLOPs  DSPNet {:6.2}  one-by-one {:6.2}  difference {:+6.2}",

@@ -245,8 +245,12 @@ impl Plan {
 
 /// Plain BYOL at width `width` as its own network (see the module docs): `model.widths = [1.0]`,
 /// `model.base_channels · width` base channels, `heads.hidden` → `slim_channels(hidden, width)`,
-/// `method.name = "byol"`, no sandwich settings, loss weight 1. Everything else (data,
-/// augmentations, optimiser, schedule, epochs, seed) is `base`'s.
+/// `method.name = "byol"`, no sandwich settings, loss weight 1, and the DSPNet ablation switches
+/// at their defaults (`method.distill_target`, `method.narrow_warmup_epochs`,
+/// `method.narrow_predictor` only concern narrow widths; `heads.bn`: a single-width network's
+/// switchable and shared BN are the same thing), so the one-by-one configs are identical
+/// whatever the DSPNet ablation is. Everything else (data, augmentations, optimiser, schedule,
+/// epochs, seed) is `base`'s.
 ///
 /// Errors: `base_channels · width` is not a whole number (no network of exactly that width
 /// exists in this family).
@@ -266,6 +270,10 @@ pub fn one_by_one_config(base: &RunConfig, width: f64) -> Result<RunConfig> {
     c.method.train_widths = None;
     c.method.random_widths = None;
     c.method.loss_weights = None;
+    c.method.distill_target = Default::default();
+    c.method.narrow_warmup_epochs = 0.0;
+    c.method.narrow_predictor = Default::default();
+    c.heads.bn = Default::default();
     c.validate()?;
     Ok(c)
 }
@@ -367,5 +375,35 @@ mod tests {
         assert!((c.train.epochs - 7.0 / 3.0).abs() < 1e-12);
         assert!((c.optim.warmup_epochs - one.optim.warmup_epochs * 7.0 / 30.0).abs() < 1e-12);
         assert!(same_budget_config(&one, 0, 3, 30).is_err());
+    }
+
+    #[test]
+    fn one_by_one_configs_ignore_the_dspnet_ablation_switches() {
+        let plain = Plan::parse(cpu(), "cpu", &[], None, None, false).unwrap();
+        let sets: Vec<String> = [
+            "method.distill_target=online",
+            "method.narrow_warmup_epochs=0.5",
+            "method.narrow_predictor=separate",
+            "heads.bn=shared",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let ablated = Plan::parse(cpu(), "cpu", &sets, None, None, false).unwrap();
+        // DSPNet takes the switches ...
+        let d = ablated.dspnet_config().unwrap();
+        assert_eq!(
+            plain.dspnet_config().unwrap().differences(&d),
+            vec!["heads.bn", "method.distill_target", "method.narrow_predictor", "method.narrow_warmup_epochs"]
+        );
+        // ... the one-by-one networks are the same configs, to the serialised text
+        for &w in &plain.widths {
+            let (a, b) = (one_by_one_config(&plain.base, w).unwrap(), one_by_one_config(&ablated.base, w).unwrap());
+            assert_eq!(a.to_toml(), b.to_toml(), "width {w}");
+            assert_eq!(b.method.distill_target, dspnet_trainer::config::DistillTarget::Teacher);
+            assert_eq!(b.method.narrow_predictor, dspnet_trainer::config::NarrowPredictor::Shared);
+            assert_eq!(b.heads.bn, dspnet_trainer::config::HeadBn::Switchable);
+            assert_eq!(b.method.narrow_warmup_epochs, 0.0);
+        }
     }
 }

@@ -18,6 +18,18 @@
 //! kept and not trained again, and its evaluation is kept when it covered the same protocols:
 //! finished work is never lost. An unfinished training is started again from its beginning (not
 //! from its last checkpoint) so that its wall time and peak memory are measured in one piece.
+//!
+//! # Reusing the baselines of an earlier comparison (`--baseline-from DIR`)
+//! An ablation of DSPNet changes only DSPNet's configuration: the one-by-one networks are the
+//! same (see [`crate::plan::one_by_one_config`]). With `baseline_from = DIR` the finished
+//! one-by-one sub-runs of the comparison in DIR are COPIED into OUT (DIR is never written) and
+//! kept instead of trained, provided DIR's `compare-plan.json` names the same training and test
+//! shards as this run (with neither `--train-shards` nor `--test-shards`, DIR's shards, e.g.
+//! DIR/data, are used) and each `byol-w*/compare-train.json` records exactly the configuration
+//! planned now. A missing or different `byol-w*` run, or other shards, is a one-line error
+//! naming what differs. A `budget-w*` run is reused when its configuration matches; one whose
+//! configuration differs only in its schedule (`train.epochs`, `optim.warmup_epochs`: the cut
+//! follows DSPNet's measured wall time, which a new DSPNet run changes) is trained anew in OUT.
 
 use crate::child::{ChildRecord, ChildRequest, CHILD_RECORD, REQUEST};
 use crate::cost::{forward_macs, same_budget_split, train_macs, width_steps};
@@ -32,7 +44,7 @@ use dspnet_trainer::config::RunConfig;
 use dspnet_trainer::eval::EvalRecord;
 use dspnet_trainer::eval_run::{evaluate_run, EvalRequest};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,6 +66,9 @@ pub struct CompareRequest {
     pub out: PathBuf,
     /// Keep finished sub-runs of an earlier comparison in `out` (see the module docs).
     pub resume: bool,
+    /// `--baseline-from DIR`: copy the matching finished one-by-one (and same-budget) sub-runs
+    /// of the comparison in DIR instead of training them (see the module docs).
+    pub baseline_from: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Binary that trains one sub-run when called with `--child-train RUN` (the
@@ -71,6 +86,8 @@ pub struct Outcome {
     /// Sub-runs kept from an earlier invocation, and sub-runs trained by this one.
     pub kept: Vec<String>,
     pub trained: Vec<String>,
+    /// Sub-runs copied from `--baseline-from` instead of trained.
+    pub reused: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,7 +117,78 @@ struct Ctx<'a> {
     test_shards: Vec<String>,
     kept: Vec<String>,
     trained: Vec<String>,
+    reused: Vec<String>,
 }
+
+fn read_train_record(dir: &Path) -> Option<TrainRecord> {
+    std::fs::read(dir.join(TRAIN_RECORD)).ok().and_then(|b| serde_json::from_slice::<TrainRecord>(&b).ok())
+}
+
+/// Copies the folder `src` to `dst` (files and sub-folders; `dst` must not exist).
+fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst).map_err(|e| CompareError::io(dst, e))?;
+    for entry in std::fs::read_dir(src).map_err(|e| CompareError::io(src, e))? {
+        let entry = entry.map_err(|e| CompareError::io(src, e))?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        if entry.file_type().map_err(|e| CompareError::io(&from, e))?.is_dir() {
+            copy_dir(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to).map_err(|e| CompareError::io(&from, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The shards of the comparison in `dir` (`--baseline-from`), from its `compare-plan.json`.
+///
+/// Errors: no readable plan there (not a dspnet-compare output folder).
+fn baseline_plan(dir: &Path) -> Result<PlanRecord> {
+    let path = dir.join(PLAN);
+    std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<PlanRecord>(&b).ok()).ok_or_else(|| {
+        CompareError::Config(format!(
+            "--baseline-from {}: no readable {PLAN} there; pass the --out folder of an earlier dspnet-compare run",
+            dir.display()
+        ))
+    })
+}
+
+/// Dotted config keys in which the configuration recorded in `src`'s train record differs from
+/// `cfg`.
+fn recorded_differences(record: &TrainRecord, src: &Path, cfg: &RunConfig) -> Vec<String> {
+    RunConfig::from_toml_str(&record.config_toml, &src.join(TRAIN_RECORD).display().to_string())
+        .map(|old| old.differences(cfg))
+        .unwrap_or_else(|_| vec!["(unreadable recorded config)".into()])
+}
+
+fn mismatch(base: &Path, name: &str, diffs: &[String]) -> CompareError {
+    CompareError::Config(format!(
+        "--baseline-from {}: {name} was trained with another configuration (config keys differ: {}); only DSPNet's settings may change, so drop those changes or run without --baseline-from",
+        base.display(),
+        diffs.join(", ")
+    ))
+}
+
+/// The record of the finished one-by-one run `base/name` when it was trained with exactly `cfg`.
+///
+/// Errors (one line): the run is missing or unfinished in `base`, or its configuration differs
+/// (the message names the keys).
+fn check_baseline_run(base: &Path, name: &str, cfg: &RunConfig) -> Result<TrainRecord> {
+    let src = base.join(name);
+    let record = read_train_record(&src).ok_or_else(|| {
+        CompareError::Config(format!(
+            "--baseline-from {}: it has no finished {name} ({} is missing); compare the same widths as it did, or run without --baseline-from",
+            base.display(),
+            src.join(TRAIN_RECORD).display()
+        ))
+    })?;
+    if record.config_toml != cfg.to_toml() {
+        return Err(mismatch(base, name, &recorded_differences(&record, &src, cfg)));
+    }
+    Ok(record)
+}
+
+/// Config keys of a same-budget run that follow DSPNet's measured wall time.
+const BUDGET_SCHEDULE_KEYS: &[&str] = &["optim.warmup_epochs", "train.epochs"];
 
 impl Ctx<'_> {
     fn interrupted(&self) -> CompareError {
@@ -116,10 +204,15 @@ impl Ctx<'_> {
     fn ensure_trained(&mut self, name: &str, kind: &str, cfg: &RunConfig, nominal: &[f64]) -> Result<TrainRecord> {
         let dir = self.req.out.join(name);
         let toml = cfg.to_toml();
-        if let Some(r) = std::fs::read(dir.join(TRAIN_RECORD)).ok().and_then(|b| serde_json::from_slice::<TrainRecord>(&b).ok()) {
+        if let Some(r) = read_train_record(&dir) {
             if r.config_toml == toml {
                 tracing::info!(run = name, "kept: trained earlier");
                 self.kept.push(name.to_string());
+                return Ok(r);
+            }
+        }
+        if kind != "dspnet" {
+            if let Some(r) = self.adopt_baseline(name, kind, cfg, &toml)? {
                 return Ok(r);
             }
         }
@@ -194,6 +287,42 @@ impl Ctx<'_> {
         write_atomic(&dir, TRAIN_RECORD, &serde_json::to_vec_pretty(&record).expect("json"))?;
         self.trained.push(name.to_string());
         Ok(record)
+    }
+
+    /// `--baseline-from DIR`: copies `DIR/name` into `OUT/name` when its record holds `toml`
+    /// (then returns that record). `Ok(None)`: no baseline folder, or a same-budget run whose
+    /// schedule differs (trained here).
+    ///
+    /// Errors: a one-by-one run that is missing in DIR or was trained with another
+    /// configuration (the message names the keys), a same-budget run differing in more than its
+    /// schedule, copy failures.
+    fn adopt_baseline(&mut self, name: &str, kind: &str, cfg: &RunConfig, toml: &str) -> Result<Option<TrainRecord>> {
+        let Some(base) = &self.req.baseline_from else { return Ok(None) };
+        let src = base.join(name);
+        let record = if kind == "same-budget" {
+            match read_train_record(&src) {
+                None => return Ok(None),
+                Some(r) if r.config_toml == toml => r,
+                Some(r) => {
+                    let diffs = recorded_differences(&r, &src, cfg);
+                    if !diffs.is_empty() && diffs.iter().all(|k| BUDGET_SCHEDULE_KEYS.contains(&k.as_str())) {
+                        tracing::info!(run = name, "the baseline's same-budget cut differs (DSPNet's wall time changed): training it");
+                        return Ok(None);
+                    }
+                    return Err(mismatch(base, name, &diffs));
+                }
+            }
+        } else {
+            check_baseline_run(base, name, cfg)?
+        };
+        let dst = self.req.out.join(name);
+        if dst.exists() {
+            std::fs::remove_dir_all(&dst).map_err(|e| CompareError::io(&dst, e))?;
+        }
+        copy_dir(&src, &dst)?;
+        tracing::info!(run = name, from = %src.display(), "reused from the baseline comparison");
+        self.reused.push(name.to_string());
+        Ok(Some(record))
     }
 
     /// Evaluates `OUT/name` with the plan's protocols unless done before with the same ones.
@@ -275,8 +404,26 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     dspnet_trainer::run::check_writable(out)?;
     let mut machine = Machine::now();
 
+    let baseline = match &req.baseline_from {
+        None => None,
+        Some(dir) => {
+            let same = matches!((dir.canonicalize(), out.canonicalize()), (Ok(a), Ok(b)) if a == b);
+            if same {
+                return Err(CompareError::Config(format!(
+                    "--baseline-from {} is the --out folder itself; choose a new --out (or use --resume to continue that comparison)",
+                    dir.display()
+                )));
+            }
+            Some(baseline_plan(dir)?)
+        }
+    };
     let (train_shards, test_shards) = match (&req.train_shards, &req.test_shards) {
         (Some(a), Some(b)) => (expand_pattern(a)?, expand_pattern(b)?),
+        // --baseline-from without shards: the baseline comparison's own data
+        (None, None) if baseline.is_some() => {
+            let b = baseline.as_ref().expect("checked");
+            (b.train_shards.clone(), b.test_shards.clone())
+        }
         (None, None) => {
             let data = req.plan.compare.data.as_ref().ok_or_else(|| {
                 CompareError::Config(format!(
@@ -292,6 +439,29 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         _ => return Err(CompareError::Config("--train-shards and --test-shards go together: give both, or neither to use [compare.data]".into())),
     };
     let (train_shards, test_shards) = (absolute(train_shards), absolute(test_shards));
+    if let (Some(b), Some(dir)) = (&baseline, &req.baseline_from) {
+        for (split, theirs, ours) in [("training", &b.train_shards, &train_shards), ("test", &b.test_shards, &test_shards)] {
+            if theirs != ours {
+                let first = |v: &Vec<String>| v.first().cloned().unwrap_or_else(|| "none".into());
+                return Err(CompareError::Config(format!(
+                    "--baseline-from {}: it used other {split} shards ({} starting {} there, {} starting {} here); pass the same --train-shards/--test-shards as it did, or neither to use its data",
+                    dir.display(),
+                    theirs.len(),
+                    first(theirs),
+                    ours.len(),
+                    first(ours)
+                )));
+            }
+        }
+        for s in train_shards.iter().chain(&test_shards).filter(|s| !is_remote(s)) {
+            if !Path::new(s).exists() {
+                return Err(CompareError::Config(format!(
+                    "--baseline-from {}: its shard {s} is gone; restore it or pass --train-shards/--test-shards and run without --baseline-from",
+                    dir.display()
+                )));
+            }
+        }
+    }
     let batch = req.plan.base.loader.batch_size;
     if let Some(n) = dspnet_trainer::run::manifest_samples(&train_shards) {
         if n < batch as u64 {
@@ -301,6 +471,18 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         }
     }
 
+    // --baseline-from: every one-by-one run must be reusable; found out before anything is
+    // recorded in OUT or trained
+    if let Some(dir) = &req.baseline_from {
+        for &w in &req.plan.widths {
+            let name = format!("byol-{}", width_tag(w));
+            let toml = one_by_one_config(&req.plan.base, w)?.to_toml();
+            if read_train_record(&out.join(&name)).is_some_and(|r| r.config_toml == toml) {
+                continue;
+            }
+            check_baseline_run(dir, &name, &one_by_one_config(&req.plan.base, w)?)?;
+        }
+    }
     let dspnet_cfg = req.plan.dspnet_config()?;
     let record = PlanRecord {
         dspnet_config: dspnet_cfg.to_toml(),
@@ -327,7 +509,14 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         None => write_atomic(out, PLAN, &serde_json::to_vec_pretty(&record).expect("json"))?,
     }
 
-    let mut ctx = Ctx { req, train_shards: train_shards.clone(), test_shards: test_shards.clone(), kept: Vec::new(), trained: Vec::new() };
+    let mut ctx = Ctx {
+        req,
+        train_shards: train_shards.clone(),
+        test_shards: test_shards.clone(),
+        kept: Vec::new(),
+        trained: Vec::new(),
+        reused: Vec::new(),
+    };
     let widths = req.plan.widths.clone();
     let d_train = ctx.ensure_trained("dspnet", "dspnet", &dspnet_cfg, &widths)?;
     let d_evals = ctx.ensure_evaluated("dspnet", &widths, &widths)?;
@@ -373,5 +562,5 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     };
     let comparison = build(meta, &dspnet, &ones, budget.as_ref().map(|(s, r)| (s.clone(), r.as_slice())));
     write_all(&comparison, out)?;
-    Ok(Outcome { comparison, kept: ctx.kept, trained: ctx.trained })
+    Ok(Outcome { comparison, kept: ctx.kept, trained: ctx.trained, reused: ctx.reused })
 }

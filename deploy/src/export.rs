@@ -613,4 +613,33 @@ mod tests {
         assert_eq!(meta["source"]["step"], 3);
         assert!(!s.dir.join(REFERENCE).exists());
     }
+
+    /// The ablation heads (`method.narrow_predictor = "separate"`: `online.predictor_narrow.*`;
+    /// `heads.bn = "shared"`: one BN per head) are in the checkpoint and ignored by export like
+    /// `online.predictor.*`: the exported state dict is the backbone's alone.
+    #[test]
+    fn export_ignores_the_narrow_predictor_and_shared_head_bn() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../configs/cifar10-small.toml");
+        let mut cfg = RunConfig::from_toml_str(text, "cifar10-small.toml").unwrap();
+        cfg.model.base_channels = 4;
+        cfg.heads.hidden = 8;
+        cfg.heads.out_dim = 4;
+        cfg.method.narrow_predictor = dspnet_trainer::config::NarrowPredictor::Separate;
+        cfg.heads.bn = dspnet_trainer::config::HeadBn::Shared;
+        let online = dspnet_trainer::network::Branch::new(&cfg, tch::Device::Cpu, true).unwrap();
+        let tensors = checkpoint::prefixed(&online.vs, "online");
+        assert!(tensors.iter().any(|(n, _)| n == "online.predictor_narrow.fc1.weight"));
+        assert!(tensors.iter().any(|(n, _)| n == "online.projector.bn1.running_var"));
+        checkpoint::write_atomic(dir.path(), checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
+        let state = CheckpointState { version: "test".into(), ..CheckpointState::basic(3, 9, "fp32") };
+        checkpoint::save(dir.path(), &tensors, state).unwrap();
+        let run = load_run(dir.path()).unwrap();
+        let sd = timm_state_dict(&run, 0.5).unwrap();
+        assert!(sd.iter().all(|(n, _)| !n.contains("predictor") && !n.contains("projector")));
+        let get = |k: &str| &sd.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1;
+        assert!(get("layer2.1.bn2.bias").equal(&online.vs.variables()["backbone.layer2.1.bn2.w0_50.bias"]));
+        let s = export_loaded(&run, 0.5, &dir.path().join("exp"), false).unwrap();
+        assert_eq!(s.params, run.params(0.5));
+    }
 }

@@ -28,10 +28,10 @@ pub mod sync;
 
 pub use autocast::{cpu_autocast_state, with_cpu_autocast, CpuAutocast};
 pub use error::{ModelError, Result};
-pub use heads::SlimMlpHead;
+pub use heads::{HeadNorm, SlimMlpHead};
 pub use resnet::{Depth, ResNetConfig, SlimResNet, Stem};
 pub use slimmable::{
     is_channels_last, slim_channels, to_channels_last, width_tag, SlimConv2d, SlimLinear,
-    SwitchableBatchNorm, WidthList,
+    SharedBatchNorm, SwitchableBatchNorm, WidthList,
 };
 pub use sync::CrossReplicaSum;

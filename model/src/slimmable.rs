@@ -503,31 +503,120 @@ impl SwitchableBatchNorm {
                 format!("[B, {}, ...] at width {width}", bn.channels),
             ));
         }
-        let kind = x.kind();
-        if let Some(group) = self.cross_replica.as_ref().filter(|g| train && g.replicas() > 1) {
-            return sync_batch_norm(x, bn, group.as_ref());
-        }
-        let xin = match kind {
-            Kind::Float | Kind::BFloat16 | Kind::Half => x.shallow_clone(),
-            _ => x.to_kind(Kind::Float),
-        };
-        let y = xin.f_batch_norm(
-            Some(&bn.weight),
-            Some(&bn.bias),
-            Some(&bn.running_mean),
-            Some(&bn.running_var),
-            train,
-            BN_MOMENTUM,
-            BN_EPS,
-            false,
-        )?;
-        Ok(cast_like(y, kind))
+        batch_norm_with(x, bn, train, self.cross_replica.as_deref())
     }
 
     /// Panicking form of [`Self::f_forward_t`].
     pub fn forward_t(&self, x: &Tensor, width: f64, train: bool) -> Tensor {
         self.f_forward_t(x, width, train)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Batch norm of `x [B, bn.channels, ...]` with the affine and running statistics of `bn`
+/// (batch statistics and a running statistics update when `train`, running statistics
+/// otherwise), through `group`'s global batch statistics when it has more than one replica.
+/// fp32/bf16/fp16 inputs go to libtorch's mixed kernel, other kinds are computed in fp32; the
+/// result has `x.kind()`. The tensors of `bn` may be views (narrowed prefixes of a larger BN):
+/// the running statistics update lands in the viewed storage.
+fn batch_norm_with(
+    x: &Tensor,
+    bn: &BnState,
+    train: bool,
+    cross_replica: Option<&dyn crate::sync::CrossReplicaSum>,
+) -> Result<Tensor> {
+    let kind = x.kind();
+    if let Some(group) = cross_replica.filter(|g| train && g.replicas() > 1) {
+        return sync_batch_norm(x, bn, group);
+    }
+    let xin = match kind {
+        Kind::Float | Kind::BFloat16 | Kind::Half => x.shallow_clone(),
+        _ => x.to_kind(Kind::Float),
+    };
+    let y = xin.f_batch_norm(
+        Some(&bn.weight),
+        Some(&bn.bias),
+        Some(&bn.running_mean),
+        Some(&bn.running_var),
+        train,
+        BN_MOMENTUM,
+        BN_EPS,
+        false,
+    )?;
+    Ok(cast_like(y, kind))
+}
+
+/// Shared ("universally slimmable") batch normalisation (Yu & Huang 2019, "Universally
+/// Slimmable Networks"): ONE BN over the full `C` channels whose first `slim_channels(C, w)`
+/// channels (affine AND running statistics, as views of the full tensors) normalise the layer at
+/// width `w`, instead of a private BN per width. Defined for any width in (0, 1].
+///
+/// Variables live directly under `<path>`: `<path>.{weight,bias,running_mean,running_var}`, each
+/// `[C]` fp32 (e.g. `projector.bn1.weight`). Momentum [`BN_MOMENTUM`], eps [`BN_EPS`], as
+/// PyTorch. A train-mode forward at `w` updates only the first `slim_channels(C, w)` running
+/// statistics; the affine gradient lands in the same prefix.
+#[derive(Debug)]
+pub struct SharedBatchNorm {
+    full: BnState,
+    cross_replica: Option<std::sync::Arc<dyn crate::sync::CrossReplicaSum>>,
+}
+
+impl SharedBatchNorm {
+    /// Creates the BN of `full` channels under `vs` (weight 1, bias 0, running mean 0, running
+    /// variance 1).
+    pub fn new(vs: &nn::Path, full: i64) -> Self {
+        let full = BnState {
+            channels: full,
+            weight: vs.ones("weight", &[full]),
+            bias: vs.zeros("bias", &[full]),
+            running_mean: vs.zeros_no_train("running_mean", &[full]),
+            running_var: vs.ones_no_train("running_var", &[full]),
+        };
+        Self { full, cross_replica: None }
+    }
+
+    /// Synchronised batch norm over a data-parallel group, as
+    /// [`SwitchableBatchNorm::set_cross_replica`]; `None` turns it off.
+    pub fn set_cross_replica(&mut self, group: Option<std::sync::Arc<dyn crate::sync::CrossReplicaSum>>) {
+        self.cross_replica = group;
+    }
+
+    /// Channels at width 1.
+    pub fn full_channels(&self) -> i64 {
+        self.full.channels
+    }
+
+    /// The BN used at `width`: views of the first `slim_channels(C, width)` entries of the four
+    /// full tensors (writing to them writes the shared BN).
+    pub fn state_at(&self, width: f64) -> BnState {
+        let c = slim_channels(self.full.channels, width);
+        BnState {
+            channels: c,
+            weight: self.full.weight.narrow(0, 0, c),
+            bias: self.full.bias.narrow(0, 0, c),
+            running_mean: self.full.running_mean.narrow(0, 0, c),
+            running_var: self.full.running_var.narrow(0, 0, c),
+        }
+    }
+
+    /// Affine parameters used at `width` (2 x `slim_channels(C, width)`).
+    pub fn num_params(&self, width: f64) -> i64 {
+        2 * slim_channels(self.full.channels, width)
+    }
+
+    /// Normalises `x [B, slim(C, w), ...]` (fp32, bf16 or fp16; other kinds computed in fp32;
+    /// the result has `x.kind()`) with the first channels of the shared BN: batch statistics and
+    /// a running statistics update of those channels when `train`, their running statistics
+    /// otherwise.
+    ///
+    /// # Errors
+    /// [`ModelError::BadInput`] on a channel mismatch, [`ModelError::Torch`].
+    pub fn f_forward_t(&self, x: &Tensor, width: f64, train: bool) -> Result<Tensor> {
+        let bn = self.state_at(width);
+        if x.dim() < 2 || x.size()[1] != bn.channels {
+            return Err(shape_err("SharedBatchNorm", x, format!("[B, {}, ...] at width {width}", bn.channels)));
+        }
+        batch_norm_with(x, &bn, train, self.cross_replica.as_deref())
     }
 }
 

@@ -42,6 +42,107 @@ pub struct HeadsConfig {
     pub hidden: i64,
     /// Output dimension of projector and predictor at every width.
     pub out_dim: i64,
+    /// `heads.bn`: the hidden BN of projector and predictor (ablation switch; the backbone's BN
+    /// stays switchable). Left out of the serialised config when it is the default, so configs
+    /// written before the switch existed serialise identically.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub bn: HeadBn,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// Defines a config enum read from / written as a lowercase string, whose unknown values are a
+/// one-line error naming the key and the accepted values.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident, $key:literal, { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// The value as the config file spells it.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                match s.as_str() {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "{} = \"{s}\" is unknown; use {}",
+                        $key,
+                        [$(concat!("\"", $text, "\"")),+].join(" or ")
+                    )),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.as_str().to_string()
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// `heads.bn`: how projector and predictor normalise their hidden layer.
+    HeadBn, "heads.bn", {
+        /// A private BN per width (Slimmable Networks' switchable BN; SlimCLR uses it in the
+        /// heads too). The default.
+        #[default]
+        Switchable = "switchable",
+        /// ONE BN over the full hidden size; width w uses its first `hidden(w)` channels, affine
+        /// and running statistics (US-Nets' shared BN). VarStore names `*.bn1.{weight,bias,
+        /// running_mean,running_var}`.
+        Shared = "shared",
+    }
+);
+
+string_enum!(
+    /// `method.distill_target`: what the narrow widths (w < the largest) regress onto.
+    DistillTarget, "method.distill_target", {
+        /// The momentum teacher's full-width projection of the other view (DSPNet as we read
+        /// it, US3L). The default.
+        #[default]
+        Teacher = "teacher",
+        /// The ONLINE network's full-width projection of the other view, detached: in-place
+        /// distillation as in Slimmable Networks / US-Nets. The full width keeps BYOL's
+        /// teacher target.
+        Online = "online",
+    }
+);
+
+string_enum!(
+    /// `method.narrow_predictor`: which predictor the narrow widths use.
+    NarrowPredictor, "method.narrow_predictor", {
+        /// One slimmable predictor for every width (`predictor.*`). The default.
+        #[default]
+        Shared = "shared",
+        /// Widths below the largest use a second slimmable predictor (`predictor_narrow.*`), as
+        /// US3L; the largest width uses `predictor.*`.
+        Separate = "separate",
+    }
+);
+
+impl HeadBn {
+    /// The model crate's equivalent.
+    pub fn to_model(self) -> dspnet_model::HeadNorm {
+        match self {
+            HeadBn::Switchable => dspnet_model::HeadNorm::Switchable,
+            HeadBn::Shared => dspnet_model::HeadNorm::Shared,
+        }
+    }
 }
 
 /// The DSPNet step.
@@ -64,6 +165,20 @@ pub struct MethodConfig {
     /// Final EMA rate (cosine schedule from `ema_base` to this; BYOL: 1.0).
     #[serde(default = "one")]
     pub ema_final: f64,
+    /// Ablation switch: the narrow widths' regression target (default "teacher"; see
+    /// [`DistillTarget`]). Left out of the serialised config when default, like the other
+    /// switches below.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub distill_target: DistillTarget,
+    /// Ablation switch (SlimCLR's "slow start"): for optimiser steps before
+    /// `round(narrow_warmup_epochs · steps_per_epoch)` only the largest trained width trains;
+    /// afterwards the sandwich rule. In [0, train.epochs); default 0 (no warm-up).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub narrow_warmup_epochs: f64,
+    /// Ablation switch: one predictor for all widths or a second one for the narrow widths
+    /// (default "shared"; see [`NarrowPredictor`]).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub narrow_predictor: NarrowPredictor,
 }
 
 fn one() -> f64 {
@@ -355,6 +470,23 @@ impl RunConfig {
                 return Err(TrainerError::Config(format!("{name} = {v} must be a finite number >= 0")));
             }
         }
+        let nw = self.method.narrow_warmup_epochs;
+        if !(nw >= 0.0 && nw < self.train.epochs) {
+            return Err(TrainerError::Config(format!(
+                "method.narrow_warmup_epochs = {nw} must be a number in [0, train.epochs = {}): the narrow widths must start training before the run ends; lower it (0 turns the warm-up off)",
+                self.train.epochs
+            )));
+        }
+        if self.method.distill_target == DistillTarget::Online {
+            let largest = WidthList::new(self.model.widths.clone())
+                .map_err(|e| TrainerError::Config(format!("model.widths: {e}")))?
+                .largest();
+            if widths.index_of(largest).is_err() {
+                return Err(TrainerError::Config(format!(
+                    "method.distill_target = \"online\" needs the largest width {largest} among method.train_widths (its projection is the narrow widths' target); add it or use \"teacher\""
+                )));
+            }
+        }
         if self.method.loss_weights.iter().flatten().any(|w| !(*w >= 0.0 && w.is_finite())) {
             return Err(TrainerError::Config("method.loss_weights must be finite numbers >= 0".into()));
         }
@@ -426,7 +558,8 @@ pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), TrainerE
 fn optional_key(parts: &[&str]) -> bool {
     matches!(
         parts,
-        ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final"]
+        ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final" | "distill_target" | "narrow_warmup_epochs" | "narrow_predictor"]
+            | ["heads", "bn"]
             | ["optim", "lars_eta"]
             | ["train", "skip_nonfinite_steps" | "sync_bn" | "dist_timeout_sec"]
             | ["loader", "remote_read_ahead" | "remote_read_ahead_bytes" | "remote_max_retries" | "remote_max_retry_secs"]
@@ -532,5 +665,66 @@ mod tests {
             }
         }
         assert!(n >= 3, "expected the shipped presets in {}", dir.display());
+    }
+
+    #[test]
+    fn ablation_switches_default_to_todays_step_and_stay_out_of_the_serialised_config() {
+        let cfg = preset();
+        assert_eq!(cfg.method.distill_target, DistillTarget::Teacher);
+        assert_eq!(cfg.method.narrow_predictor, NarrowPredictor::Shared);
+        assert_eq!(cfg.method.narrow_warmup_epochs, 0.0);
+        assert_eq!(cfg.heads.bn, HeadBn::Switchable);
+        // a config written before the switches existed serialises to the same text
+        let text = cfg.to_toml();
+        for key in ["distill_target", "narrow_warmup_epochs", "narrow_predictor", "\nbn ="] {
+            assert!(!text.contains(key), "{key} in\n{text}");
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cifar10-small.toml");
+        let sets: Vec<String> = [
+            "method.distill_target=online",
+            "method.narrow_warmup_epochs=0.5",
+            "method.narrow_predictor=\"separate\"",
+            "heads.bn=shared",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let set = RunConfig::load(&path, &sets).unwrap();
+        assert_eq!(
+            (set.method.distill_target, set.method.narrow_warmup_epochs, set.method.narrow_predictor, set.heads.bn),
+            (DistillTarget::Online, 0.5, NarrowPredictor::Separate, HeadBn::Shared)
+        );
+        assert_eq!(
+            cfg.differences(&set),
+            vec!["heads.bn", "method.distill_target", "method.narrow_predictor", "method.narrow_warmup_epochs"]
+        );
+        // and they round-trip through the resolved config.toml
+        let back = RunConfig::from_toml_str(&set.to_toml(), "back").unwrap();
+        assert!(back.differences(&set).is_empty());
+        assert!(set.to_toml().contains("distill_target = \"online\""));
+    }
+
+    #[test]
+    fn ablation_switches_refuse_bad_values_in_one_line() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cifar10-small.toml");
+        let epochs = preset().train.epochs;
+        let cases = [
+            ("method.distill_target=\"nope\"", "method.distill_target = \"nope\" is unknown; use \"teacher\" or \"online\""),
+            ("method.narrow_predictor=both", "method.narrow_predictor = \"both\" is unknown; use \"shared\" or \"separate\""),
+            ("heads.bn=\"group\"", "heads.bn = \"group\" is unknown; use \"switchable\" or \"shared\""),
+            ("method.narrow_warmup_epochs=-0.5", "method.narrow_warmup_epochs = -0.5 must be a number in [0, train.epochs"),
+        ];
+        for (set, needle) in cases {
+            let e = RunConfig::load(&path, &[set.to_string()]).unwrap_err().to_string();
+            assert!(e.contains(needle) && !e.contains('\n'), "{set}: {e}");
+        }
+        let e = RunConfig::load(&path, &[format!("method.narrow_warmup_epochs={epochs:?}")]).unwrap_err().to_string();
+        assert!(e.contains("method.narrow_warmup_epochs") && e.contains("lower it"), "{e}");
+        assert!(RunConfig::load(&path, &[format!("method.narrow_warmup_epochs={}", epochs - 0.5)]).is_ok());
+        // online targets need the largest width among the trained ones
+        let e = RunConfig::load(&path, &["method.distill_target=online".into(), "method.train_widths=[0.25, 0.5]".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("method.distill_target = \"online\"") && e.contains("largest width 1"), "{e}");
     }
 }

@@ -159,9 +159,8 @@ impl DspnetTrainer {
             let g: Arc<dyn CrossReplicaSum> = group.clone();
             for branch in [&mut self.online, &mut self.teacher] {
                 branch.backbone.set_cross_replica(Some(g.clone()));
-                branch.projector.set_cross_replica(Some(g.clone()));
-                if let Some(p) = branch.predictor.as_mut() {
-                    p.set_cross_replica(Some(g.clone()));
+                for head in branch.heads_mut() {
+                    head.set_cross_replica(Some(g.clone()));
                 }
             }
         }

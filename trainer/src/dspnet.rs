@@ -2,7 +2,7 @@
 //! sandwich-rule widths of the online network, each with its own backward pass, and ONE
 //! optimiser step. See docs/method.md for the equations and where each choice comes from.
 
-use crate::config::RunConfig;
+use crate::config::{DistillTarget, RunConfig};
 use crate::error::TrainerError;
 use crate::loss::regression_loss;
 use crate::network::{copy_into_teacher, ema_update, Branch};
@@ -117,6 +117,11 @@ pub struct DspnetTrainer {
     pub teacher_width: f64,
     loss_weights: Vec<f64>,
     random_widths: Option<usize>,
+    /// `method.distill_target`: what the narrow widths regress onto.
+    pub distill_target: DistillTarget,
+    /// Optimiser steps (0-based indices below this) that train only the largest width
+    /// (`round(method.narrow_warmup_epochs · steps_per_epoch)`; 0: none).
+    pub narrow_warmup_steps: u64,
     rng: ChaCha8Rng,
     pub format: ComputeFormat,
     /// Total optimiser steps of the run (for the schedules).
@@ -165,6 +170,8 @@ impl DspnetTrainer {
             teacher_width,
             loss_weights,
             random_widths: cfg.method.random_widths,
+            distill_target: cfg.method.distill_target,
+            narrow_warmup_steps: (cfg.method.narrow_warmup_epochs * steps_per_epoch as f64).round() as u64,
             rng: ChaCha8Rng::seed_from_u64(cfg.train.seed ^ 0x5a4d_5749_4454_4853),
             format,
             total_steps,
@@ -187,7 +194,8 @@ impl DspnetTrainer {
     }
 
     /// State of the sandwich rule's generator: the ChaCha8 word position (its seed comes from
-    /// `train.seed`). This is the only random number source of [`DspnetTrainer::step`].
+    /// `train.seed`). This is the only random number source of [`DspnetTrainer::step`]. Steps of
+    /// the narrow warm-up do not draw from it.
     pub fn sandwich_rng_word_pos(&self) -> u128 {
         self.rng.get_word_pos()
     }
@@ -202,10 +210,14 @@ impl DspnetTrainer {
     /// device; moved to the model's with a non-blocking copy).
     ///
     /// 1. Teacher (largest width of the model, no gradient) projects each view once: `z_a`, `z_b`.
-    /// 2. For each width w of the sandwich rule: `L_w = ℓ(q_w(a), z_b) + ℓ(q_w(b), z_a)` with
-    ///    BYOL's regression loss ℓ; at w = 1 this is BYOL's SSL loss, at w < 1 in-place
-    ///    distillation from the teacher. `λ_w·L_w` is back-propagated at once, so only one
-    ///    width's activations are alive at a time; gradients accumulate.
+    /// 2. For each width w of the sandwich rule (only the largest trained width while `step <
+    ///    narrow_warmup_steps`, without drawing from the generator): `L_w = ℓ(q_w(a), z_b) +
+    ///    ℓ(q_w(b), z_a)` with BYOL's regression loss ℓ; at w = 1 this is BYOL's SSL loss, at
+    ///    w < 1 in-place distillation from the teacher. With `distill_target = Online` the
+    ///    targets of w < 1 are instead the online network's own full-width projections of this
+    ///    step, detached (only that tensor is kept, not its graph; the sandwich rule trains the
+    ///    largest width first). `λ_w·L_w` is back-propagated at once, so only one width's
+    ///    activations are alive at a time; gradients accumulate.
     /// 3. Data parallel only: the gradients are averaged over the processes (one bucketed
     ///    all-reduce per step, after every width's backward pass).
     /// 4. One optimiser step; then the teacher's EMA update.
@@ -221,7 +233,14 @@ impl DspnetTrainer {
         let n = a.size()[0];
         let z = tch::no_grad(|| self.teacher.project(&ab, self.teacher_width, true, &self.format))?;
         let (z_a, z_b) = (z.narrow(0, 0, n), z.narrow(0, n, n));
-        let chosen = sandwich_widths(&self.widths, self.random_widths, &mut self.rng);
+        let largest = *self.widths.last().expect("a width list is never empty");
+        let chosen = if step < self.narrow_warmup_steps {
+            vec![largest]
+        } else {
+            sandwich_widths(&self.widths, self.random_widths, &mut self.rng)
+        };
+        // distill_target = online: the full width's own projection of both views, detached
+        let mut online_target: Option<Tensor> = None;
         let lr = self.lr_at(step);
         let tau = ema_rate_at(step, self.total_steps, self.ema_base, self.ema_final);
         let mut stats = StepStats { lr, tau, ..Default::default() };
@@ -232,7 +251,20 @@ impl DspnetTrainer {
             let q = self.online.predict(&proj, w, true)?;
             let (q_a, q_b) = (q.narrow(0, 0, n), q.narrow(0, n, n));
             let proj_a = proj.narrow(0, 0, n);
-            let loss = regression_loss(&q_a, &z_b) + regression_loss(&q_b, &z_a);
+            let narrow = w < self.teacher_width;
+            let loss = match (&online_target, narrow && self.distill_target == DistillTarget::Online) {
+                (Some(t), true) => regression_loss(&q_a, &t.narrow(0, n, n)) + regression_loss(&q_b, &t.narrow(0, 0, n)),
+                (None, true) => {
+                    return Err(TrainerError::Config(format!(
+                        "method.distill_target = \"online\": width {w} trains before the largest width {}, whose projection is its target; train the largest width (method.train_widths)",
+                        self.teacher_width
+                    )))
+                }
+                (_, false) => regression_loss(&q_a, &z_b) + regression_loss(&q_b, &z_a),
+            };
+            if !narrow && self.distill_target == DistillTarget::Online {
+                online_target = Some(proj.detach());
+            }
             let value = loss.double_value(&[]);
             if !value.is_finite() {
                 self.optimizer.zero_grad();
@@ -263,7 +295,7 @@ impl DspnetTrainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RunConfig;
+    use crate::config::{NarrowPredictor, RunConfig};
 
     fn tiny(widths: &[f64]) -> RunConfig {
         let text = include_str!("../../configs/cpu-fashion-mnist.toml");
@@ -388,5 +420,172 @@ mod tests {
         let a = a * f64::NAN;
         let e = t.step(&a, &b, 7).unwrap_err().to_string();
         assert!(e.contains("width 1") && e.contains("step 8 "), "{e}");
+    }
+
+    /// `ab` = both views as one batch, as the step builds it.
+    fn both(a: &Tensor, b: &Tensor) -> Tensor {
+        Tensor::cat(&[a, b], 0)
+    }
+
+    /// `ℓ(q_a, t_b) + ℓ(q_b, t_a)` for `[2n, D]` predictions and targets.
+    fn symmetric_loss(q: &Tensor, t: &Tensor) -> f64 {
+        let n = q.size()[0] / 2;
+        (regression_loss(&q.narrow(0, 0, n), &t.narrow(0, n, n)) + regression_loss(&q.narrow(0, n, n), &t.narrow(0, 0, n)))
+            .double_value(&[])
+    }
+
+    #[test]
+    fn online_distill_target_is_the_online_full_width_projection() {
+        let mut cfg = tiny(&[0.5, 1.0]);
+        cfg.method.distill_target = DistillTarget::Online;
+        cfg.validate().unwrap();
+        let fp32 = ComputeFormat { kind: Kind::Float, channels_last: false, autocast: false };
+        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        // a teacher that differs from the online network
+        tch::no_grad(|| {
+            for (name, mut v) in t.teacher.vs.variables() {
+                if name.starts_with("projector.fc") {
+                    let _ = v.g_mul_scalar_(-0.5);
+                }
+            }
+        });
+        // a reference with the same weights, run by hand through Branch::project/predict
+        let mut r = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        r.online.vs.copy(&t.online.vs).unwrap();
+        r.teacher.vs.copy(&t.teacher.vs).unwrap();
+        let (a, b) = views();
+        let ab = both(&a, &b);
+        let (full_online, q_full, q_half, z) = tch::no_grad(|| {
+            let z = r.teacher.project(&ab, 1.0, true, &fp32).unwrap();
+            let p1 = r.online.project(&ab, 1.0, true, &fp32).unwrap();
+            let q1 = r.online.predict(&p1, 1.0, true).unwrap();
+            let p5 = r.online.project(&ab, 0.5, true, &fp32).unwrap();
+            let q5 = r.online.predict(&p5, 0.5, true).unwrap();
+            (p1, q1, q5, z)
+        });
+        let want_half = symmetric_loss(&q_half, &full_online);
+        let teacher_half = symmetric_loss(&q_half, &z);
+        let want_full = symmetric_loss(&q_full, &z);
+        let s = t.step(&a, &b, 0).unwrap();
+        assert_eq!(s.losses.iter().map(|(w, _)| *w).collect::<Vec<_>>(), vec![1.0, 0.5]);
+        assert!((s.losses[0].1 - want_full).abs() < 1e-5, "full width keeps the teacher target: {} vs {want_full}", s.losses[0].1);
+        assert!((s.losses[1].1 - want_half).abs() < 1e-5, "width 0.5: {} vs {want_half}", s.losses[1].1);
+        assert!((teacher_half - want_half).abs() > 1e-2, "teacher and online targets must differ here: {teacher_half} vs {want_half}");
+
+        // the default (teacher) on the same weights gives the teacher-target loss instead
+        let mut cfg_t = cfg.clone();
+        cfg_t.method.distill_target = DistillTarget::Teacher;
+        let mut d = DspnetTrainer::new(&cfg_t, Device::Cpu, 10, 10, 4).unwrap();
+        d.online.vs.copy(&r.online.vs).unwrap();
+        d.teacher.vs.copy(&r.teacher.vs).unwrap();
+        // (r's online BN running statistics moved during the hand computation; they do not
+        // enter a train-mode forward)
+        let s = d.step(&a, &b, 0).unwrap();
+        assert!((s.losses[1].1 - teacher_half).abs() < 1e-5, "{} vs {teacher_half}", s.losses[1].1);
+    }
+
+    #[test]
+    fn narrow_warmup_trains_only_the_largest_width_and_keeps_the_generator() {
+        let mut cfg = tiny(&[0.25, 0.5, 1.0]);
+        cfg.optim.weight_decay = 0.0;
+        cfg.method.narrow_warmup_epochs = 0.5;
+        cfg.validate().unwrap();
+        // 4 steps per epoch: round(0.5 · 4) = 2 warm-up steps
+        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 12, 4, 4).unwrap();
+        assert_eq!(t.narrow_warmup_steps, 2);
+        fn t_var(t: &DspnetTrainer, name: &str) -> Tensor {
+            t.online.vs.variables()[name].copy()
+        }
+        let before = t_var(&t, "backbone.bn1.w0_25.weight");
+        let full_before = t_var(&t, "backbone.bn1.w1_00.weight");
+        let pos0 = t.sandwich_rng_word_pos();
+        let (a, b) = views();
+        for step in 0..2 {
+            let s = t.step(&a, &b, step).unwrap();
+            assert_eq!(s.losses.len(), 1, "step {step}: {:?}", s.losses);
+            assert_eq!(s.losses[0].0, 1.0);
+        }
+        assert!(t_var(&t, "backbone.bn1.w0_25.weight").equal(&before), "a narrow-only parameter moved during the warm-up");
+        assert!(!t_var(&t, "backbone.bn1.w1_00.weight").equal(&full_before), "the full width trained");
+        assert_eq!(t.sandwich_rng_word_pos(), pos0, "the warm-up drew from the sandwich generator");
+        let s = t.step(&a, &b, 2).unwrap();
+        assert_eq!(s.losses.iter().map(|(w, _)| *w).collect::<Vec<_>>(), vec![1.0, 0.5, 0.25]);
+        assert!(!t_var(&t, "backbone.bn1.w0_25.weight").equal(&before), "after the warm-up the narrow widths train");
+    }
+
+    #[test]
+    fn separate_narrow_predictor_gets_exactly_the_narrow_gradient() {
+        // default: no predictor_narrow variables anywhere
+        let t = DspnetTrainer::new(&tiny(&[0.5, 1.0]), Device::Cpu, 10, 10, 4).unwrap();
+        assert!(t.online.vs.variables().keys().all(|k| !k.starts_with("predictor_narrow")));
+        assert!(t.online.predictor_narrow.is_none());
+
+        let (a, b) = views();
+        // loss weights per trained width [0.5, 1.0]: only one width's loss reaches the gradient
+        for (weights, trained_prefix, idle_prefix) in
+            [([0.0, 1.0], "predictor.", "predictor_narrow."), ([1.0, 0.0], "predictor_narrow.", "predictor.")]
+        {
+            let mut cfg = tiny(&[0.5, 1.0]);
+            cfg.method.narrow_predictor = NarrowPredictor::Separate;
+            cfg.method.loss_weights = Some(weights.to_vec());
+            cfg.optim.weight_decay = 0.0;
+            cfg.validate().unwrap();
+            let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+            let vars = t.online.vs.variables();
+            let narrow: Vec<&String> = vars.keys().filter(|k| k.starts_with("predictor_narrow.")).collect();
+            assert!(narrow.iter().any(|k| k.as_str() == "predictor_narrow.fc1.weight"), "{narrow:?}");
+            // the teacher has no predictor of either kind
+            assert!(t.teacher.vs.variables().keys().all(|k| !k.starts_with("predictor")));
+            let s = t.step(&a, &b, 0).unwrap();
+            assert_eq!(s.losses.len(), 2);
+            let grad_norm = |prefix: &str| -> f64 {
+                vars.iter()
+                    .filter(|(k, v)| k.starts_with(prefix) && v.requires_grad())
+                    .map(|(_, v)| {
+                        let g = v.grad();
+                        if g.defined() { g.abs().sum(Kind::Double).double_value(&[]) } else { 0.0 }
+                    })
+                    .sum()
+            };
+            assert!(grad_norm(trained_prefix) > 0.0, "{weights:?}: {trained_prefix} received no gradient");
+            assert_eq!(grad_norm(idle_prefix), 0.0, "{weights:?}: {idle_prefix} received gradient");
+        }
+    }
+
+    #[test]
+    fn separate_predictor_and_shared_bn_round_trip_through_a_checkpoint() {
+        let mut cfg = tiny(&[0.5, 1.0]);
+        cfg.method.narrow_predictor = NarrowPredictor::Separate;
+        cfg.heads.bn = crate::config::HeadBn::Shared;
+        cfg.validate().unwrap();
+        let t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        let names: Vec<String> = crate::run::checkpoint_tensors(&t).into_iter().map(|(n, _)| n).collect();
+        for want in ["online.predictor_narrow.fc1.weight", "online.predictor_narrow.bn1.running_var", "online.projector.bn1.weight", "teacher.projector.bn1.running_mean"] {
+            assert!(names.iter().any(|n| n == want), "{want} missing");
+        }
+        let bad: Vec<&String> =
+            names.iter().filter(|n| n.starts_with("teacher.predictor") || n.contains("projector.bn1.w0_") || n.contains("predictor.bn1.w1_")).collect();
+        assert!(bad.is_empty(), "{bad:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::checkpoint::CheckpointState { sandwich_rng_word_pos: "0".into(), ..crate::checkpoint::CheckpointState::basic(0, 10, "fp32") };
+        crate::checkpoint::save(dir.path(), &crate::run::checkpoint_tensors(&t), state).unwrap();
+        let mut u = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        tch::no_grad(|| {
+            for (_, mut v) in u.online.vs.variables() {
+                let _ = v.fill_(0.0);
+            }
+        });
+        crate::run::restore_trainer(&mut u, &crate::checkpoint::load(dir.path()).unwrap()).unwrap();
+        let uv = u.online.vs.variables();
+        for (name, v) in t.online.vs.variables() {
+            assert!(v.equal(&uv[&name]), "{name}");
+        }
+        // a default-config trainer's checkpoint lacks them: refused with the name
+        let plain = DspnetTrainer::new(&tiny(&[0.5, 1.0]), Device::Cpu, 10, 10, 4).unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let state = crate::checkpoint::CheckpointState { sandwich_rng_word_pos: "0".into(), ..crate::checkpoint::CheckpointState::basic(0, 10, "fp32") };
+        crate::checkpoint::save(d2.path(), &crate::run::checkpoint_tensors(&plain), state).unwrap();
+        let e = crate::run::restore_trainer(&mut u, &crate::checkpoint::load(d2.path()).unwrap()).err().expect("refused").to_string();
+        assert!(e.contains("lacks online."), "{e}");
     }
 }

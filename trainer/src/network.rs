@@ -1,7 +1,7 @@
 //! The online network (backbone + projector + predictor) and the momentum teacher (backbone +
 //! projector), each in its own `VarStore`, with the EMA update between them.
 
-use crate::config::RunConfig;
+use crate::config::{NarrowPredictor, RunConfig};
 use crate::dspnet::ComputeFormat;
 use crate::error::TrainerError;
 use dspnet_model::heads::SlimMlpHead;
@@ -15,32 +15,55 @@ pub struct Branch {
     pub backbone: SlimResNet,
     pub projector: SlimMlpHead,
     pub predictor: Option<SlimMlpHead>,
+    /// The narrow widths' own predictor (`method.narrow_predictor = "separate"`, as US3L):
+    /// used by [`Branch::predict`] below the largest width of `model.widths`. `None` for the
+    /// default shared predictor and for the teacher.
+    pub predictor_narrow: Option<SlimMlpHead>,
+    /// The largest width of `model.widths` (the one `predictor` serves when
+    /// `predictor_narrow` exists).
+    pub largest: f64,
 }
 
 impl Branch {
     /// Builds a branch on `device` from the run configuration. Variables live under
-    /// `backbone.*`, `projector.*` and `predictor.*`.
+    /// `backbone.*`, `projector.*` and `predictor.*` (and `predictor_narrow.*` with
+    /// `method.narrow_predictor = "separate"`); projector and predictors use the hidden BN of
+    /// `heads.bn`.
     pub fn new(cfg: &RunConfig, device: Device, with_predictor: bool) -> Result<Self, TrainerError> {
         let vs = nn::VarStore::new(device);
         let widths = WidthList::new(cfg.model.widths.clone())?;
         let root = vs.root();
+        let norm = cfg.heads.bn.to_model();
         let backbone = SlimResNet::new(&(&root / "backbone"), &cfg.model)?;
         let feat = backbone.feature_dim(1.0);
-        let projector =
-            SlimMlpHead::new(&(&root / "projector"), feat, true, cfg.heads.hidden, cfg.heads.out_dim, &widths)?;
-        let predictor = if with_predictor {
-            Some(SlimMlpHead::new(
-                &(&root / "predictor"),
-                cfg.heads.out_dim,
-                false,
-                cfg.heads.hidden,
-                cfg.heads.out_dim,
-                &widths,
-            )?)
+        let projector = SlimMlpHead::with_norm(
+            &(&root / "projector"),
+            feat,
+            true,
+            cfg.heads.hidden,
+            cfg.heads.out_dim,
+            &widths,
+            norm,
+        )?;
+        let predictor_at = |name: &str| {
+            SlimMlpHead::with_norm(&(&root / name), cfg.heads.out_dim, false, cfg.heads.hidden, cfg.heads.out_dim, &widths, norm)
+        };
+        let predictor = if with_predictor { Some(predictor_at("predictor")?) } else { None };
+        let predictor_narrow = if with_predictor && cfg.method.narrow_predictor == NarrowPredictor::Separate {
+            Some(predictor_at("predictor_narrow")?)
         } else {
             None
         };
-        Ok(Branch { vs, backbone, projector, predictor })
+        Ok(Branch { vs, backbone, projector, predictor, predictor_narrow, largest: widths.largest() })
+    }
+
+    /// Every head of the branch: projector, predictor and narrow predictor where present (for
+    /// settings that apply to all, e.g. synchronised BN).
+    pub fn heads_mut(&mut self) -> Vec<&mut SlimMlpHead> {
+        let mut out = vec![&mut self.projector];
+        out.extend(self.predictor.as_mut());
+        out.extend(self.predictor_narrow.as_mut());
+        out
     }
 
     /// Projection `[B, out_dim]` fp32 of images `[B, C, H, W]` (already in `format`, see
@@ -61,11 +84,13 @@ impl Branch {
         Ok(self.projector.forward_t(&f, width, train)?)
     }
 
-    /// Prediction `[B, out_dim]` fp32: predictor(projection). Errors if built without predictor.
+    /// Prediction `[B, out_dim]` fp32: predictor(projection) at `width`, through
+    /// `predictor_narrow` when the branch has one and `width` is below the largest. Errors if
+    /// built without predictor.
     pub fn predict(&self, projection: &Tensor, width: f64, train: bool) -> Result<Tensor, TrainerError> {
-        let p = self
-            .predictor
-            .as_ref()
+        let narrow = self.predictor_narrow.as_ref().filter(|_| width < self.largest - dspnet_model::slimmable::WIDTH_TOLERANCE);
+        let p = narrow
+            .or(self.predictor.as_ref())
             .ok_or_else(|| TrainerError::Config("this branch has no predictor".into()))?;
         Ok(p.forward_t(projection, width, train)?)
     }

@@ -772,6 +772,59 @@ mod tests {
     }
 
     #[test]
+    fn narrow_warmup_resumes_with_the_widths_of_an_uninterrupted_run() {
+        tch::set_num_threads(1);
+        let mut cfg = tiny();
+        // 5 steps per epoch: round(0.6 · 5) = 3 warm-up steps (0, 1, 2) of the largest width only
+        cfg.method.narrow_warmup_epochs = 0.6;
+        cfg.validate().unwrap();
+        let mut a = DspnetTrainer::new(&cfg, Device::Cpu, 10, 5, 4).unwrap();
+        let init = tempfile::tempdir().unwrap();
+        let state0 = CheckpointState { sandwich_rng_word_pos: "0".into(), ..CheckpointState::basic(0, 10, "fp32") };
+        checkpoint::save(init.path(), &checkpoint_tensors(&a), state0).unwrap();
+        let mut uninterrupted = Vec::new();
+        for s in 0..7 {
+            let (x, y) = views(200 + s);
+            uninterrupted.push(a.step(&x, &y, s).unwrap().losses);
+        }
+        let drawn: Vec<Vec<f64>> = uninterrupted.iter().map(|l| l.iter().map(|(w, _)| *w).collect()).collect();
+        assert!(drawn[..3].iter().all(|ws| ws == &vec![1.0]), "{drawn:?}");
+        assert!(drawn[3..].iter().all(|ws| ws.len() == 3 && ws[0] == 1.0 && ws[2] == 0.25), "{drawn:?}");
+        // the sandwich draws after the warm-up are the generator's first ones: the same widths as
+        // a run without warm-up draws from step 0 on
+        let mut plain_cfg = tiny();
+        plain_cfg.method.narrow_warmup_epochs = 0.0;
+        let mut plain = DspnetTrainer::new(&plain_cfg, Device::Cpu, 10, 5, 4).unwrap();
+        for s in 0..4 {
+            let (x, y) = views(200 + s);
+            let ws: Vec<f64> = plain.step(&x, &y, s).unwrap().losses.iter().map(|(w, _)| *w).collect();
+            assert_eq!(ws, drawn[3 + s as usize], "draw {s}");
+        }
+        // interrupted inside the warm-up (after 2 steps) and after it (after 5 steps)
+        for split in [2u64, 5] {
+            let mut b = DspnetTrainer::new(&cfg, Device::Cpu, 10, 5, 4).unwrap();
+            restore_trainer(&mut b, &checkpoint::load(init.path()).unwrap()).unwrap();
+            for s in 0..split {
+                let (x, y) = views(200 + s);
+                b.step(&x, &y, s).unwrap();
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let state = CheckpointState {
+                sandwich_rng_word_pos: b.sandwich_rng_word_pos().to_string(),
+                ..CheckpointState::basic(split, 10, "fp32")
+            };
+            checkpoint::save(dir.path(), &checkpoint_tensors(&b), state).unwrap();
+            drop(b);
+            let mut c = DspnetTrainer::new(&cfg, Device::Cpu, 10, 5, 4).unwrap();
+            restore_trainer(&mut c, &checkpoint::load(dir.path()).unwrap()).unwrap();
+            for s in split..7 {
+                let (x, y) = views(200 + s);
+                assert_eq!(c.step(&x, &y, s).unwrap().losses, uninterrupted[s as usize], "split {split}, step {s}");
+            }
+        }
+    }
+
+    #[test]
     fn space_estimate_by_hand_and_injected_free_space() {
         // 1000 f32 + 10 i64: 4080 bytes; one checkpoint ≈ 4488; two while replacing: 8976
         let ts = vec![
