@@ -305,3 +305,53 @@ fn safetensors_names(p: &Path) -> Vec<String> {
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect()
 }
+
+/// Pids of the processes whose command line holds `--child-train` and `needle` (Linux /proc),
+/// that have not exited (zombies excluded).
+#[cfg(target_os = "linux")]
+fn live_children(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = state.rsplit(')').next().map(|s| s.trim_start().starts_with('Z')).unwrap_or(true);
+        if cmd.contains("--child-train") && cmd.contains(needle) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A training child must not outlive a killed `dspnet-compare` (it would keep writing into a run
+/// folder that a new comparison may be using): the parent is SIGKILLed mid-training, so it
+/// cannot forward anything, and the child (thousands of steps left) must be gone within 60 s.
+/// Without `PR_SET_PDEATHSIG` it keeps training for minutes.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_training_child_stops_when_dspnet_compare_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let args = tiny(&out, "0.5,1.0", &["--set", "train.epochs=3000.0"]);
+    let mut parent = Command::new(BIN).args(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let needle = out.join("dspnet").display().to_string();
+    let t0 = std::time::Instant::now();
+    let child = loop {
+        if let Some(pid) = live_children(&needle).first() {
+            // wait until it is training (its metrics file exists), not still starting up
+            if out.join("dspnet/metrics.jsonl").exists() {
+                break *pid;
+            }
+        }
+        assert!(t0.elapsed().as_secs() < 300, "no training child appeared within 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let t1 = std::time::Instant::now();
+    while live_children(&needle).contains(&child) {
+        assert!(t1.elapsed().as_secs() < 60, "training child {child} still runs 60 s after dspnet-compare was killed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -75,11 +75,30 @@ pub fn status_bytes(field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Asks the kernel to send this process SIGINT when its parent dies (Linux `PR_SET_PDEATHSIG`),
+/// so that a training child does not outlive a killed `dspnet-compare` and keep writing into its
+/// run folder: SIGINT is the Ctrl-C the child already handles (checkpoint, then stop). If the
+/// parent is already gone (re-parented before the call), `stop` is set at once. Elsewhere a no-op.
+fn stop_with_parent(stop: &AtomicBool) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::os::unix::process::parent_id();
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT as libc::c_ulong, 0, 0, 0) };
+        if rc == 0 && std::os::unix::process::parent_id() != parent {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stop;
+}
+
 /// The child's side: trains as `RUN/compare-request.json` asks (a fresh run in `RUN`), then
 /// writes `RUN/compare-child.json`. `stop` is the Ctrl-C flag.
 ///
 /// Errors: a missing or bad request, training errors, an interrupted run.
 pub fn child_train(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<()> {
+    stop_with_parent(&stop);
     let req_path = run_dir.join(REQUEST);
     let bytes = std::fs::read(&req_path).map_err(|e| CompareError::io(&req_path, e))?;
     let req: ChildRequest = serde_json::from_slice(&bytes)
