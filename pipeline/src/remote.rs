@@ -481,6 +481,9 @@ impl Outage {
     }
 }
 
+/// Start of the hint of a [`PipelineError::Remote`] whose object does not exist.
+const NOT_FOUND_HINT: &str = "the object does not exist";
+
 /// One shard being fetched: the store, the object, the settings and the counters.
 struct Fetch {
     store: Arc<dyn ObjectStore>,
@@ -499,7 +502,7 @@ impl Fetch {
                 self.opts.max_retry_time.as_secs_f64()
             )
         } else if cause.contains("not found") || cause.contains("404") {
-            "the object does not exist; check the shard pattern".to_string()
+            format!("{NOT_FOUND_HINT}; check the shard pattern")
         } else {
             "this is not retried; check the URL and the credentials (see README, Remote shards)".to_string()
         };
@@ -903,22 +906,30 @@ fn block_on_private<T: Send, F: std::future::Future<Output = Result<T>> + Send>(
 /// Read the `manifest.json` that `dspnet-shard` wrote next to remote shards: `shard` is a shard
 /// URL or a brace pattern (the folder of its first shard is used), e.g.
 /// `s3://bucket/cifar/train-{000000..000146}.tar` → `s3://bucket/cifar/manifest.json`.
+/// The request is retried within `opts`' outage budget (`max_retries`, `max_retry_time`:
+/// the same `loader.remote_max_retries` / `loader.remote_max_retry_secs` the shards use).
 ///
-/// Errors: [`PipelineError::Remote`] (missing, unreachable after the default retries),
+/// Returns `Ok(None)` when the store answers that there is no manifest (HTTP 404, no such key).
+///
+/// Errors: [`PipelineError::Remote`] (unreachable after the retries, access denied),
 /// [`PipelineError::Manifest`] (malformed JSON or a newer format), URL errors as in
 /// [`RemoteUrl::parse`].
-pub fn read_remote_manifest(shard: &str) -> Result<Manifest> {
+pub fn read_remote_manifest(shard: &str, opts: &RemoteOptions) -> Result<Option<Manifest>> {
     let first = crate::source::expand_braces(shard.trim())?.into_iter().next().unwrap_or_default();
     let dir = first.rsplit_once('/').map(|(d, _)| d).unwrap_or(&first);
     let url = format!("{dir}/{MANIFEST_NAME}");
-    let src = RemoteSource::new(&url, RemoteOptions { read_ahead: 0, ..RemoteOptions::default() }, Arc::default())?;
-    let bytes = block_on_private(src.read_all(&url))?;
+    let src = RemoteSource::new(&url, RemoteOptions { read_ahead: 0, ..opts.clone() }, Arc::default())?;
+    let bytes = match block_on_private(src.read_all(&url)) {
+        Ok(b) => b,
+        Err(PipelineError::Remote { hint, .. }) if hint.starts_with(NOT_FOUND_HINT) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let bad = |reason: String| PipelineError::Manifest { path: url.clone().into(), reason };
     let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     if m.format_version > FORMAT_VERSION {
         return Err(bad(format!("format_version {} is newer than supported {FORMAT_VERSION}", m.format_version)));
     }
-    Ok(m)
+    Ok(Some(m))
 }
 
 #[cfg(test)]

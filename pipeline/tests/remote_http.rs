@@ -44,8 +44,30 @@ fn streams_every_sample_once_like_the_local_read() {
     assert_same_samples(&want, &got);
     assert_eq!(srv.gets(), 4, "one GET per shard");
     // the manifest next to the shards, read remotely
-    let m = dspnet_pipeline::remote::read_remote_manifest(&pattern).unwrap();
+    let m = dspnet_pipeline::remote::read_remote_manifest(&pattern, &dspnet_pipeline::remote::RemoteOptions::default()).unwrap().expect("a manifest beside the shards");
     assert_eq!(m, dspnet_pipeline::shard::read_manifest(_dir.path()).unwrap());
+}
+
+/// The manifest beside remote shards: a 404 is "no manifest" (not an error, not retried); a
+/// server that is gone fails within the given retry budget (2 retries, 1.5 s), not the default
+/// one (8 retries, 60 s).
+#[test]
+fn remote_manifest_missing_is_none_and_a_dead_server_fails_within_the_budget() {
+    use dspnet_pipeline::remote::{read_remote_manifest, RemoteOptions};
+    let (srv, _dir, _local, _pattern) = served(1, 4);
+    let before = srv.requests();
+    assert_eq!(read_remote_manifest(&srv.url("elsewhere/t-000000.tar"), &RemoteOptions::default()).unwrap(), None);
+    assert_eq!(srv.requests() - before, 1, "a 404 is not retried");
+
+    srv.stop();
+    let opts = RemoteOptions { max_retries: 2, max_retry_time: Duration::from_secs_f64(1.5), ..RemoteOptions::default() };
+    let t = Instant::now();
+    let e = read_remote_manifest(&srv.url("data/t-000000.tar"), &opts).unwrap_err().to_string();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(e.contains("manifest.json") && e.contains("failed after 3 attempt(s)"), "{e}");
+    // the backoff before retries 1 and 2 is at most 0.2 + 0.4 s (init 200 ms, doubling); the
+    // default budget's 8 retries would wait up to 0.2+0.4+0.8+1.6+3.2+6.4+10+10 s
+    assert!(secs < 5.0, "gave up after {secs:.2} s: {e}");
 }
 
 #[test]

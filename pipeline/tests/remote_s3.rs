@@ -136,7 +136,7 @@ fn s3_shards_from_moto_match_the_local_read() {
     for c in 0..3 {
         assert_eq!(got.values().filter(|(l, _, _)| *l == c).count(), 21);
     }
-    assert_eq!(read_remote_manifest(&pattern).unwrap(), read_manifest(dir.path()).unwrap());
+    assert_eq!(read_remote_manifest(&pattern, &RemoteOptions::default()).unwrap(), Some(read_manifest(dir.path()).unwrap()));
 
     // A missing object and a missing bucket: one clear line each, not retried.
     let l = dspnet_pipeline::loader::Loader::new(

@@ -22,7 +22,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointState, CONFIG, METRICS};
 use crate::config::RunConfig;
 use crate::dspnet::DspnetTrainer;
 use crate::error::TrainerError;
-use dspnet_pipeline::loader::{Loader, LoaderMode};
+use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::Write;
@@ -76,28 +76,34 @@ pub struct TrainSummary {
 }
 
 /// Per-shard sample counts of the selected shards, from the `manifest.json` next to them
-/// (written by `dspnet-shard`); `None` when there is no manifest or it does not list every
-/// selected shard.
-pub fn manifest_shard_samples(shards: &[String]) -> Option<Vec<u64>> {
-    let first = shards.first()?;
+/// (written by `dspnet-shard`); `Ok(None)` when there is no manifest or it does not list every
+/// selected shard. A remote manifest is fetched with `loader`'s retry budget
+/// (`loader.remote_max_retries`, `loader.remote_max_retry_secs`).
+///
+/// Errors: [`TrainerError::Pipeline`] when a remote store stays unreachable or refuses access
+/// (a missing remote manifest is `Ok(None)`, as a missing local one is).
+pub fn manifest_shard_samples(shards: &[String], loader: &LoaderConfig) -> Result<Option<Vec<u64>>, TrainerError> {
+    let Some(first) = shards.first() else { return Ok(None) };
     // remote shards: the manifest.json beside them, fetched through the same object store
     let manifest = if dspnet_pipeline::source::is_remote(first) {
-        dspnet_pipeline::remote::read_remote_manifest(first).ok()?
+        let opts = dspnet_pipeline::remote::RemoteOptions::from_loader(loader);
+        dspnet_pipeline::remote::read_remote_manifest(first, &opts)?
     } else {
-        dspnet_pipeline::shard::read_manifest(Path::new(first).parent()?).ok()?
+        Path::new(first).parent().and_then(|d| dspnet_pipeline::shard::read_manifest(d).ok())
     };
-    shards
+    let Some(manifest) = manifest else { return Ok(None) };
+    Ok(shards
         .iter()
         .map(|s| {
             let name = Path::new(s).file_name()?.to_str()?;
             Some(manifest.shards.iter().find(|i| i.name == name)?.samples)
         })
-        .collect()
+        .collect())
 }
 
-/// Number of samples in the selected shards (sum of [`manifest_shard_samples`]).
-pub fn manifest_samples(shards: &[String]) -> Option<u64> {
-    manifest_shard_samples(shards).map(|v| v.iter().sum())
+/// Number of samples in the selected shards (sum of [`manifest_shard_samples`]); errors as there.
+pub fn manifest_samples(shards: &[String], loader: &LoaderConfig) -> Result<Option<u64>, TrainerError> {
+    Ok(manifest_shard_samples(shards, loader)?.map(|v| v.iter().sum()))
 }
 
 /// RANK and WORLD_SIZE from the environment (as torchrun sets them); 0 and 1 when unset.
@@ -345,7 +351,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
             Some(_) => s,
         })
         .collect();
-    let shard_samples = manifest_shard_samples(&shards);
+    let shard_samples = manifest_shard_samples(&shards, &cfg.loader)?;
     let loader = Loader::new(
         shards.clone(),
         cfg.loader.clone(),

@@ -30,6 +30,7 @@ struct Ctl {
     rate: AtomicU64,
     latency_ms: AtomicU64,
     conns: Mutex<Vec<tokio::task::AbortHandle>>,
+    requests: AtomicU64,
     gets: AtomicU64,
     range_gets: AtomicU64,
     cuts: AtomicU64,
@@ -111,6 +112,10 @@ impl Httpd {
         }
     }
 
+    /// Requests received, whatever the answer (404s included).
+    pub fn requests(&self) -> u64 {
+        self.ctl.requests.load(Ordering::SeqCst)
+    }
     /// GET requests answered with a body (200 or 206).
     pub fn gets(&self) -> u64 {
         self.ctl.gets.load(Ordering::SeqCst)
@@ -205,6 +210,7 @@ fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
 }
 
 async fn handle(req: Request<Incoming>, ctl: Arc<Ctl>) -> Result<Response<Body>, Infallible> {
+    ctl.requests.fetch_add(1, Ordering::SeqCst);
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "GET only"));
     }
