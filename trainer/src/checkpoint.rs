@@ -292,6 +292,34 @@ pub fn prefixed(vs: &tch::nn::VarStore, prefix: &str) -> Vec<(String, Tensor)> {
 
 #[cfg(test)]
 mod tests {
+    /// Exact resume compares the recorded learning rate and EMA rate with the schedule's value
+    /// bit for bit, so checkpoint.json must give back exactly the f64 it was written with. These
+    /// are the values of a real run that could not be resumed (0.5·40/390 and BYOL's tau at step
+    /// 39 of 2340, both printed by Python's repr): serde_json's default float parser may be 1 ULP
+    /// off; its `float_roundtrip` feature is exact.
+    #[test]
+    fn recorded_schedule_values_survive_the_json_round_trip_bit_for_bit() {
+        let t = 39.0 / 2340.0;
+        let values = [
+            0.5 * 40.0 / 390.0,
+            1.0 - (1.0 - 0.99) * ((std::f64::consts::PI * t).cos() + 1.0) / 2.0,
+            0.1 + 0.2,
+            std::f64::consts::PI / 3.0,
+        ];
+        for v in values {
+            let text = serde_json::to_string(&v).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{v:?} written as {text} read back as {back:?}");
+        }
+        // many more: every value of the two schedules of that run
+        for step in 0..2340u64 {
+            for v in [crate::schedule::lr_at(step, 2340, 390, 0.5), crate::schedule::ema_rate_at(step, 2340, 0.99, 1.0)] {
+                let back: f64 = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+                assert_eq!(back.to_bits(), v.to_bits(), "step {step}: {v:?} read back as {back:?}");
+            }
+        }
+    }
+
     use super::*;
 
     fn state() -> CheckpointState {
