@@ -279,6 +279,13 @@ fn baseline_from_reuses_matching_one_by_one_runs_and_refuses_a_mismatch() {
     // the one-by-one results are the baseline's
     let one_top1 = |c: &serde_json::Value| -> Vec<f64> { c["results"].as_array().unwrap().iter().map(|r| f(&r["one_by_one_top1"])).collect() };
     assert_eq!(one_top1(&cb), one_top1(&ca));
+    // ... and the report says which cost figures were measured in the earlier comparison
+    assert_eq!(ca["reused"]["runs"], serde_json::json!(["byol-w0_50", "byol-w1_00"]));
+    assert_eq!(ca["reused"]["code_version"], cb["code_version"]);
+    assert!(cb.get("reused").is_none(), "nothing was reused in the baseline itself");
+    let report = std::fs::read_to_string(abl.join("report.md")).unwrap();
+    assert!(report.contains("| byol-w0_50 (reused) |") && report.contains("| byol-w1_00 (reused) |") && report.contains("| dspnet |"), "{report}");
+    assert!(report.contains(&format!("Reused (`--baseline-from {}`): byol-w0_50, byol-w1_00", base.display())), "{report}");
 
     // a one-by-one recipe change: refused in one line naming the key, before any training
     let bad = dir.path().join("bad");

@@ -202,6 +202,21 @@ pub struct Comparison {
     pub same_budget: Option<SameBudget>,
     /// How FLOPs, memory and time were measured.
     pub methods: Methods,
+    /// `--baseline-from`: the runs copied from an earlier comparison (their costs were measured
+    /// there, not in this run). Absent when every run was trained here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<Reused>,
+}
+
+/// Runs copied from an earlier comparison by `--baseline-from`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reused {
+    /// The earlier comparison's `--out` folder, as given.
+    pub from: String,
+    /// Its code version (from its compare.json; "unknown" when it has none).
+    pub code_version: String,
+    /// Names of the copied runs, e.g. `byol-w0_25`.
+    pub runs: Vec<String>,
 }
 
 /// The measurement methods, stated in compare.json and the report.
@@ -248,6 +263,8 @@ pub struct Meta {
     pub protocols: Vec<String>,
     pub train_shards: Vec<String>,
     pub test_shards: Vec<String>,
+    /// Runs copied by `--baseline-from` (`None` without it or when nothing was copied).
+    pub reused: Option<Reused>,
 }
 
 /// Assembles the comparison: one row per (protocol, width) where both DSPNet and the
@@ -312,6 +329,7 @@ pub fn build(meta: Meta, dspnet: &SubRun, one: &[SubRun], budget: Option<(Budget
         cost: Cost { dspnet: d, one_by_one: ones, one_by_one_sum: sum, ratios },
         same_budget,
         methods: Methods::default(),
+        reused: meta.reused,
     }
 }
 
@@ -368,10 +386,12 @@ pub fn markdown(c: &Comparison) -> String {
         s.push('\n');
     }
     s += "## Cost\n\n| training | widths | wall time (s) | steps | training FLOPs (GMACs) | peak memory (MB) | peak above start-up (MB) |\n|---|---|---:|---:|---:|---:|---:|\n";
+    let reused = |name: &str| c.reused.as_ref().is_some_and(|r| r.runs.iter().any(|n| n == name));
     let line = |l: &CostLine| {
         format!(
-            "| {} | {} | {:.1} | {} | {:.3} | {:.0} | {:.0} |\n",
+            "| {}{} | {} | {:.1} | {} | {:.3} | {:.0} | {:.0} |\n",
             l.name,
+            if reused(&l.name) { " (reused)" } else { "" },
             widths_text(&l.widths),
             l.seconds,
             l.steps,
@@ -393,6 +413,16 @@ pub fn markdown(c: &Comparison) -> String {
         opt_ratio(r.peak_memory),
         opt_ratio(r.peak_memory_above_start)
     );
+    if let Some(u) = &c.reused {
+        s += &format!(
+            "Reused (`--baseline-from {}`): {} copied from that comparison (code version `{}`), not trained here; \
+             their wall time, FLOPs and memory were measured when it ran, so the ratios compare runs from two sessions \
+             (same machine only if that comparison ran on this one).\n\n",
+            u.from,
+            u.runs.join(", "),
+            u.code_version
+        );
+    }
     s += &format!(
         "Peak memory of DSPNet's training over the largest single one-by-one training (they run one after another): {}. \
          Every training process holds libtorch and the loader from its start-up (the first memory column counts it once per training), \
@@ -515,6 +545,7 @@ mod tests {
             protocols: vec!["knn".into()],
             train_shards: vec!["a".into()],
             test_shards: vec!["b".into()],
+            reused: None,
         };
         let c = build(meta, &dsp, &one, None);
         assert_eq!(c.results.len(), 2);

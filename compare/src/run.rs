@@ -142,6 +142,18 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
 /// The shards of the comparison in `dir` (`--baseline-from`), from its `compare-plan.json`.
 ///
 /// Errors: no readable plan there (not a dspnet-compare output folder).
+/// What `--baseline-from DIR` copied (`None` when nothing was): DIR, its code version from
+/// DIR/compare.json ("unknown" without one) and the copied runs' names.
+fn reused_record(dir: Option<&Path>, runs: &[String]) -> Option<crate::report::Reused> {
+    let dir = dir.filter(|_| !runs.is_empty())?;
+    let code_version = std::fs::read(dir.join("compare.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["code_version"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    Some(crate::report::Reused { from: dir.display().to_string(), code_version, runs: runs.to_vec() })
+}
+
 fn baseline_plan(dir: &Path) -> Result<PlanRecord> {
     let path = dir.join(PLAN);
     std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<PlanRecord>(&b).ok()).ok_or_else(|| {
@@ -559,6 +571,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         protocols: req.plan.protocols.clone(),
         train_shards,
         test_shards,
+        reused: reused_record(req.baseline_from.as_deref(), &ctx.reused),
     };
     let comparison = build(meta, &dspnet, &ones, budget.as_ref().map(|(s, r)| (s.clone(), r.as_slice())));
     write_all(&comparison, out)?;
