@@ -139,9 +139,6 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The shards of the comparison in `dir` (`--baseline-from`), from its `compare-plan.json`.
-///
-/// Errors: no readable plan there (not a dspnet-compare output folder).
 /// What `--baseline-from DIR` copied (`None` when nothing was): DIR, its code version from
 /// DIR/compare.json ("unknown" without one) and the copied runs' names.
 fn reused_record(dir: Option<&Path>, runs: &[String]) -> Option<crate::report::Reused> {
@@ -154,6 +151,9 @@ fn reused_record(dir: Option<&Path>, runs: &[String]) -> Option<crate::report::R
     Some(crate::report::Reused { from: dir.display().to_string(), code_version, runs: runs.to_vec() })
 }
 
+/// The shards of the comparison in `dir` (`--baseline-from`), from its `compare-plan.json`.
+///
+/// Errors: no readable plan there (not a dspnet-compare output folder).
 fn baseline_plan(dir: &Path) -> Result<PlanRecord> {
     let path = dir.join(PLAN);
     std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<PlanRecord>(&b).ok()).ok_or_else(|| {
