@@ -34,9 +34,11 @@ pub enum PipelineError {
     #[error("shard URL {url}: {reason}")]
     RemoteConfig { url: String, reason: String },
     /// A remote shard could not be read: the retries ran out, or the failure cannot be retried
-    /// (not found, access denied, object changed while being read).
+    /// (not found, access denied, object changed while being read). `not_found`: the store
+    /// answered that the object does not exist (HTTP 404, no such key), so callers can tell a
+    /// missing optional object (e.g. `manifest.json`) from an unreachable store.
     #[error("remote shard {url} failed after {attempts} attempt(s) in {secs:.1} s at byte {offset}: {cause}; {hint}")]
-    Remote { url: String, attempts: u32, secs: f64, offset: u64, cause: String, hint: String },
+    Remote { url: String, attempts: u32, secs: f64, offset: u64, cause: String, hint: String, not_found: bool },
     /// An input image folder holds no image.
     #[error("input folder {} holds no image (expected DIR/<class>/<image>.jpg|jpeg|png|webp); check --input", path.display())]
     NoImages { path: PathBuf },

@@ -449,6 +449,35 @@ fn is_transient(e: &object_store::Error) -> bool {
     }
 }
 
+/// Whether the store answered that the object does not exist (`NotFound`, or HTTP 404 in the
+/// text of an error the store did not classify).
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. }) || http_status(&one_line_error(e)) == Some(404)
+}
+
+/// Why a fetch gave up, which chooses the error's hint.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Failure {
+    /// Retried until the budget ran out.
+    Transient,
+    /// The object does not exist.
+    NotFound,
+    /// Not retried: access denied, object changed, bad request.
+    Fatal,
+}
+
+impl Failure {
+    fn of(e: &object_store::Error) -> Failure {
+        if is_not_found(e) {
+            Failure::NotFound
+        } else if is_transient(e) {
+            Failure::Transient
+        } else {
+            Failure::Fatal
+        }
+    }
+}
+
 /// State of one outage: failures since the last delivered byte.
 #[derive(Default)]
 struct Outage {
@@ -481,9 +510,6 @@ impl Outage {
     }
 }
 
-/// Start of the hint of a [`PipelineError::Remote`] whose object does not exist.
-const NOT_FOUND_HINT: &str = "the object does not exist";
-
 /// One shard being fetched: the store, the object, the settings and the counters.
 struct Fetch {
     store: Arc<dyn ObjectStore>,
@@ -494,17 +520,15 @@ struct Fetch {
 }
 
 impl Fetch {
-    fn give_up(&self, outage: &Outage, offset: u64, cause: String, transient: bool) -> PipelineError {
-        let hint = if transient {
-            format!(
+    fn give_up(&self, outage: &Outage, offset: u64, cause: String, failure: Failure) -> PipelineError {
+        let hint = match failure {
+            Failure::Transient => format!(
                 "the server stayed unreachable; check the network and the server, or raise loader.remote_max_retries ({}) / loader.remote_max_retry_secs ({})",
                 self.opts.max_retries,
                 self.opts.max_retry_time.as_secs_f64()
-            )
-        } else if cause.contains("not found") || cause.contains("404") {
-            format!("{NOT_FOUND_HINT}; check the shard pattern")
-        } else {
-            "this is not retried; check the URL and the credentials (see README, Remote shards)".to_string()
+            ),
+            Failure::NotFound => "the object does not exist; check the shard pattern".to_string(),
+            Failure::Fatal => "this is not retried; check the URL and the credentials (see README, Remote shards)".to_string(),
         };
         PipelineError::Remote {
             url: self.url.to_string(),
@@ -513,6 +537,7 @@ impl Fetch {
             offset,
             cause,
             hint,
+            not_found: failure == Failure::NotFound,
         }
     }
 
@@ -531,15 +556,15 @@ impl Fetch {
                 Ok(r) => {
                     let cause = format!("asked for bytes from {offset}, the server sent {}..{}", r.range.start, r.range.end);
                     outage.fail(&self.opts);
-                    return Err(self.give_up(outage, offset, cause, false));
+                    return Err(self.give_up(outage, offset, cause, Failure::Fatal));
                 }
                 Err(e) => e,
             };
             let cause = tidy_cause(&one_line_error(&err));
-            let transient = is_transient(&err);
-            let delay = if transient { outage.fail(&self.opts) } else { outage.fail(&self.opts).and(None) };
+            let failure = Failure::of(&err);
+            let delay = if failure == Failure::Transient { outage.fail(&self.opts) } else { outage.fail(&self.opts).and(None) };
             let Some(delay) = delay else {
-                return Err(self.give_up(outage, offset, cause, transient));
+                return Err(self.give_up(outage, offset, cause, failure));
             };
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(url = %self.url, offset, attempt = outage.failures, delay_ms = delay.as_millis() as u64, "remote shard request failed, retrying: {cause}");
@@ -608,7 +633,7 @@ async fn pump(
     let mut outage = Outage::default();
     let stats = fetch.stats.clone();
     loop {
-        let (cause, transient) = match body.next().await {
+        let (cause, failure) = match body.next().await {
             Some(Ok(mut bytes)) => {
                 if bytes.is_empty() {
                     continue;
@@ -632,12 +657,12 @@ async fn pump(
             }
             None if offset >= size => return, // complete: dropping tx ends the stream
             Some(Err(_)) if offset >= size => return,
-            None => (format!("connection closed after byte {offset} of {size}"), true),
-            Some(Err(e)) => (tidy_cause(&one_line_error(&e)), is_transient(&e)),
+            None => (format!("connection closed after byte {offset} of {size}"), Failure::Transient),
+            Some(Err(e)) => (tidy_cause(&one_line_error(&e)), Failure::of(&e)),
         };
-        let delay = if transient { outage.fail(&fetch.opts) } else { outage.fail(&fetch.opts).and(None) };
+        let delay = if failure == Failure::Transient { outage.fail(&fetch.opts) } else { outage.fail(&fetch.opts).and(None) };
         let Some(delay) = delay else {
-            let err = fetch.give_up(&outage, offset, cause, transient);
+            let err = fetch.give_up(&outage, offset, cause, failure);
             let _ = tx.send(Err(io::Error::other(FatalRemote(err))));
             return;
         };
@@ -806,6 +831,7 @@ impl RemoteSource {
                 offset: out.len() as u64,
                 cause: e.to_string(),
                 hint: "check the server".into(),
+                not_found: false,
             }));
         }
         Ok(out)
@@ -921,7 +947,7 @@ pub fn read_remote_manifest(shard: &str, opts: &RemoteOptions) -> Result<Option<
     let src = RemoteSource::new(&url, RemoteOptions { read_ahead: 0, ..opts.clone() }, Arc::default())?;
     let bytes = match block_on_private(src.read_all(&url)) {
         Ok(b) => b,
-        Err(PipelineError::Remote { hint, .. }) if hint.starts_with(NOT_FOUND_HINT) => return Ok(None),
+        Err(PipelineError::Remote { not_found: true, .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
     let bad = |reason: String| PipelineError::Manifest { path: url.clone().into(), reason };
@@ -1049,6 +1075,11 @@ mod tests {
         assert!(!is_transient(&generic("Server returned non-2xx status code: 400 Bad Request")));
         assert!(!is_transient(&object_store::Error::NotFound { path: "x".into(), source: "404".into() }));
         assert!(!is_transient(&object_store::Error::Precondition { path: "x".into(), source: "412".into() }));
+        // not found: the store's own variant, or a 404 in an error it did not classify
+        assert_eq!(Failure::of(&object_store::Error::NotFound { path: "x".into(), source: "404".into() }), Failure::NotFound);
+        assert_eq!(Failure::of(&generic("Server returned non-2xx status code: 404 Not Found")), Failure::NotFound);
+        assert_eq!(Failure::of(&generic("Server returned non-2xx status code: 403 Forbidden")), Failure::Fatal);
+        assert_eq!(Failure::of(&generic("Server returned non-2xx status code: 503 Service Unavailable")), Failure::Transient);
     }
 
     #[test]

@@ -166,6 +166,7 @@ fn server_down_for_good_ends_the_epoch_with_a_clear_error_within_the_budget() {
     let msg = items.last().unwrap().as_ref().err().unwrap().to_string();
     println!("missing shard: {msg}");
     assert!(msg.contains("t-000099.tar") && msg.contains("1 attempt(s)") && msg.contains("does not exist"), "{msg}");
+    assert!(matches!(items.last().unwrap().as_ref().err().unwrap(), PipelineError::Remote { not_found: true, .. }));
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 

@@ -81,7 +81,9 @@ pub struct TrainSummary {
 /// (`loader.remote_max_retries`, `loader.remote_max_retry_secs`).
 ///
 /// Errors: [`TrainerError::Pipeline`] when a remote store stays unreachable or refuses access
-/// (a missing remote manifest is `Ok(None)`, as a missing local one is).
+/// (a missing remote manifest is `Ok(None)`, as a missing local one is), or when a manifest
+/// exists but is unreadable or malformed (the message names it and says to re-run
+/// `dspnet-shard`).
 pub fn manifest_shard_samples(shards: &[String], loader: &LoaderConfig) -> Result<Option<Vec<u64>>, TrainerError> {
     let Some(first) = shards.first() else { return Ok(None) };
     // remote shards: the manifest.json beside them, fetched through the same object store
@@ -89,7 +91,11 @@ pub fn manifest_shard_samples(shards: &[String], loader: &LoaderConfig) -> Resul
         let opts = dspnet_pipeline::remote::RemoteOptions::from_loader(loader);
         dspnet_pipeline::remote::read_remote_manifest(first, &opts)?
     } else {
-        Path::new(first).parent().and_then(|d| dspnet_pipeline::shard::read_manifest(d).ok())
+        let dir = Path::new(first).parent().unwrap_or(Path::new(""));
+        match dir.join(dspnet_pipeline::shard::MANIFEST_NAME).try_exists() {
+            Ok(true) => Some(dspnet_pipeline::shard::read_manifest(dir)?),
+            _ => None,
+        }
     };
     let Some(manifest) = manifest else { return Ok(None) };
     Ok(shards
@@ -691,6 +697,36 @@ fn save(
 mod tests {
     use super::*;
     use tch::Kind;
+
+    #[test]
+    fn local_manifest_counts_and_a_malformed_one_is_an_error_not_none() {
+        use dspnet_pipeline::shard::{Manifest, ShardInfo, MANIFEST_NAME};
+        let dir = tempfile::tempdir().unwrap();
+        let shard = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let shards = vec![shard("t-000001.tar"), shard("t-000000.tar")];
+        let loader = LoaderConfig::default();
+        // no manifest: unknown, not an error
+        assert_eq!(manifest_shard_samples(&shards, &loader).unwrap(), None);
+        let info = |name: &str, samples| ShardInfo { name: name.into(), samples, bytes: 1, sha256: String::new() };
+        let m = Manifest {
+            format_version: 1,
+            prefix: "t".into(),
+            compression: "none".into(),
+            class_names: vec![],
+            total_samples: 7,
+            shards: vec![info("t-000000.tar", 3), info("t-000001.tar", 4)],
+        };
+        std::fs::write(dir.path().join(MANIFEST_NAME), serde_json::to_vec(&m).unwrap()).unwrap();
+        // in the order of the selected shards
+        assert_eq!(manifest_shard_samples(&shards, &loader).unwrap(), Some(vec![4, 3]));
+        assert_eq!(manifest_samples(&shards[..1], &loader).unwrap(), Some(4));
+        // a shard the manifest does not list: unknown
+        assert_eq!(manifest_samples(&[shard("t-000002.tar")], &loader).unwrap(), None);
+        // a truncated manifest is an error naming the file, not silently "no manifest"
+        std::fs::write(dir.path().join(MANIFEST_NAME), b"{\"format_version\": 1, \"pre").unwrap();
+        let e = manifest_samples(&shards, &loader).unwrap_err().to_string();
+        assert!(e.contains(MANIFEST_NAME) && e.contains("re-run dspnet-shard") && !e.contains('\n'), "{e}");
+    }
 
     fn tiny() -> RunConfig {
         let text = include_str!("../../configs/cpu-fashion-mnist.toml");
