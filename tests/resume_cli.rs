@@ -1,6 +1,7 @@
 //! End-to-end, through the binaries on real CIFAR-10 photos: exact resume after SIGKILL in the
 //! middle of an epoch, non-finite losses (stop keeping the last good checkpoint, or skip), an
-//! unwritable output location found before training, and equal steps per epoch on every rank.
+//! unwritable output location found before training, Ctrl-C (checkpoint, exit 130), and equal
+//! steps per epoch on every rank.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -192,6 +193,55 @@ fn killed_mid_epoch_and_resumed_ends_byte_identical() {
     let out = Command::new(TRAIN).args(["--resume", run_b.to_str().unwrap(), "--quiet"]).output().unwrap();
     assert_one_line_error(&out, &["already finished all 12 planned steps"]);
     eprintln!("uninterrupted run: {:.1} s", uninterrupted.as_secs_f64());
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_shards = shards(dir.path(), 32, 32); // 96 photos, 6 steps per epoch
+    // 50 epochs (300 steps): far more than the run takes before the SIGINT lands.
+    let extra = sets(&[
+        "model.base_channels=4",
+        "heads.hidden=32",
+        "heads.out_dim=16",
+        "loader.batch_size=16",
+        "loader.shuffle_buffer=32",
+        "train.precision=\"fp32\"",
+        "train.threads=1",
+        "train.epochs=50",
+        "train.log_every=1",
+        "train.checkpoint_every=1000",
+    ]);
+    let run = dir.path().join("run");
+    let mut child = train(&train_shards, &run, &extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // 130 = 128 + SIGINT (2): the shell's code for a command stopped by Ctrl-C
+    assert_eq!(out.status.code(), Some(130), "stdout: {stdout} stderr: {stderr}");
+    // the step in flight finished and was saved (no periodic checkpoint before step 1000)
+    let steps: u64 = stdout
+        .split("interrupted after ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'interrupted after N steps' in {stdout}"));
+    assert!((2..300).contains(&steps), "{stdout}");
+    assert_eq!(state(&run)["step"], steps);
+    assert!(stderr.contains(&format!("--resume {}", run.display())), "{stderr}");
+    // and the run continues from there
+    let target = (steps + 2).to_string();
+    let out = Command::new(TRAIN).args(["--resume", run.to_str().unwrap(), "--quiet", "--max-steps", &target]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("resumed at step {steps}, trained 2 steps")), "{stdout}");
 }
 
 #[test]

@@ -76,7 +76,8 @@ fn resume_config(run: &std::path::Path, config: Option<&PathBuf>, sets: &[String
     RunConfig::for_resume(&own, &requested, &path)
 }
 
-fn run(args: Args) -> Result<(), TrainerError> {
+/// Trains; `Ok(true)` when Ctrl-C stopped the run early (its checkpoint is saved).
+fn run(args: Args) -> Result<bool, TrainerError> {
     let config = match &args.resume {
         Some(run) => resume_config(run, args.config.as_ref(), &args.set)?,
         None => RunConfig::load(args.config.as_ref().expect("clap requires --config"), &args.set)?,
@@ -127,11 +128,17 @@ fn run(args: Args) -> Result<(), TrainerError> {
         summary.data_wait_fraction * 100.0,
         out.display()
     );
-    Ok(())
+    if summary.interrupted {
+        eprintln!("interrupted: checkpoint saved; continue with: dspnet-stream-train --resume {}", out.display());
+    }
+    Ok(summary.interrupted)
 }
 
 fn main() -> ExitCode {
     init_logging();
     let args = Args::parse();
-    exit_with(run(args))
+    match run(args) {
+        Ok(true) => ExitCode::from(130), // 128 + SIGINT, the shell's code for an interrupted command
+        other => exit_with(other.map(|_| ())),
+    }
 }

@@ -274,6 +274,18 @@ fn bn_restore(snapshot: &[(Tensor, Tensor)]) {
     });
 }
 
+/// Appends `value` and a newline to `out` (RUN/metrics.jsonl, opened with O_APPEND) in one
+/// `write` call, so a reader following the file never sees half a record and a run killed
+/// mid-step leaves whole lines (`writeln!` on a `File` issues one `write` per formatted piece).
+///
+/// # Errors
+/// The writer's I/O error (a short write is retried by `write_all`).
+fn append_jsonl<W: Write>(out: &mut W, value: &serde_json::Value) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(value)?;
+    line.push(b'\n');
+    out.write_all(&line)
+}
+
 /// Keeps the lines of RUN/metrics.jsonl up to step `step` (a resumed run rewrites the lines of
 /// the steps after its checkpoint). Written atomically.
 fn truncate_metrics(run_dir: &Path, step: u64) -> Result<(), TrainerError> {
@@ -554,7 +566,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                                 "elapsed_sec": started.elapsed().as_secs_f64(),
                             });
                             if let Some(m) = metrics.as_mut() {
-                                writeln!(m, "{line}").map_err(|e| TrainerError::io(&metrics_path, e))?;
+                                append_jsonl(m, &line).map_err(|e| TrainerError::io(&metrics_path, e))?;
                             }
                             if req.progress {
                                 let losses: Vec<String> = stats.losses.iter().map(|(w, l)| format!("{w}:{l:.3}")).collect();
@@ -585,7 +597,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                         tracing::warn!(skipped_total = skipped, "skipping the step: {msg}");
                         let line = json!({"step": step, "epoch": pos.epoch, "skipped_nonfinite": skipped, "skip_reason": msg});
                         if let Some(m) = metrics.as_mut() {
-                                writeln!(m, "{line}").map_err(|e| TrainerError::io(&metrics_path, e))?;
+                                append_jsonl(m, &line).map_err(|e| TrainerError::io(&metrics_path, e))?;
                             }
                     }
                     Err(e) => return Err(e),
@@ -903,6 +915,26 @@ mod tests {
         let ok = tmp.path().join("run");
         prepare_run_dir(&ok, false).unwrap();
         assert_eq!(std::fs::read_dir(&ok).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_metrics_record_is_one_write_call() {
+        /// Records every `write` call it receives.
+        struct Calls(Vec<Vec<u8>>);
+        impl Write for Calls {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.push(buf.to_vec());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let v = serde_json::json!({"step": 5, "loss": [{"width": 0.25, "loss": 0.5}], "note": "a \"quoted\" string"});
+        let mut w = Calls(Vec::new());
+        append_jsonl(&mut w, &v).unwrap();
+        assert_eq!(w.0.len(), 1, "{:?}", w.0);
+        assert_eq!(String::from_utf8(w.0[0].clone()).unwrap(), "{\"loss\":[{\"loss\":0.5,\"width\":0.25}],\"note\":\"a \\\"quoted\\\" string\",\"step\":5}\n");
     }
 
     #[test]
