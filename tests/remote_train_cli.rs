@@ -4,6 +4,7 @@
 //! within the configured retry budget.
 #[path = "../pipeline/tests/support/httpd.rs"]
 mod httpd;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -45,22 +46,13 @@ fn served_shards(dir: &Path) -> Option<httpd::Httpd> {
     Some(srv)
 }
 
+/// Added to `support::TINY_MODEL` in every run here: a small retry budget, so a dead server fails fast.
+const RETRY: [&str; 2] = ["loader.remote_max_retries=2", "loader.remote_max_retry_secs=1.5"];
+
 /// `dspnet-stream-train` for 2 steps on the small CIFAR preset (tiny model); the remote retry
 /// options are given with --set (they are not in the preset file).
-/// The tiny-model settings every run here uses (a small retry budget, so a dead server fails fast).
-const TINY: [&str; 8] = [
-    "model.base_channels=4",
-    "heads.hidden=32",
-    "heads.out_dim=16",
-    "loader.batch_size=16",
-    "loader.shuffle_buffer=32",
-    "train.precision=\"fp32\"",
-    "loader.remote_max_retries=2",
-    "loader.remote_max_retry_secs=1.5",
-];
-
 fn train(shards: &str, out: &Path) -> Output {
-    let sets = TINY.iter().copied().chain(["train.log_every=1"]);
+    let sets = support::TINY_MODEL.iter().chain(&RETRY).copied().chain(["train.log_every=1"]);
     let cfg = root().join("configs/cifar10-small.toml");
     let mut args: Vec<String> = vec!["--config".into(), cfg.to_str().unwrap().into(), "--shards".into(), shards.into(), "--out".into(), out.to_str().unwrap().into(), "--quiet".into(), "--max-steps".into(), "2".into()];
     for s in sets {
@@ -121,7 +113,7 @@ fn server_gone_mid_run_keeps_the_last_checkpoint_intact() {
     let cfg = root().join("configs/cifar10-small.toml");
     let mut cmd = Command::new(TRAIN);
     cmd.args(["--config", cfg.to_str().unwrap(), "--shards", &pattern, "--out", run.to_str().unwrap(), "--quiet"]);
-    for s in TINY.iter().copied().chain(["train.epochs=5"]) {
+    for s in support::TINY_MODEL.iter().chain(&RETRY).copied().chain(["train.epochs=5"]) {
         cmd.args(["--set", s]);
     }
     let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();

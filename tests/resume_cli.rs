@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 const SHARD: &str = env!("CARGO_BIN_EXE_dspnet-shard");
 const TRAIN: &str = env!("CARGO_BIN_EXE_dspnet-stream-train");
 
@@ -201,17 +203,10 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let train_shards = shards(dir.path(), 32, 32); // 96 photos, 6 steps per epoch
     // 50 epochs (300 steps): far more than the run takes before the SIGINT lands.
     let extra = sets(&[
-        "model.base_channels=4",
-        "heads.hidden=32",
-        "heads.out_dim=16",
-        "loader.batch_size=16",
-        "loader.shuffle_buffer=32",
-        "train.precision=\"fp32\"",
-        "train.threads=1",
-        "train.epochs=50",
-        "train.log_every=1",
-        "train.checkpoint_every=1000",
-    ]);
+        &support::TINY_MODEL[..],
+        &["train.threads=1", "train.epochs=50", "train.log_every=1", "train.checkpoint_every=1000"],
+    ]
+    .concat());
     let run = dir.path().join("run");
     let mut child = train(&train_shards, &run, &extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -252,20 +247,18 @@ fn nonfinite_loss_stops_keeping_the_last_good_checkpoint_or_is_skipped() {
     // blows the weights up in the first update (still finite, ~1e28), so the second step's
     // forward pass overflows and its loss is NaN.
     let base = [
-        "model.base_channels=4",
-        "heads.hidden=32",
-        "heads.out_dim=16",
-        "loader.batch_size=16",
-        "loader.shuffle_buffer=32",
-        "train.precision=\"fp32\"",
-        "train.threads=1",
-        "train.epochs=1",
-        "train.log_every=1",
-        "train.checkpoint_every=1",
-        "optim.kind=\"sgd\"",
-        "optim.weight_decay=1e30",
-        "optim.warmup_epochs=0",
-    ];
+        &support::TINY_MODEL[..],
+        &[
+            "train.threads=1",
+            "train.epochs=1",
+            "train.log_every=1",
+            "train.checkpoint_every=1",
+            "optim.kind=\"sgd\"",
+            "optim.weight_decay=1e30",
+            "optim.warmup_epochs=0",
+        ],
+    ]
+    .concat();
     // the reference: the same run stopped cleanly after its one good step
     let one = dir.path().join("one");
     let out = train(&train_shards, &one, &[sets(&base), vec!["--max-steps".into(), "1".into()]].concat()).output().unwrap();

@@ -2,6 +2,8 @@
 //! dspnet-eval, then results.json checked; plus the bad-input contract of the training and
 //! evaluation binaries (one line, exit code 2, no run directory that looks complete).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -34,22 +36,14 @@ fn run(bin: &str, args: &[&str]) -> Output {
 }
 
 fn tiny_sets() -> Vec<String> {
-    [
-        "model.base_channels=4",
-        "heads.hidden=32",
-        "heads.out_dim=16",
-        "loader.batch_size=16",
-        "loader.shuffle_buffer=32",
-        "train.precision=\"fp32\"",
+    let rest = [
         "train.log_every=1",
         "train.checkpoint_every=2",
         "eval.batch_size=32",
         "eval.linear_epochs=3",
         "eval.bn_calibration_batches=2",
-    ]
-    .iter()
-    .flat_map(|s| ["--set".to_string(), s.to_string()])
-    .collect()
+    ];
+    support::TINY_MODEL.iter().chain(&rest).flat_map(|s| ["--set".to_string(), s.to_string()]).collect()
 }
 
 struct Fixture {
