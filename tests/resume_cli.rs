@@ -240,6 +240,44 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
 }
 
 #[test]
+fn a_second_ctrl_c_aborts_with_130_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_shards = shards(dir.path(), 32, 32);
+    // 16 base channels: steps long enough (about 0.1-0.5 s) for the second SIGINT to land while
+    // libtorch still computes the step, where process::exit crashed (exit code 139)
+    let extra = sets(&[
+        &support::TINY_MODEL[..],
+        &["model.base_channels=16", "train.threads=1", "train.epochs=50", "train.log_every=1", "train.checkpoint_every=1000"],
+    ]
+    .concat());
+    for attempt in 0..3 {
+        let run = dir.path().join(format!("run{attempt}"));
+        let mut child = train(&train_shards, &run, &extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // past the epoch-end checkpoint of step 6 (96 photos, batch 16), in the middle of a step
+        while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 8 {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+            assert!(Instant::now() < deadline, "the run made no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for _ in 0..2 {
+            assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+            std::thread::sleep(Duration::from_millis([30, 50, 80][attempt]));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "attempt {attempt}: {stderr}");
+        assert!(stderr.contains("aborted: the last saved checkpoint"), "{stderr}");
+        // the last checkpoint (the epoch end's) is whole: the run resumes from it
+        let step = state(&run)["step"].as_u64().unwrap();
+        assert!(step >= 6, "{step}");
+        let target = (step + 1).to_string();
+        let out = Command::new(TRAIN).args(["--resume", run.to_str().unwrap(), "--quiet", "--max-steps", &target]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
 fn nonfinite_loss_stops_keeping_the_last_good_checkpoint_or_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let train_shards = shards(dir.path(), 32, 32);

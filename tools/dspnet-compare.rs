@@ -14,10 +14,10 @@
 use clap::Parser;
 use dspnet_compare::plan::preset;
 use dspnet_compare::{run_compare, CompareError, CompareRequest, Plan};
-use dspnet_trainer::cli::init_logging;
+use dspnet_trainer::cli::{init_logging, on_interrupt};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -134,16 +134,8 @@ fn main() -> ExitCode {
     init_logging();
     let args = Args::parse();
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let child = args.child_train.is_some();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        if !child {
-            eprintln!("\ninterrupt: the running training saves a checkpoint and stops; rerun with --resume to continue (Ctrl-C again to abort)");
-        }
-    });
+    let first = "interrupt: the running training saves a checkpoint and stops; rerun with --resume to continue (Ctrl-C again to abort)";
+    on_interrupt(stop.clone(), if args.child_train.is_some() { None } else { Some(first) });
     match run(args, stop) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -14,13 +14,13 @@
 use clap::Parser;
 use dspnet_pipeline::source::expand_pattern;
 use dspnet_trainer::checkpoint::CONFIG;
-use dspnet_trainer::cli::{exit_with, init_logging, parse_device};
+use dspnet_trainer::cli::{exit_with, init_logging, on_interrupt, parse_device, shell_word};
 use dspnet_trainer::config::RunConfig;
 use dspnet_trainer::run::{train, TrainRequest};
 use dspnet_trainer::TrainerError;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -93,13 +93,7 @@ fn run(args: Args) -> Result<bool, TrainerError> {
         (None, None) => unreachable!("clap requires --out without --resume"),
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)");
-    });
+    on_interrupt(stop.clone(), Some("interrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)"));
     let summary = train(TrainRequest {
         config,
         shards,
@@ -129,7 +123,13 @@ fn run(args: Args) -> Result<bool, TrainerError> {
         out.display()
     );
     if summary.interrupted {
-        eprintln!("interrupted: checkpoint saved; continue with: dspnet-stream-train --resume {}", out.display());
+        // the program as it was invoked (it may not be on PATH), and the run folder as one shell word
+        let program = std::env::args().next().unwrap_or_else(|| "dspnet-stream-train".into());
+        eprintln!(
+            "interrupted: checkpoint saved; continue with: {} --resume {}",
+            shell_word(&program),
+            shell_word(&out.to_string_lossy())
+        );
     }
     Ok(summary.interrupted)
 }

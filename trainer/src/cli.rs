@@ -2,6 +2,8 @@
 
 use crate::error::TrainerError;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tch::Device;
 
 /// Installs a `tracing` subscriber writing to stderr (colours only on a terminal); `RUST_LOG`
@@ -18,6 +20,35 @@ pub fn init_logging() {
 
 fn tracing_subscriber_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Ctrl-C (SIGINT) handling of the training binaries: the first one sets `stop` (the trainer
+/// finishes its step, saves a checkpoint and returns) and prints `first` if given; a second one
+/// aborts at once with exit code 130 (128 + SIGINT) and says so. The abort uses `_exit`, which
+/// runs no atexit handlers or static destructors: `std::process::exit` would tear libtorch's
+/// statics down under the threads still computing the step and crash (exit code 139). Nothing
+/// finished is lost: checkpoints are written atomically, so the last saved one stays whole.
+pub fn on_interrupt(stop: Arc<AtomicBool>, first: Option<&'static str>) {
+    let _ = ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            eprintln!("\naborted: the last saved checkpoint (if any) is kept");
+            // SAFETY: _exit takes an exit status and never returns; it touches no Rust state.
+            unsafe { libc::_exit(130) };
+        }
+        if let Some(m) = first {
+            eprintln!("\n{m}");
+        }
+    });
+}
+
+/// `s` as one shell word: unchanged when it holds only safe characters, else in single quotes
+/// (a `'` inside written as `'\''`), so a printed command can be pasted as it is.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N`. Errors name the option and the accepted values, and say
@@ -47,5 +78,19 @@ pub fn exit_with(result: Result<(), TrainerError>) -> ExitCode {
             eprintln!("error: {}", e.to_string().replace('\n', " "));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_paste_back_as_one_argument() {
+        assert_eq!(shell_word("runs/fmnist-0.5"), "runs/fmnist-0.5");
+        assert_eq!(shell_word("runs/with space"), "'runs/with space'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("$HOME"), "'$HOME'");
+        assert_eq!(shell_word(""), "''");
     }
 }
