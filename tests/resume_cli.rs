@@ -197,6 +197,24 @@ fn killed_mid_epoch_and_resumed_ends_byte_identical() {
     eprintln!("uninterrupted run: {:.1} s", uninterrupted.as_secs_f64());
 }
 
+/// Starts a training in `run` (stdout and stderr piped) and returns once its metrics.jsonl
+/// holds `lines` records; panics if it ends first or makes no progress for 120 s.
+fn train_until_logged(shards: &str, run: &Path, extra: &[String], lines: usize) -> std::process::Child {
+    let mut child = train(shards, run, extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < lines {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+/// Sends SIGINT (what Ctrl-C sends) to `child`.
+fn sigint(child: &std::process::Child) {
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+}
+
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,15 +226,8 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     ]
     .concat());
     let run = dir.path().join("run");
-    let mut child = train(&train_shards, &run, &extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
-        assert!(Instant::now() < deadline, "the run made no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
+    let child = train_until_logged(&train_shards, &run, &extra, 2);
+    sigint(&child);
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // 130 = 128 + SIGINT (2): the shell's code for a command stopped by Ctrl-C
@@ -252,16 +263,10 @@ fn a_second_ctrl_c_aborts_with_130_and_keeps_the_last_checkpoint() {
     .concat());
     for attempt in 0..3 {
         let run = dir.path().join(format!("run{attempt}"));
-        let mut child = train(&train_shards, &run, &extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
         // past the epoch-end checkpoint of step 6 (96 photos, batch 16), in the middle of a step
-        while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 8 {
-            assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
-            assert!(Instant::now() < deadline, "the run made no progress");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let child = train_until_logged(&train_shards, &run, &extra, 8);
         for _ in 0..2 {
-            assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+            sigint(&child);
             std::thread::sleep(Duration::from_millis([30, 50, 80][attempt]));
         }
         let out = child.wait_with_output().unwrap();
