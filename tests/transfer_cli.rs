@@ -219,6 +219,12 @@ fn class_maps_boxes_and_metrics_match_hand_worked_values() {
     assert_eq!(c["ignore"], json!([[255, 1, 2], [3, 4, 255]]));
     assert_eq!(c["png"], c["background"]);
 
+    // umask 022: 0666 & !0022 = 0644 (420), no temporary file left behind
+    let c = case("write_atomic");
+    assert_eq!(c["mode"], 0o644, "{c}");
+    assert_eq!(c["text"], "{}\n");
+    assert_eq!(c["others"], json!(["r.json"]));
+
     // COCO128's semantic config lists the 129 panoptic categories that occur in its masks
     // (133 panoptic categories less parking meter 14, cow 21, toaster 80, hair drier 89), ids
     // 1..200; the box config names 80 classes 0..79

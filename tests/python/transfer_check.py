@@ -22,6 +22,7 @@ from dspnet_export.transfer import (
     mask_to_class_map,
     read_class_ids,
     seg_metrics,
+    write_atomic,
 )
 
 
@@ -40,6 +41,13 @@ def main():
     from_png = load_class_map(Sample(png, 0, 3, 2, mask=png), ids, "background")
     emit("class_map", background=mask_to_class_map(mask, ids).tolist(),
          ignore=mask_to_class_map(mask, ids, "ignore").tolist(), png=from_png.tolist(), ignore_label=IGNORE)
+
+    # a record written atomically gets a plain file's permissions under umask 022
+    import os
+    os.umask(0o022)
+    write_atomic(tmp / "rec" / "r.json", "{}\n")
+    emit("write_atomic", mode=(tmp / "rec" / "r.json").stat().st_mode & 0o777,
+         text=(tmp / "rec" / "r.json").read_text(), others=sorted(p.name for p in (tmp / "rec").iterdir()))
 
     # the COCO128 semantic class list
     seg_ids = read_class_ids(coco / "semantic_segmentation" / "config.yaml")

@@ -842,11 +842,16 @@ def resolve_settings(args) -> dict:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file in the same folder, fsync and rename."""
+    """Writes ``text`` to ``path`` via a temporary file in the same folder, fsync and rename. The
+    file gets the permissions of a plainly created one (0666 less the umask, e.g. 0644), not
+    ``mkstemp``'s private 0600, like the run's other files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
