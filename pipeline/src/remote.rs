@@ -494,11 +494,12 @@ impl Outage {
     fn elapsed(&self) -> Duration {
         self.started.map_or(Duration::ZERO, |s| s.elapsed())
     }
-    /// Record a failure; the backoff before the next attempt, or `None` when the budget is spent.
-    fn fail(&mut self, opts: &RemoteOptions) -> Option<Duration> {
+    /// Record a failure; the backoff before the next attempt, or `None` when the failure is not
+    /// retried (anything but [`Failure::Transient`]) or the budget is spent.
+    fn fail(&mut self, opts: &RemoteOptions, failure: Failure) -> Option<Duration> {
         self.failures += 1;
         let started = *self.started.get_or_insert_with(Instant::now);
-        if self.failures > opts.max_retries {
+        if failure != Failure::Transient || self.failures > opts.max_retries {
             return None;
         }
         let cap = opts.backoff_cap(self.failures).as_secs_f64();
@@ -555,15 +556,14 @@ impl Fetch {
                 Ok(r) if r.range.start == offset => return Ok(r),
                 Ok(r) => {
                     let cause = format!("asked for bytes from {offset}, the server sent {}..{}", r.range.start, r.range.end);
-                    outage.fail(&self.opts);
+                    outage.fail(&self.opts, Failure::Fatal);
                     return Err(self.give_up(outage, offset, cause, Failure::Fatal));
                 }
                 Err(e) => e,
             };
             let cause = tidy_cause(&one_line_error(&err));
             let failure = Failure::of(&err);
-            let delay = if failure == Failure::Transient { outage.fail(&self.opts) } else { outage.fail(&self.opts).and(None) };
-            let Some(delay) = delay else {
+            let Some(delay) = outage.fail(&self.opts, failure) else {
                 return Err(self.give_up(outage, offset, cause, failure));
             };
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -660,8 +660,7 @@ async fn pump(
             None => (format!("connection closed after byte {offset} of {size}"), Failure::Transient),
             Some(Err(e)) => (tidy_cause(&one_line_error(&e)), Failure::of(&e)),
         };
-        let delay = if failure == Failure::Transient { outage.fail(&fetch.opts) } else { outage.fail(&fetch.opts).and(None) };
-        let Some(delay) = delay else {
+        let Some(delay) = outage.fail(&fetch.opts, failure) else {
             let err = fetch.give_up(&outage, offset, cause, failure);
             let _ = tx.send(Err(io::Error::other(FatalRemote(err))));
             return;
@@ -1039,18 +1038,21 @@ mod tests {
         assert_eq!(caps, vec![0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0]);
         let mut out = Outage::default();
         for n in 1..=8 {
-            let d = out.fail(&o).unwrap().as_secs_f64();
+            let d = out.fail(&o, Failure::Transient).unwrap().as_secs_f64();
             let cap = caps[n - 1];
             assert!(d >= cap * 0.5 - 1e-9 && d <= cap + 1e-9, "retry {n}: {d} not in [{}, {cap}]", cap * 0.5);
         }
-        assert!(out.fail(&o).is_none(), "9th failure exceeds max_retries = 8");
+        assert!(out.fail(&o, Failure::Transient).is_none(), "9th failure exceeds max_retries = 8");
         out.reset();
-        assert!(out.fail(&o).is_some());
+        assert!(out.fail(&o, Failure::Transient).is_some());
+        // a failure that is not retried ends the outage at once, and still counts as an attempt
+        assert!(out.fail(&o, Failure::NotFound).is_none() && out.fail(&o, Failure::Fatal).is_none());
+        assert_eq!(out.failures, 3);
         // time budget: with 0.3 s allowed the third backoff (>= 0.4 s) cannot fit.
         let tight = RemoteOptions { max_retry_time: Duration::from_millis(300), ..o.clone() };
         let mut out = Outage::default();
         let mut n = 0;
-        while out.fail(&tight).is_some() {
+        while out.fail(&tight, Failure::Transient).is_some() {
             n += 1;
         }
         assert!(n <= 2, "{n} retries fitted in 0.3 s");

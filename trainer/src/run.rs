@@ -597,8 +597,8 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                         tracing::warn!(skipped_total = skipped, "skipping the step: {msg}");
                         let line = json!({"step": step, "epoch": pos.epoch, "skipped_nonfinite": skipped, "skip_reason": msg});
                         if let Some(m) = metrics.as_mut() {
-                                append_jsonl(m, &line).map_err(|e| TrainerError::io(&metrics_path, e))?;
-                            }
+                            append_jsonl(m, &line).map_err(|e| TrainerError::io(&metrics_path, e))?;
+                        }
                     }
                     Err(e) => return Err(e),
                 }
