@@ -25,11 +25,14 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DSPNET_DIST_NCCL");
     let lib = match std::env::var("DEP_TCH_LIBTORCH_LIB") {
         Ok(l) => PathBuf::from(l),
-        Err(_) => panic!("torch-sys did not report libtorch's folder (DEP_TCH_LIBTORCH_LIB); source tools/env.sh before cargo"),
+        Err(_) => panic!(
+            "torch-sys did not report libtorch's folder (DEP_TCH_LIBTORCH_LIB); source tools/env.sh before cargo"
+        ),
     };
     let torch = lib.parent().expect("libtorch lib folder has a parent").to_path_buf();
     let include = torch.join("include");
-    let gloo = std::env::var("DSPNET_GLOO_INCLUDE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/usr/include"));
+    let gloo =
+        std::env::var("DSPNET_GLOO_INCLUDE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/usr/include"));
     if !gloo.join("gloo/algorithm.h").exists() {
         panic!(
             "gloo's headers are missing ({}/gloo/algorithm.h): install Debian's libgloo-dev (tools/setup.sh does) or set DSPNET_GLOO_INCLUDE",
@@ -60,7 +63,9 @@ fn main() {
         }
         match b.try_compile("dspnet_dist_nccl") {
             Ok(()) => nccl = true,
-            Err(e) => println!("cargo:warning=dspnet-dist builds without NCCL: src/shim_nccl.cpp did not compile ({e})"),
+            Err(e) => {
+                println!("cargo:warning=dspnet-dist builds without NCCL: src/shim_nccl.cpp did not compile ({e})")
+            }
         }
     }
     let mut b = base();

@@ -27,10 +27,7 @@ fn main() {
         .file("csrc/autocast_cpu.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
-        .define(
-            "_GLIBCXX_USE_CXX11_ABI",
-            std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into()).as_str(),
-        )
+        .define("_GLIBCXX_USE_CXX11_ABI", std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into()).as_str())
         .define("GLOG_USE_GLOG_EXPORT", None)
         .warnings(false);
     // libtorch 2.x headers use C++20 bit-field initialisers (C++17 compiles them with warnings).

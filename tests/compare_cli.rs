@@ -26,7 +26,8 @@ fn run(args: &[String]) -> Output {
 /// 10 classes x 5 training photos, batch 16: 3 steps per epoch, 1 epoch per training; 3 test
 /// photos per class; a base of 4 channels.
 fn tiny(out: &Path, widths: &str, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = ["--preset", "cpu", "--out", out.to_str().unwrap(), "--widths", widths].iter().map(|s| s.to_string()).collect();
+    let mut a: Vec<String> =
+        ["--preset", "cpu", "--out", out.to_str().unwrap(), "--widths", widths].iter().map(|s| s.to_string()).collect();
     let sets = [
         format!("compare.data.source={}", cifar().display()),
         "compare.data.train_per_class=5".into(),
@@ -83,8 +84,18 @@ fn compare_bookkeeping_resume_on_a_tiny_real_run() {
     assert_eq!((ones.len(), budget.len()), (3, 3));
     // the sharded subset: 50 training photos, 3 steps of 16 per training
     for r in runs {
-        assert_eq!((u(&r["steps"]), u(&r["images"])), (if r["kind"] == "same-budget" { u(&r["steps"]) } else { 3 }, 16 * u(&r["steps"])), "{}", r["name"]);
-        assert!(f(&r["seconds"]) > 0.0 && u(&r["peak_rss_bytes"]) > u(&r["baseline_rss_bytes"]) && u(&r["baseline_rss_bytes"]) > 0, "{r}");
+        assert_eq!(
+            (u(&r["steps"]), u(&r["images"])),
+            (if r["kind"] == "same-budget" { u(&r["steps"]) } else { 3 }, 16 * u(&r["steps"])),
+            "{}",
+            r["name"]
+        );
+        assert!(
+            f(&r["seconds"]) > 0.0
+                && u(&r["peak_rss_bytes"]) > u(&r["baseline_rss_bytes"])
+                && u(&r["baseline_rss_bytes"]) > 0,
+            "{r}"
+        );
     }
 
     // FLOPs from the records: N/S · 2 · (S·T + 3 · Σ_w n_w F_w). DSPNet trains all 3 widths each
@@ -116,7 +127,8 @@ fn compare_bookkeeping_resume_on_a_tiny_real_run() {
         f(&dsp["peak_rss_bytes"]) / ones.iter().map(|r| f(&r["peak_rss_bytes"])).fold(0.0, f64::max),
     ];
     let ratios = &c["cost"]["ratios"];
-    let got = [&ratios["wall_time"], &ratios["train_flops"], &ratios["peak_memory"], &ratios["peak_memory_vs_largest"]].map(f);
+    let got = [&ratios["wall_time"], &ratios["train_flops"], &ratios["peak_memory"], &ratios["peak_memory_vs_largest"]]
+        .map(f);
     for (g, w) in got.iter().zip(want) {
         assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
     }
@@ -134,7 +146,11 @@ fn compare_bookkeeping_resume_on_a_tiny_real_run() {
         let steps = ((share / step_s).floor() as u64).max(1);
         let entry = split["widths"].as_array().unwrap().iter().find(|e| (f(&e[0]) - w).abs() < 1e-9).unwrap();
         assert_eq!(u(&entry[2]), steps, "width {w}");
-        assert_eq!((u(&b["steps"]), u(&b["total_steps"])), (steps, steps), "width {w}: the budget run planned and took its steps");
+        assert_eq!(
+            (u(&b["steps"]), u(&b["total_steps"])),
+            (steps, steps),
+            "width {w}: the budget run planned and took its steps"
+        );
     }
 
     // every width in compare.json and report.md, for every protocol
@@ -150,9 +166,17 @@ fn compare_bookkeeping_resume_on_a_tiny_real_run() {
         assert!(report.contains(&format!("### {p}")), "{report}");
     }
     for w in ["0.25", "0.5", "1"] {
-        assert_eq!(report.lines().filter(|l| l.starts_with(&format!("| {w} |"))).count(), 2 + 1, "width {w} (2 protocols + budget table):\n{report}");
+        assert_eq!(
+            report.lines().filter(|l| l.starts_with(&format!("| {w} |"))).count(),
+            2 + 1,
+            "width {w} (2 protocols + budget table):\n{report}"
+        );
     }
-    assert!(report.contains("dspnet-compare --preset cpu") && report.contains("Code version") && report.contains("load average"));
+    assert!(
+        report.contains("dspnet-compare --preset cpu")
+            && report.contains("Code version")
+            && report.contains("load average")
+    );
     let png = image::open(out.join("compare.png")).expect("compare.png decodes");
     assert_eq!((png.width(), png.height()), (800, 560));
 
@@ -192,13 +216,29 @@ fn bad_input_is_one_line_and_exit_2() {
     let o = out.to_str().unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--preset".into(), "nosuch".into(), "--out".into(), o.into()], "--preset nosuch"),
-        (vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--widths".into(), "0.3,1.0".into()], "--widths"),
-        (vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--protocols".into(), "knn,nope".into()], "nope"),
         (
-            vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--set".into(), "compare.data.source=/no/such/folder".into()],
+            vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--widths".into(), "0.3,1.0".into()],
+            "--widths",
+        ),
+        (
+            vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--protocols".into(), "knn,nope".into()],
+            "nope",
+        ),
+        (
+            vec![
+                "--preset".into(),
+                "cpu".into(),
+                "--out".into(),
+                o.into(),
+                "--set".into(),
+                "compare.data.source=/no/such/folder".into(),
+            ],
             "compare.data.source",
         ),
-        (vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--train-shards".into(), "x".into()], "go together"),
+        (
+            vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--train-shards".into(), "x".into()],
+            "go together",
+        ),
         (vec!["--preset".into(), "imagenet".into(), "--out".into(), o.into()], "--train-shards"),
         (vec!["--config".into(), "/no/such.toml".into(), "--out".into(), o.into()], "/no/such.toml"),
     ];
@@ -241,11 +281,15 @@ fn baseline_from_reuses_matching_one_by_one_runs_and_refuses_a_mismatch() {
 
     let abl = dir.path().join("ablation");
     let switches = [
-        "--set", "method.distill_target=online",
-        "--set", "method.narrow_predictor=separate",
-        "--set", "heads.bn=shared",
+        "--set",
+        "method.distill_target=online",
+        "--set",
+        "method.narrow_predictor=separate",
+        "--set",
+        "heads.bn=shared",
         // 3 steps per epoch: round(0.34 · 3) = 1 step of the full width alone
-        "--set", "method.narrow_warmup_epochs=0.34",
+        "--set",
+        "method.narrow_warmup_epochs=0.34",
     ];
     let mut extra = vec!["--baseline-from", base.to_str().unwrap()];
     extra.extend(switches);
@@ -267,25 +311,44 @@ fn baseline_from_reuses_matching_one_by_one_runs_and_refuses_a_mismatch() {
     // DSPNet ran the ablation: the switches in its config, 1 warm-up step of the full width
     // then 2 sandwich steps: 3 steps at width 1, 2 at width 0.5
     let config = std::fs::read_to_string(abl.join("dspnet/config.toml")).unwrap();
-    for want in ["distill_target = \"online\"", "narrow_predictor = \"separate\"", "bn = \"shared\"", "narrow_warmup_epochs = 0.34"] {
+    for want in [
+        "distill_target = \"online\"",
+        "narrow_predictor = \"separate\"",
+        "bn = \"shared\"",
+        "narrow_warmup_epochs = 0.34",
+    ] {
         assert!(config.contains(want), "{want} not in\n{config}");
     }
     let runs = ca["runs"].as_array().unwrap();
     let dsp = runs.iter().find(|r| r["kind"] == "dspnet").unwrap();
-    let steps_at = |w: f64| u(&dsp["width_steps"].as_array().unwrap().iter().find(|p| (f(&p[0]) - w).abs() < 1e-9).unwrap()[1]);
+    let steps_at =
+        |w: f64| u(&dsp["width_steps"].as_array().unwrap().iter().find(|p| (f(&p[0]) - w).abs() < 1e-9).unwrap()[1]);
     assert_eq!((steps_at(1.0), steps_at(0.5)), (3, 2));
     let ck = safetensors_names(&abl.join("dspnet/checkpoint.safetensors"));
-    assert!(ck.iter().any(|n| n.starts_with("online.predictor_narrow.")) && ck.iter().any(|n| n == "online.projector.bn1.weight"));
+    assert!(
+        ck.iter().any(|n| n.starts_with("online.predictor_narrow."))
+            && ck.iter().any(|n| n == "online.projector.bn1.weight")
+    );
     // the one-by-one results are the baseline's
-    let one_top1 = |c: &serde_json::Value| -> Vec<f64> { c["results"].as_array().unwrap().iter().map(|r| f(&r["one_by_one_top1"])).collect() };
+    let one_top1 = |c: &serde_json::Value| -> Vec<f64> {
+        c["results"].as_array().unwrap().iter().map(|r| f(&r["one_by_one_top1"])).collect()
+    };
     assert_eq!(one_top1(&cb), one_top1(&ca));
     // ... and the report says which cost figures were measured in the earlier comparison
     assert_eq!(ca["reused"]["runs"], serde_json::json!(["byol-w0_50", "byol-w1_00"]));
     assert_eq!(ca["reused"]["code_version"], cb["code_version"]);
     assert!(cb.get("reused").is_none(), "nothing was reused in the baseline itself");
     let report = std::fs::read_to_string(abl.join("report.md")).unwrap();
-    assert!(report.contains("| byol-w0_50 (reused) |") && report.contains("| byol-w1_00 (reused) |") && report.contains("| dspnet |"), "{report}");
-    assert!(report.contains(&format!("Reused (`--baseline-from {}`): byol-w0_50, byol-w1_00", base.display())), "{report}");
+    assert!(
+        report.contains("| byol-w0_50 (reused) |")
+            && report.contains("| byol-w1_00 (reused) |")
+            && report.contains("| dspnet |"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("Reused (`--baseline-from {}`): byol-w0_50, byol-w1_00", base.display())),
+        "{report}"
+    );
 
     // a one-by-one recipe change: refused in one line naming the key, before any training
     let bad = dir.path().join("bad");
@@ -298,7 +361,11 @@ fn baseline_from_reuses_matching_one_by_one_runs_and_refuses_a_mismatch() {
     // other shards: refused, naming them
     let plan = json(&base.join("compare-plan.json"));
     let test_shard = plan["test_shards"][0].as_str().unwrap();
-    let o = run(&tiny(&bad, "0.5,1.0", &["--baseline-from", base.to_str().unwrap(), "--train-shards", test_shard, "--test-shards", test_shard]));
+    let o = run(&tiny(
+        &bad,
+        "0.5,1.0",
+        &["--baseline-from", base.to_str().unwrap(), "--train-shards", test_shard, "--test-shards", test_shard],
+    ));
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.trim().lines().count() == 1 && e.contains("other training shards"), "{e}");
@@ -341,7 +408,12 @@ fn a_training_child_stops_when_dspnet_compare_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cmp");
     let args = tiny(&out, "0.5,1.0", &["--set", "train.epochs=3000.0"]);
-    let mut parent = Command::new(BIN).args(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut parent = Command::new(BIN)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let needle = out.join("dspnet").display().to_string();
     let t0 = std::time::Instant::now();
     let child = loop {

@@ -74,7 +74,8 @@ fn text(o: &Output) -> String {
 }
 
 fn checkpoint_step(run: &Path) -> u64 {
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("checkpoint.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("checkpoint.json")).unwrap()).unwrap();
     state["step"].as_u64().unwrap()
 }
 

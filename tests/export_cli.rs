@@ -57,7 +57,10 @@ fn python() -> Option<PathBuf> {
             .map(|o| o.status.success())
             .unwrap_or(false);
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI runs the Python checks: tools/setup.sh installs .venv with timm/onnx/onnxruntime");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the Python checks: tools/setup.sh installs .venv with timm/onnx/onnxruntime"
+        );
         eprintln!("skipping: {} with timm, onnx, onnxruntime missing", py.display());
         return None;
     }
@@ -81,7 +84,14 @@ fn py_check(py: &Path, args: &[&str]) -> Vec<Value> {
 /// online branch) without data: random-init weights, then BN statistics made
 /// non-trivial (4 train-mode forwards of random images at every width move the running
 /// statistics; BN affine drawn from U(0.5, 1.5) / U(-0.2, 0.2)).
-fn synthetic_run(dir: &Path, depth: Depth, stem: Stem, base: i64, image: u32, train_widths: Option<Vec<f64>>) -> PathBuf {
+fn synthetic_run(
+    dir: &Path,
+    depth: Depth,
+    stem: Stem,
+    base: i64,
+    image: u32,
+    train_widths: Option<Vec<f64>>,
+) -> PathBuf {
     let text = std::fs::read_to_string(root().join("configs/cifar10-small.toml")).unwrap();
     let mut cfg = RunConfig::from_toml_str(&text, "cifar10-small.toml").unwrap();
     cfg.model.depth = depth;
@@ -121,7 +131,8 @@ fn synthetic_run(dir: &Path, depth: Depth, stem: Stem, base: i64, image: u32, tr
     checkpoint::write_atomic(&run_dir, checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
     // the online network only (what dspnet-export reads); real runs also hold teacher.* and optim.*
     let tensors = checkpoint::prefixed(&online.vs, "online");
-    let state = CheckpointState { epoch: 1, finished: true, version: "test".into(), ..CheckpointState::basic(7, 7, "fp32") };
+    let state =
+        CheckpointState { epoch: 1, finished: true, version: "test".into(), ..CheckpointState::basic(7, 7, "fp32") };
     checkpoint::save(&run_dir, &tensors, state).unwrap();
     run_dir
 }
@@ -225,7 +236,11 @@ fn every_arch_stem_and_width_matches_timm_and_onnx() {
         assert!(f(&r["snippet_pooled"]) <= 1e-5, "{what}: the model.json snippet differs by {}", r["snippet_pooled"]);
         assert_eq!(r["snippet_is_timm_resnet"], true, "{what}");
         // the check can fail: with PyTorch's initial BN statistics the outputs differ clearly
-        assert!(f(&r["default_bn_pooled"]) > 1e-3, "{what}: BN statistics too close to 0/1: {}", r["default_bn_pooled"]);
+        assert!(
+            f(&r["default_bn_pooled"]) > 1e-3,
+            "{what}: BN statistics too close to 0/1: {}",
+            r["default_bn_pooled"]
+        );
         // PyTorch's own counts (parameters; Conv2d MACs by forward hooks) equal the Rust ones
         assert_eq!(r["params"], meta["params"], "{what}");
         assert_eq!(r["macs"], meta["flops"], "{what}");
@@ -260,21 +275,52 @@ fn real_run(dir: &Path) -> PathBuf {
             }
         }
         let src = dir.join(format!("src-{split}"));
-        ok(&run(SHARD, &["--input", src.to_str().unwrap(), "--output", dir.join(split).to_str().unwrap(), "--split", split]));
+        ok(&run(
+            SHARD,
+            &["--input", src.to_str().unwrap(), "--output", dir.join(split).to_str().unwrap(), "--split", split],
+        ));
     }
     let run_dir = dir.join("run");
     let config = root().join("configs/cifar10-small.toml");
-    let mut args: Vec<String> =
-        ["--config", config.to_str().unwrap(), "--shards", dir.join("train").to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--quiet", "--max-steps", "2"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    for s in ["model.base_channels=4", "heads.hidden=32", "heads.out_dim=16", "loader.batch_size=16", "loader.shuffle_buffer=32", "train.precision=\"fp32\"", "eval.batch_size=48"] {
+    let mut args: Vec<String> = [
+        "--config",
+        config.to_str().unwrap(),
+        "--shards",
+        dir.join("train").to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--quiet",
+        "--max-steps",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for s in [
+        "model.base_channels=4",
+        "heads.hidden=32",
+        "heads.out_dim=16",
+        "loader.batch_size=16",
+        "loader.shuffle_buffer=32",
+        "train.precision=\"fp32\"",
+        "eval.batch_size=48",
+    ] {
         args.extend(["--set".to_string(), s.to_string()]);
     }
     ok(&run(TRAIN, &args.iter().map(String::as_str).collect::<Vec<_>>()));
     let (train, test) = (dir.join("train"), dir.join("test"));
-    ok(&run(EVAL, &[run_dir.to_str().unwrap(), "--train-shards", train.to_str().unwrap(), "--test-shards", test.to_str().unwrap(), "--protocol", "knn"]));
+    ok(&run(
+        EVAL,
+        &[
+            run_dir.to_str().unwrap(),
+            "--train-shards",
+            train.to_str().unwrap(),
+            "--test-shards",
+            test.to_str().unwrap(),
+            "--protocol",
+            "knn",
+        ],
+    ));
     run_dir
 }
 
@@ -306,14 +352,16 @@ fn export_of_a_trained_and_evaluated_run() {
     assert_eq!(meta["input"]["mean"], serde_json::json!([0.4914, 0.4822, 0.4465]));
     assert_eq!(meta["input"]["std"], serde_json::json!([0.247, 0.2435, 0.2616]));
     // only the requested width; every file named in model.json has its sha256
-    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names, vec!["w0_50".to_string()]);
     for (file, rec) in meta["files"].as_object().unwrap() {
         let bytes = std::fs::read(d.join(file)).unwrap();
         let sha: String = sha256_hex(&bytes);
         assert_eq!(rec["sha256"].as_str().unwrap(), sha, "{file}");
     }
-    let mut entries: Vec<String> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut entries: Vec<String> =
+        std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     entries.sort();
     assert_eq!(entries, vec!["model.json", "model.safetensors", "reference.safetensors"], "no temporary files left");
     // the exported weights are the online backbone's width-0.5 slice, read back independently
@@ -402,7 +450,8 @@ fn bad_export_input_is_one_line_and_exit_2() {
     assert_one_line_error(&run(EXPORT, &[r, "--width", "0.3", "--out", o]), "did not train width 0.3");
     // --all exports exactly the trained widths
     export(&r18, &out, &["--all"]);
-    let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, vec!["w0_50", "w1_00"]);
     // neither --width nor --all (clap's usage error is exit code 2 too)
@@ -443,7 +492,10 @@ fn bad_export_input_is_one_line_and_exit_2() {
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() - 100]).unwrap();
     let fresh = base.join("fresh-out");
-    assert_one_line_error(&run(EXPORT, &[t.to_str().unwrap(), "--all", "--out", fresh.to_str().unwrap()]), "corrupt or truncated");
+    assert_one_line_error(
+        &run(EXPORT, &[t.to_str().unwrap(), "--all", "--out", fresh.to_str().unwrap()]),
+        "corrupt or truncated",
+    );
     assert!(!fresh.exists(), "nothing written on bad input");
     std::fs::remove_file(&w).unwrap();
     assert_one_line_error(&run(EXPORT, &[t.to_str().unwrap(), "--all", "--out", o]), "checkpoint.safetensors");

@@ -48,21 +48,55 @@ fn tiny_run(dir: &Path, eval: bool) -> PathBuf {
             }
         }
         let src = dir.join(format!("src-{split}"));
-        ok(&run(SHARD, &["--input", src.to_str().unwrap(), "--output", dir.join(split).to_str().unwrap(), "--split", split]));
+        ok(&run(
+            SHARD,
+            &["--input", src.to_str().unwrap(), "--output", dir.join(split).to_str().unwrap(), "--split", split],
+        ));
     }
     let run_dir = dir.join("run");
     let config = root().join("configs/cifar10-small.toml");
-    let mut args: Vec<String> = ["--config", config.to_str().unwrap(), "--shards", dir.join("train").to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "--quiet", "--max-steps", "2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for s in ["model.base_channels=4", "heads.hidden=32", "heads.out_dim=16", "loader.batch_size=16", "loader.shuffle_buffer=32", "train.precision=\"fp32\"", "train.threads=1", "eval.batch_size=48", "eval.linear_epochs=3"] {
+    let mut args: Vec<String> = [
+        "--config",
+        config.to_str().unwrap(),
+        "--shards",
+        dir.join("train").to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--quiet",
+        "--max-steps",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for s in [
+        "model.base_channels=4",
+        "heads.hidden=32",
+        "heads.out_dim=16",
+        "loader.batch_size=16",
+        "loader.shuffle_buffer=32",
+        "train.precision=\"fp32\"",
+        "train.threads=1",
+        "eval.batch_size=48",
+        "eval.linear_epochs=3",
+    ] {
         args.extend(["--set".to_string(), s.to_string()]);
     }
     ok(&run(TRAIN, &args.iter().map(String::as_str).collect::<Vec<_>>()));
     if eval {
         let (train, test) = (dir.join("train"), dir.join("test"));
-        ok(&run(EVAL, &[run_dir.to_str().unwrap(), "--train-shards", train.to_str().unwrap(), "--test-shards", test.to_str().unwrap(), "--protocol", "knn,linear"]));
+        ok(&run(
+            EVAL,
+            &[
+                run_dir.to_str().unwrap(),
+                "--train-shards",
+                train.to_str().unwrap(),
+                "--test-shards",
+                test.to_str().unwrap(),
+                "--protocol",
+                "knn,linear",
+            ],
+        ));
     }
     run_dir
 }
@@ -144,7 +178,13 @@ fn profile_and_select_on_a_tiny_real_run() {
     }
     let table: Vec<&str> = stdout.lines().filter(|l| l.starts_with('|')).collect();
     assert_eq!(table.len(), 2 + 4, "{stdout}");
-    assert!(table[0].contains("b1 median ms") && table[0].contains("b64 img/s") && table[0].contains("linear top-1") && table[0].contains("knn top-1"), "{stdout}");
+    assert!(
+        table[0].contains("b1 median ms")
+            && table[0].contains("b64 img/s")
+            && table[0].contains("linear top-1")
+            && table[0].contains("knn top-1"),
+        "{stdout}"
+    );
     assert!(stdout.contains(model_name) && stdout.contains("libtorch threads: 1,"), "{stdout}");
     let png = image::open(run_dir.join("accuracy_vs_latency.png")).expect("the plot is a PNG");
     assert_eq!((png.width(), png.height()), (800, 560));
@@ -175,12 +215,16 @@ fn profile_and_select_on_a_tiny_real_run() {
 
     let export = tmp.path().join("exports");
     let limit = params(0.25);
-    let out = ok(&run(SELECT, &[r, "--max-params", &limit.to_string(), "--out", export.to_str().unwrap(), "--threads", "1"]));
+    let out =
+        ok(&run(SELECT, &[r, "--max-params", &limit.to_string(), "--out", export.to_str().unwrap(), "--threads", "1"]));
     assert!(chosen_line(&out).starts_with("chosen: 0.25x"), "{out}");
     assert!(export.join("w0_25/model.json").exists() && export.join("w0_25/model.safetensors").exists());
 
     // measured now when profile.json was measured with other threads
-    let out = ok(&run(SELECT, &[r, "--max-params", &limit.to_string(), "--out", export.to_str().unwrap(), "--threads", "2", "--repeats", "3"]));
+    let out = ok(&run(
+        SELECT,
+        &[r, "--max-params", &limit.to_string(), "--out", export.to_str().unwrap(), "--threads", "2", "--repeats", "3"],
+    ));
     assert!(out.starts_with("latency: measured now (it was measured with threads = 1, here 2)"), "{out}");
 
     // none fits: exit 1, one line naming what the smallest needs

@@ -43,7 +43,8 @@ fn subset() -> tempfile::TempDir {
         fs::create_dir_all(d.path().join(class)).unwrap();
         for i in 0..15 {
             let name = format!("{i:04}.jpg");
-            std::os::unix::fs::symlink(Path::new(CIFAR).join(class).join(&name), d.path().join(class).join(&name)).unwrap();
+            std::os::unix::fs::symlink(Path::new(CIFAR).join(class).join(&name), d.path().join(class).join(&name))
+                .unwrap();
         }
     }
     d
@@ -55,7 +56,16 @@ fn python_webdataset_reads_our_shards() {
     let input = subset();
     let out = tempfile::tempdir().unwrap();
     let st = Command::new(env!("CARGO_BIN_EXE_dspnet-shard"))
-        .args(["--input", input.path().to_str().unwrap(), "--output", out.path().to_str().unwrap(), "--samples-per-shard", "8", "--seed", "2"])
+        .args([
+            "--input",
+            input.path().to_str().unwrap(),
+            "--output",
+            out.path().to_str().unwrap(),
+            "--samples-per-shard",
+            "8",
+            "--seed",
+            "2",
+        ])
         .output()
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
@@ -109,7 +119,10 @@ with wds.ShardWriter(os.path.join(out, "py-%06d.tar"), maxcount=7, verbose=0) as
     let mut expected = BTreeMap::new();
     for i in 0..20usize {
         let name = ["cat", "dog", "frog"][i % 3];
-        expected.insert(format!("py{i:04}"), (i % 3, fs::read(Path::new(CIFAR).join(name).join(format!("{i:04}.jpg"))).unwrap()));
+        expected.insert(
+            format!("py{i:04}"),
+            (i % 3, fs::read(Path::new(CIFAR).join(name).join(format!("{i:04}.jpg"))).unwrap()),
+        );
     }
     let mut keys = Vec::new();
     for s in &shards {
@@ -123,7 +136,18 @@ with wds.ShardWriter(os.path.join(out, "py-%06d.tar"), maxcount=7, verbose=0) as
     }
     assert_eq!(keys, expected.keys().cloned().collect::<Vec<_>>());
     // Loader in eval mode: 32x32 centre view (no resampling), labels from .cls, file order kept.
-    let cfg = LoaderConfig { batch_size: 8, shuffle_buffer: 0, shard_shuffle: false, workers: 2, readers: 1, prefetch_batches: 2, drop_last: false, seed: 0, strict_data: true, ..LoaderConfig::default() };
+    let cfg = LoaderConfig {
+        batch_size: 8,
+        shuffle_buffer: 0,
+        shard_shuffle: false,
+        workers: 2,
+        readers: 1,
+        prefetch_batches: 2,
+        drop_last: false,
+        seed: 0,
+        strict_data: true,
+        ..LoaderConfig::default()
+    };
     let aug = AugmentConfig::byol_small(32, 3);
     let loader = Loader::new(shards, cfg, aug, LoaderMode::Eval, 0, 1, tch::Device::Cpu).unwrap();
     let mut got = Vec::new();

@@ -34,7 +34,16 @@ fn served_shards(dir: &Path) -> Option<httpd::Httpd> {
         }
     }
     let out = Command::new(SHARD)
-        .args(["--input", dir.join("src").to_str().unwrap(), "--output", dir.join("shards").to_str().unwrap(), "--samples-per-shard", "16", "--split", "train"])
+        .args([
+            "--input",
+            dir.join("src").to_str().unwrap(),
+            "--output",
+            dir.join("shards").to_str().unwrap(),
+            "--samples-per-shard",
+            "16",
+            "--split",
+            "train",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -54,7 +63,17 @@ const RETRY: [&str; 2] = ["loader.remote_max_retries=2", "loader.remote_max_retr
 fn train(shards: &str, out: &Path) -> Output {
     let sets = support::TINY_MODEL.iter().chain(&RETRY).copied().chain(["train.log_every=1"]);
     let cfg = root().join("configs/cifar10-small.toml");
-    let mut args: Vec<String> = vec!["--config".into(), cfg.to_str().unwrap().into(), "--shards".into(), shards.into(), "--out".into(), out.to_str().unwrap().into(), "--quiet".into(), "--max-steps".into(), "2".into()];
+    let mut args: Vec<String> = vec![
+        "--config".into(),
+        cfg.to_str().unwrap().into(),
+        "--shards".into(),
+        shards.into(),
+        "--out".into(),
+        out.to_str().unwrap().into(),
+        "--quiet".into(),
+        "--max-steps".into(),
+        "2".into(),
+    ];
     for s in sets {
         args.push("--set".into());
         args.push(s.into());
@@ -73,7 +92,8 @@ fn stream_train_reads_http_shards_and_fails_clearly_when_the_server_is_gone() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("trained 2 steps, 32 images"), "{stdout}");
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("checkpoint.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("checkpoint.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 2);
     assert!(srv.gets() >= 1 && srv.bytes_sent() > 0, "shards came from the server");
 
@@ -90,7 +110,10 @@ fn stream_train_reads_http_shards_and_fails_clearly_when_the_server_is_gone() {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("remote shard http://127.0.0.1:") && errors[0].contains("attempt(s)"), "{stderr}");
-    assert!(errors[0].contains("loader.remote_max_retries (2)") && errors[0].contains("loader.remote_max_retry_secs (1.5)"), "{stderr}");
+    assert!(
+        errors[0].contains("loader.remote_max_retries (2)") && errors[0].contains("loader.remote_max_retry_secs (1.5)"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!run2.join("checkpoint.json").exists());
     // the manifest request and the shard requests each give up within the 1.5 s budget (the

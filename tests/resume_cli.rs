@@ -84,7 +84,8 @@ fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
         if name == "__metadata__" {
             continue;
         }
-        let off: Vec<usize> = info["data_offsets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let off: Vec<usize> =
+            info["data_offsets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         let shape = info["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         out.insert(name.clone(), (info["dtype"].as_str().unwrap().to_string(), shape, data[off[0]..off[1]].to_vec()));
     }
@@ -114,10 +115,10 @@ fn metrics(run: &Path) -> Vec<serde_json::Value> {
 fn killed_mid_epoch_and_resumed_ends_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let train_shards = shards(dir.path(), 32, 32); // 96 photos in 3 shards
-    // 96 photos / batch 16 = 6 steps per epoch, 2 epochs = 12 steps; a checkpoint every 2 steps
-    // and at each epoch end. One libtorch thread: bit-exact on CPU. One random middle width per
-    // step, so the sandwich rule's generator is part of the state; shuffle buffer and shard
-    // shuffle on, 2 reader streams (the preset's).
+                                                   // 96 photos / batch 16 = 6 steps per epoch, 2 epochs = 12 steps; a checkpoint every 2 steps
+                                                   // and at each epoch end. One libtorch thread: bit-exact on CPU. One random middle width per
+                                                   // step, so the sandwich rule's generator is part of the state; shuffle buffer and shard
+                                                   // shuffle on, 2 reader streams (the preset's).
     let extra = sets(&[
         "model.base_channels=8",
         "heads.hidden=32",
@@ -166,10 +167,15 @@ fn killed_mid_epoch_and_resumed_ends_byte_identical() {
     assert!(metrics(&run_b).len() >= 5, "metrics beyond the checkpoint exist before resuming");
 
     // a resume that would change the training is refused, naming the key
-    let out = Command::new(TRAIN).args(["--resume", run_b.to_str().unwrap(), "--quiet"]).args(sets(&["optim.lr=0.5"])).output().unwrap();
+    let out = Command::new(TRAIN)
+        .args(["--resume", run_b.to_str().unwrap(), "--quiet"])
+        .args(sets(&["optim.lr=0.5"]))
+        .output()
+        .unwrap();
     assert_one_line_error(&out, &["optim.lr", "config.toml"]);
     // resume from another working directory, with only the run directory
-    let out = Command::new(TRAIN).current_dir("/").args(["--resume", run_b.to_str().unwrap(), "--quiet"]).output().unwrap();
+    let out =
+        Command::new(TRAIN).current_dir("/").args(["--resume", run_b.to_str().unwrap(), "--quiet"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("resumed at step 4, trained 8 steps, 128 images"), "{stdout}");
@@ -184,7 +190,10 @@ fn killed_mid_epoch_and_resumed_ends_byte_identical() {
     for (name, a) in &ta {
         assert!(a == &tb[name], "{name} differs after resume");
     }
-    assert_eq!(std::fs::read(run_a.join("checkpoint.safetensors")).unwrap(), std::fs::read(run_b.join("checkpoint.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(run_a.join("checkpoint.safetensors")).unwrap(),
+        std::fs::read(run_b.join("checkpoint.safetensors")).unwrap()
+    );
     // the same state record and the same per-step losses, each step logged once
     assert_eq!(state(&run_a), state(&run_b));
     assert_eq!(state(&run_b)["step"], 12);
@@ -219,12 +228,14 @@ fn sigint(child: &std::process::Child) {
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let train_shards = shards(dir.path(), 32, 32); // 96 photos, 6 steps per epoch
-    // 50 epochs (300 steps): far more than the run takes before the SIGINT lands.
-    let extra = sets(&[
-        &support::TINY_MODEL[..],
-        &["train.threads=1", "train.epochs=50", "train.log_every=1", "train.checkpoint_every=1000"],
-    ]
-    .concat());
+                                                   // 50 epochs (300 steps): far more than the run takes before the SIGINT lands.
+    let extra = sets(
+        &[
+            &support::TINY_MODEL[..],
+            &["train.threads=1", "train.epochs=50", "train.log_every=1", "train.checkpoint_every=1000"],
+        ]
+        .concat(),
+    );
     let run = dir.path().join("run");
     let child = train_until_logged(&train_shards, &run, &extra, 2);
     sigint(&child);
@@ -244,7 +255,10 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     assert!(stderr.contains(&format!("--resume {}", run.display())), "{stderr}");
     // and the run continues from there
     let target = (steps + 2).to_string();
-    let out = Command::new(TRAIN).args(["--resume", run.to_str().unwrap(), "--quiet", "--max-steps", &target]).output().unwrap();
+    let out = Command::new(TRAIN)
+        .args(["--resume", run.to_str().unwrap(), "--quiet", "--max-steps", &target])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("resumed at step {steps}, trained 2 steps")), "{stdout}");
@@ -256,11 +270,19 @@ fn a_second_ctrl_c_aborts_with_130_and_keeps_the_last_checkpoint() {
     let train_shards = shards(dir.path(), 32, 32);
     // 16 base channels: steps long enough (about 0.1-0.5 s) for the second SIGINT to land while
     // libtorch still computes the step, where process::exit crashed (exit code 139)
-    let extra = sets(&[
-        &support::TINY_MODEL[..],
-        &["model.base_channels=16", "train.threads=1", "train.epochs=50", "train.log_every=1", "train.checkpoint_every=1000"],
-    ]
-    .concat());
+    let extra = sets(
+        &[
+            &support::TINY_MODEL[..],
+            &[
+                "model.base_channels=16",
+                "train.threads=1",
+                "train.epochs=50",
+                "train.log_every=1",
+                "train.checkpoint_every=1000",
+            ],
+        ]
+        .concat(),
+    );
     for attempt in 0..3 {
         let run = dir.path().join(format!("run{attempt}"));
         // past the epoch-end checkpoint of step 6 (96 photos, batch 16), in the middle of a step
@@ -277,7 +299,10 @@ fn a_second_ctrl_c_aborts_with_130_and_keeps_the_last_checkpoint() {
         let step = state(&run)["step"].as_u64().unwrap();
         assert!(step >= 6, "{step}");
         let target = (step + 1).to_string();
-        let out = Command::new(TRAIN).args(["--resume", run.to_str().unwrap(), "--quiet", "--max-steps", &target]).output().unwrap();
+        let out = Command::new(TRAIN)
+            .args(["--resume", run.to_str().unwrap(), "--quiet", "--max-steps", &target])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -304,13 +329,17 @@ fn nonfinite_loss_stops_keeping_the_last_good_checkpoint_or_is_skipped() {
     .concat();
     // the reference: the same run stopped cleanly after its one good step
     let one = dir.path().join("one");
-    let out = train(&train_shards, &one, &[sets(&base), vec!["--max-steps".into(), "1".into()]].concat()).output().unwrap();
+    let out =
+        train(&train_shards, &one, &[sets(&base), vec!["--max-steps".into(), "1".into()]].concat()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // stop (the default): one line naming width and step, the step-1 checkpoint intact
     let stop = dir.path().join("stop");
     let out = train(&train_shards, &stop, &sets(&base)).output().unwrap();
-    assert_one_line_error(&out, &["non-finite loss", "at width 1 in step 2", "last good checkpoint (step 1)", "skip_nonfinite_steps"]);
+    assert_one_line_error(
+        &out,
+        &["non-finite loss", "at width 1 in step 2", "last good checkpoint (step 1)", "skip_nonfinite_steps"],
+    );
     assert_eq!(state(&stop)["step"], 1);
     assert_eq!(
         std::fs::read(stop.join("checkpoint.safetensors")).unwrap(),
@@ -323,12 +352,17 @@ fn nonfinite_loss_stops_keeping_the_last_good_checkpoint_or_is_skipped() {
     // (no update, no EMA, the BN running statistics of the NaN forward passes put back), so the
     // final checkpoint holds exactly the step-1 tensors
     let skip = dir.path().join("skip");
-    let out = train(&train_shards, &skip, &sets(&[&base[..], &["train.skip_nonfinite_steps=true"]].concat())).output().unwrap();
+    let out = train(&train_shards, &skip, &sets(&[&base[..], &["train.skip_nonfinite_steps=true"]].concat()))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("trained 6 steps") && stdout.contains("5 non-finite steps skipped"), "{stdout}");
     let st = state(&skip);
-    assert_eq!((st["step"].as_u64(), st["skipped_nonfinite"].as_u64(), st["finished"].as_bool()), (Some(6), Some(5), Some(true)));
+    assert_eq!(
+        (st["step"].as_u64(), st["skipped_nonfinite"].as_u64(), st["finished"].as_bool()),
+        (Some(6), Some(5), Some(true))
+    );
     assert_eq!(tensors(&skip.join("checkpoint.safetensors")), tensors(&one.join("checkpoint.safetensors")));
     let m = metrics(&skip);
     assert_eq!(m.len(), 6);
@@ -374,7 +408,8 @@ fn unwritable_output_location_is_found_before_training() {
     let ok = dir.path().join("ok");
     let out = train(&train_shards, &ok, &[extra, vec!["--max-steps".into(), "1".into()]].concat()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut names: Vec<String> = std::fs::read_dir(&ok).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&ok).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, vec!["checkpoint.json", "checkpoint.safetensors", "config.toml", "metrics.jsonl"]);
     // a resume of a run that never saved a checkpoint is a clear error too

@@ -30,7 +30,8 @@ fn cifar_subset() -> Option<tempfile::TempDir> {
         fs::create_dir_all(d.path().join(class)).unwrap();
         for i in 0..40 {
             let name = format!("{i:04}.jpg");
-            std::os::unix::fs::symlink(Path::new(CIFAR).join(class).join(&name), d.path().join(class).join(&name)).unwrap();
+            std::os::unix::fs::symlink(Path::new(CIFAR).join(class).join(&name), d.path().join(class).join(&name))
+                .unwrap();
         }
     }
     Some(d)
@@ -45,7 +46,11 @@ fn assert_one_line_error(out: &Output, needle: &str) {
 }
 
 fn shard_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(".tar")).collect();
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar"))
+        .collect();
     v.sort();
     v
 }
@@ -67,7 +72,10 @@ fn imagefolder_roundtrip_and_determinism() {
     assert_eq!(m.total_samples, 120);
     assert_eq!(m.prefix, "train");
     let files = shard_files(&a);
-    assert_eq!(files.iter().map(|f| f.file_name().unwrap().to_str().unwrap().to_string()).collect::<Vec<_>>(), vec!["train-000000.tar", "train-000001.tar", "train-000002.tar"]);
+    assert_eq!(
+        files.iter().map(|f| f.file_name().unwrap().to_str().unwrap().to_string()).collect::<Vec<_>>(),
+        vec!["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+    );
     let mut keys = Vec::new();
     for f in &files {
         for s in open_shard_file(f).unwrap() {
@@ -88,7 +96,8 @@ fn imagefolder_roundtrip_and_determinism() {
         assert_eq!(fs::read(f).unwrap(), fs::read(b.join(name)).unwrap());
     }
     assert_eq!(fs::read(a.join("manifest.json")).unwrap(), fs::read(b.join("manifest.json")).unwrap());
-    let keys_c: Vec<String> = shard_files(&c).iter().flat_map(|f| open_shard_file(f).unwrap().map(|s| s.unwrap().key)).collect();
+    let keys_c: Vec<String> =
+        shard_files(&c).iter().flat_map(|f| open_shard_file(f).unwrap().map(|s| s.unwrap().key)).collect();
     assert_ne!(keys, keys_c);
     // output already holds shards → exit 2; --overwrite works
     let out = run(&["--input", p(input.path()), "--output", p(&a)]);
@@ -105,7 +114,18 @@ fn fashion_mnist_test_split() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let out = run(&["--input", FMNIST, "--output", p(tmp.path()), "--format", "fashion-mnist", "--split", "test", "--samples-per-shard", "4000"]);
+    let out = run(&[
+        "--input",
+        FMNIST,
+        "--output",
+        p(tmp.path()),
+        "--format",
+        "fashion-mnist",
+        "--split",
+        "test",
+        "--samples-per-shard",
+        "4000",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = read_manifest(tmp.path()).unwrap();
     assert_eq!(m.total_samples, 10_000);

@@ -86,7 +86,8 @@ fn shard_fixture() -> Fixture {
 }
 
 fn train_args<'a>(f: &'a Fixture, sets: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
-    let config = Box::leak(root().join("configs/cifar10-small.toml").into_os_string().into_string().unwrap().into_boxed_str());
+    let config =
+        Box::leak(root().join("configs/cifar10-small.toml").into_os_string().into_string().unwrap().into_boxed_str());
     let mut a: Vec<&str> = vec!["--config", config, "--shards", &f.train, "--out", f.run.to_str().unwrap(), "--quiet"];
     a.extend(sets.iter().map(String::as_str));
     a.extend_from_slice(extra);
@@ -116,7 +117,16 @@ fn shard_train_eval_on_real_photos() {
 
     let out = run(
         EVAL,
-        &[f.run.to_str().unwrap(), "--train-shards", &f.train, "--test-shards", &f.test, "--protocol", "knn,linear", "--random-init"],
+        &[
+            f.run.to_str().unwrap(),
+            "--train-shards",
+            &f.train,
+            "--test-shards",
+            &f.test,
+            "--protocol",
+            "knn,linear",
+            "--random-init",
+        ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let records: Vec<serde_json::Value> =
@@ -181,7 +191,12 @@ fn bad_training_input_is_one_line_and_exit_2() {
     }
     // launcher variables that cannot be right
     for (rank, world) in [("0", "0"), ("2", "2"), ("x", "1")] {
-        let out = Command::new(TRAIN).args(train_args(&f, &sets, &[])).env("RANK", rank).env("WORLD_SIZE", world).output().unwrap();
+        let out = Command::new(TRAIN)
+            .args(train_args(&f, &sets, &[]))
+            .env("RANK", rank)
+            .env("WORLD_SIZE", world)
+            .output()
+            .unwrap();
         assert_one_line_error(&out, "RANK");
     }
     // a shard pattern matching nothing
@@ -245,9 +260,30 @@ fn semi_supervised_records_on_real_photos() {
     let out = run(
         EVAL,
         &[
-            run_dir, "--train-shards", &f.train, "--test-shards", &f.test, "--protocol", "semi", "--widths", "1.0,0.25",
-            "--label-fractions", "0.1,1.0", "--subset-seed", "3", "--random-init", "--semi-epochs", "15", "--semi-batch", "16",
-            "--semi-lr", "0.02", "--semi-head-lr", "0.2", "--semi-crop-scale", "1.0",
+            run_dir,
+            "--train-shards",
+            &f.train,
+            "--test-shards",
+            &f.test,
+            "--protocol",
+            "semi",
+            "--widths",
+            "1.0,0.25",
+            "--label-fractions",
+            "0.1,1.0",
+            "--subset-seed",
+            "3",
+            "--random-init",
+            "--semi-epochs",
+            "15",
+            "--semi-batch",
+            "16",
+            "--semi-lr",
+            "0.02",
+            "--semi-head-lr",
+            "0.2",
+            "--semi-crop-scale",
+            "1.0",
         ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -309,8 +345,19 @@ fn semi_supervised_records_on_real_photos() {
     let out = run(
         EVAL,
         &[
-            run_dir, "--train-shards", &f.train, "--test-shards", &f.test, "--protocol", "semi", "--widths", "0.25",
-            "--subset-file", list.to_str().unwrap(), "--semi-epochs", "1",
+            run_dir,
+            "--train-shards",
+            &f.train,
+            "--test-shards",
+            &f.test,
+            "--protocol",
+            "semi",
+            "--widths",
+            "0.25",
+            "--subset-file",
+            list.to_str().unwrap(),
+            "--semi-epochs",
+            "1",
         ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -328,7 +375,10 @@ fn semi_supervised_records_on_real_photos() {
     std::fs::write(&list, "airplane_0000\nairplane_9999\n").unwrap();
     let args = |extra: &[&'static str]| -> Vec<String> {
         let mut a: Vec<String> =
-            [run_dir, "--train-shards", f.train.as_str(), "--test-shards", f.test.as_str(), "--protocol", "semi"].iter().map(|s| s.to_string()).collect();
+            [run_dir, "--train-shards", f.train.as_str(), "--test-shards", f.test.as_str(), "--protocol", "semi"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };

@@ -110,7 +110,8 @@ fn synthetic_run(dir: &Path, in_channels: i64) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     checkpoint::write_atomic(dir, checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
     let tensors = checkpoint::prefixed(&online.vs, "online");
-    let state = CheckpointState { epoch: 1, finished: true, version: "test".into(), ..CheckpointState::basic(3, 3, "fp32") };
+    let state =
+        CheckpointState { epoch: 1, finished: true, version: "test".into(), ..CheckpointState::basic(3, 3, "fp32") };
     checkpoint::save(dir, &tensors, state).unwrap();
     dir.to_path_buf()
 }
@@ -163,11 +164,19 @@ fn detection_and_segmentation_one_step_on_two_coco128_photos() {
         assert_eq!(r["params"], model["params"], "params of the exported width");
         assert_eq!(r["flops"], model["flops"]);
         let s = &r["settings"];
-        assert_eq!((s["train_images"].as_i64(), s["val_images"].as_i64(), s["steps"].as_i64()), (Some(2), Some(2), Some(1)), "{s}");
-        assert_eq!((s["min_size"].as_i64(), s["batch"].as_i64(), s["preset"].as_str()), (Some(128), Some(2), Some("cpu")));
+        assert_eq!(
+            (s["train_images"].as_i64(), s["val_images"].as_i64(), s["steps"].as_i64()),
+            (Some(2), Some(2), Some(1)),
+            "{s}"
+        );
+        assert_eq!(
+            (s["min_size"].as_i64(), s["batch"].as_i64(), s["preset"].as_str()),
+            (Some(128), Some(2), Some("cpu"))
+        );
         assert!(s["train"]["images"].as_str().unwrap().ends_with("images/train2017"), "{s}");
         let m = &r["metrics"];
-        let keys: &[&str] = if protocol == "detection" { &["map", "map_50", "map_75", "mar_100"] } else { &["miou", "pixel_accuracy"] };
+        let keys: &[&str] =
+            if protocol == "detection" { &["map", "map_50", "map_75", "mar_100"] } else { &["miou", "pixel_accuracy"] };
         for k in keys {
             let v = f(&m[*k]);
             assert!((0.0..=1.0).contains(&v), "{protocol} {init} {k} = {v}");
@@ -187,11 +196,17 @@ fn detection_and_segmentation_one_step_on_two_coco128_photos() {
         // the Python tool's full record: one loss per step
         let full = json_file(Path::new(r["record"].as_str().unwrap()));
         assert_eq!(full["losses"]["history"].as_array().unwrap().len(), 1);
-        assert_eq!(full["backbone"].as_str().unwrap(), std::fs::canonicalize(run_dir.join("export/w0_50")).unwrap().to_str().unwrap());
+        assert_eq!(
+            full["backbone"].as_str().unwrap(),
+            std::fs::canonicalize(run_dir.join("export/w0_50")).unwrap().to_str().unwrap()
+        );
         first_loss.insert((protocol.to_string(), init.to_string()), loss);
     }
     for p in ["detection", "segmentation"] {
-        let (a, b) = (first_loss[&(p.to_string(), "pretrained".to_string())], first_loss[&(p.to_string(), "random".to_string())]);
+        let (a, b) = (
+            first_loss[&(p.to_string(), "pretrained".to_string())],
+            first_loss[&(p.to_string(), "random".to_string())],
+        );
         assert!(a != b, "{p}: the exported weights must change the first loss ({a} vs {b})");
     }
 }
@@ -209,8 +224,10 @@ fn class_maps_boxes_and_metrics_match_hand_worked_values() {
         .output()
         .unwrap();
     assert!(out.status.success(), "transfer_check.py: {}", String::from_utf8_lossy(&out.stderr));
-    let cases: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let case = |name: &str| cases.iter().find(|c| c["case"] == name).unwrap_or_else(|| panic!("no case {name}")).clone();
+    let cases: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let case =
+        |name: &str| cases.iter().find(|c| c["case"] == name).unwrap_or_else(|| panic!("no case {name}")).clone();
 
     // ids [1, 2, 17, 200] -> classes 1..4; 0 (unlabeled) -> background 0; 5 is not in the list
     let c = case("class_map");
@@ -288,11 +305,17 @@ fn bad_transfer_input_is_one_line_and_exit_2() {
     // a folder without model.json, and one of another format
     let empty = base.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    assert_one_line_error(&tool(&py, &["segment", "--backbone", empty.to_str().unwrap(), "--coco", c]), "model.json missing");
+    assert_one_line_error(
+        &tool(&py, &["segment", "--backbone", empty.to_str().unwrap(), "--coco", c]),
+        "model.json missing",
+    );
     let other = base.join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("model.json"), br#"{"format": "somebody-else/3"}"#).unwrap();
-    assert_one_line_error(&tool(&py, &["detect", "--backbone", other.to_str().unwrap(), "--coco", c]), "somebody-else/3");
+    assert_one_line_error(
+        &tool(&py, &["detect", "--backbone", other.to_str().unwrap(), "--coco", c]),
+        "somebody-else/3",
+    );
     // a 1-channel export cannot take COCO photos
     let gray = synthetic_run(&base.join("gray"), 1);
     let exported = run(EXPORT, &[gray.to_str().unwrap(), "--width", "0.5", "--out", base.join("gx").to_str().unwrap()]);

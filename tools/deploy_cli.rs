@@ -5,8 +5,8 @@
 //! [`DeployError::NoWidthFits`]); 2 bad input (options, run directory, checkpoint, results,
 //! unwritable output), including command-line syntax errors.
 
-use dspnet_deploy::DeployError;
 use clap::Parser;
+use dspnet_deploy::DeployError;
 use std::process::ExitCode;
 
 /// Exit code of an error: 1 for [`DeployError::NoWidthFits`], 2 for everything else.
@@ -22,7 +22,10 @@ pub fn exit_code(e: &DeployError) -> u8 {
 pub fn parse_args<T: Parser>() -> Result<T, ExitCode> {
     T::try_parse().map_err(|e| {
         use clap::error::ErrorKind;
-        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        if matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
             e.exit();
         }
         let text = e.render().to_string();

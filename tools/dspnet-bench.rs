@@ -67,7 +67,10 @@ enum Part {
 }
 
 #[derive(Parser)]
-#[command(version, about = "Throughput of dspnet's loader and trainer against the hardware limits and the PyTorch peer, measured in one run")]
+#[command(
+    version,
+    about = "Throughput of dspnet's loader and trainer against the hardware limits and the PyTorch peer, measured in one run"
+)]
 struct Args {
     /// Smaller workloads (trainer batch 32, 2 timed steps, fewer images): about 2 minutes on 2
     /// idle cores with native bf16.
@@ -297,7 +300,12 @@ fn time_median(reps: usize, mut f: impl FnMut()) -> f64 {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -363,8 +371,12 @@ fn gemm_gflops(kind: Kind, n: i64, reps: usize) -> f64 {
 fn conv_gflops(kind: Kind, batch: i64, reps: usize) -> f64 {
     let mut best: f64 = 0.0;
     for (c, hw) in [(128i64, 16i64), (256, 8)] {
-        let x = dspnet_model::to_channels_last(&Tensor::randn([batch, c, hw, hw], (Kind::Float, Device::Cpu)).to_kind(kind));
-        let w = dspnet_model::to_channels_last(&(Tensor::randn([c, c, 3, 3], (Kind::Float, Device::Cpu)) * 0.05).to_kind(kind));
+        let x = dspnet_model::to_channels_last(
+            &Tensor::randn([batch, c, hw, hw], (Kind::Float, Device::Cpu)).to_kind(kind),
+        );
+        let w = dspnet_model::to_channels_last(
+            &(Tensor::randn([c, c, 3, 3], (Kind::Float, Device::Cpu)) * 0.05).to_kind(kind),
+        );
         let t = tch::no_grad(|| {
             time_median(reps, || {
                 let _ = std::hint::black_box(x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1));
@@ -433,7 +445,8 @@ fn step_config(all_widths: bool, batch: i64) -> Result<RunConfig, String> {
 /// Times `plan.steps` steps (after `plan.warmup`) of a fresh trainer on fixed random views.
 fn step_bench(plan: &Plan, all_widths: bool, format: ComputeFormat) -> Result<StepResult, String> {
     let cfg = step_config(all_widths, plan.batch)?;
-    let mut trainer = DspnetTrainer::new(&cfg, Device::Cpu, 1000, 100, plan.batch as usize).map_err(|e| e.to_string())?;
+    let mut trainer =
+        DspnetTrainer::new(&cfg, Device::Cpu, 1000, 100, plan.batch as usize).map_err(|e| e.to_string())?;
     trainer.format = format;
     let forward = |w: f64| 2.0 * trainer.online.backbone.flops(w, IMAGE, IMAGE) as f64;
     let online: f64 = trainer.widths.iter().map(|&w| forward(w)).sum();
@@ -471,7 +484,15 @@ fn step_bench(plan: &Plan, all_widths: bool, format: ComputeFormat) -> Result<St
     let peak_rss = if reset { status_bytes("VmHWM") } else { None };
     let step_s = median(times);
     let cpu_s = (!cpu.is_empty()).then(|| median(cpu));
-    Ok(StepResult { images_per_s: plan.batch as f64 / step_s, step_s, cpu_s, cpu_share, peak_rss, rss_start, flops_per_image })
+    Ok(StepResult {
+        images_per_s: plan.batch as f64 / step_s,
+        step_s,
+        cpu_s,
+        cpu_share,
+        peak_rss,
+        rss_start,
+        flops_per_image,
+    })
 }
 
 fn gib(b: u64) -> String {
@@ -543,7 +564,8 @@ fn run_peer_step(root: &Path, plan: &Plan, bf16: bool, views: &str) -> Result<Op
         return Err(format!("peer_step.py failed ({}): {}", out.status, err.lines().last().unwrap_or("")));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or("peer_step.py printed no JSON line")?;
+    let line =
+        stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or("peer_step.py printed no JSON line")?;
     let v: Value = serde_json::from_str(line).map_err(|e| format!("peer_step.py output: {e}"))?;
     let ips = v["images_per_s"].as_f64().ok_or("peer_step.py output lacks images_per_s")?;
     let detail = format!(
@@ -592,10 +614,12 @@ fn end_to_end(plan: &Plan, data: &Path) -> Result<E2e, String> {
     })
     .map_err(|e| e.to_string())?;
     for (i, (bytes, label)) in images.into_iter().enumerate() {
-        w.write(&RawSample::new(format!("cifar{i:07}")).with("jpg", bytes).with("cls", label.to_string())).map_err(|e| e.to_string())?;
+        w.write(&RawSample::new(format!("cifar{i:07}")).with("jpg", bytes).with("cls", label.to_string()))
+            .map_err(|e| e.to_string())?;
     }
     let manifest = w.finish(&[]).map_err(|e| e.to_string())?;
-    let shards: Vec<String> = manifest.shards.iter().map(|s| shard_dir.join(&s.name).to_string_lossy().to_string()).collect();
+    let shards: Vec<String> =
+        manifest.shards.iter().map(|s| shard_dir.join(&s.name).to_string_lossy().to_string()).collect();
 
     let mut cfg = RunConfig::from_toml_str(PRESET, PRESET_NAME).map_err(|e| e.to_string())?;
     cfg.loader.batch_size = plan.e2e_batch;
@@ -746,7 +770,9 @@ fn check_out(path: &Path) -> Result<(), String> {
         return Err(format!("--out {}: is a folder; give a file name such as bench.json", path.display()));
     }
     let probe = dir.join(format!(".dspnet-bench-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"ok").map_err(|e| format!("--out {}: folder {} is not writable ({e}); choose another path", path.display(), dir.display()))?;
+    std::fs::write(&probe, b"ok").map_err(|e| {
+        format!("--out {}: folder {} is not writable ({e}); choose another path", path.display(), dir.display())
+    })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -767,7 +793,11 @@ fn run(args: Args) -> Result<(), Failure> {
         check_out(out).map_err(Failure::Input)?;
     }
     let skip = |p: Part| args.skip.contains(&p);
-    let data = if skip(Part::Loader) && skip(Part::E2e) { None } else { Some(loader::shared_data_dir().map_err(Failure::Input)?) };
+    let data = if skip(Part::Loader) && skip(Part::E2e) {
+        None
+    } else {
+        Some(loader::shared_data_dir().map_err(Failure::Input)?)
+    };
     if args.threads > 0 {
         tch::set_num_threads(args.threads as i32);
     }
@@ -799,19 +829,49 @@ fn run(args: Args) -> Result<(), Failure> {
         eprintln!("peaks: GEMM and 3x3 convolution ...");
         let peaks = measure_peaks(&plan);
         let s = "peaks";
-        rows.push(Row::new(s, "GEMM fp32", peaks.gemm_fp32, "GFLOP/s", format!("{n}x{n} @ {n}x{n} matmul, median of {} runs", plan.peak_reps, n = plan.gemm_n)));
-        rows.push(Row::new(s, "GEMM bf16", peaks.gemm_bf16, "GFLOP/s", format!("{n}x{n} @ {n}x{n} matmul", n = plan.gemm_n)).against("GEMM fp32", peaks.gemm_fp32));
-        rows.push(Row::new(s, "3x3 convolution fp32, channels_last", peaks.conv_fp32, "GFLOP/s", peaks.conv_shapes.clone()));
-        rows.push(Row::new(s, "3x3 convolution bf16, channels_last", peaks.conv_bf16, "GFLOP/s", peaks.conv_shapes.clone()).against("3x3 convolution fp32", peaks.conv_fp32));
+        rows.push(Row::new(
+            s,
+            "GEMM fp32",
+            peaks.gemm_fp32,
+            "GFLOP/s",
+            format!("{n}x{n} @ {n}x{n} matmul, median of {} runs", plan.peak_reps, n = plan.gemm_n),
+        ));
+        rows.push(
+            Row::new(s, "GEMM bf16", peaks.gemm_bf16, "GFLOP/s", format!("{n}x{n} @ {n}x{n} matmul", n = plan.gemm_n))
+                .against("GEMM fp32", peaks.gemm_fp32),
+        );
+        rows.push(Row::new(
+            s,
+            "3x3 convolution fp32, channels_last",
+            peaks.conv_fp32,
+            "GFLOP/s",
+            peaks.conv_shapes.clone(),
+        ));
+        rows.push(
+            Row::new(s, "3x3 convolution bf16, channels_last", peaks.conv_bf16, "GFLOP/s", peaks.conv_shapes.clone())
+                .against("3x3 convolution fp32", peaks.conv_fp32),
+        );
 
         // "fp32" is our fp32 step as the presets run it (channels_last = true).
         let mut variants = vec![
-            Variant { label: "fp32", format: ComputeFormat { kind: Kind::Float, channels_last: true, autocast: false } },
-            Variant { label: "fast path (bf16 + channels_last)", format: ComputeFormat { kind: Kind::BFloat16, channels_last: true, autocast: false } },
+            Variant {
+                label: "fp32",
+                format: ComputeFormat { kind: Kind::Float, channels_last: true, autocast: false },
+            },
+            Variant {
+                label: "fast path (bf16 + channels_last)",
+                format: ComputeFormat { kind: Kind::BFloat16, channels_last: true, autocast: false },
+            },
         ];
         if plan.extra_variants {
-            variants.push(Variant { label: "fp32 contiguous (NCHW)", format: ComputeFormat { kind: Kind::Float, channels_last: false, autocast: false } });
-            variants.push(Variant { label: "bf16 + channels_last via CPU autocast", format: ComputeFormat { kind: Kind::BFloat16, channels_last: true, autocast: true } });
+            variants.push(Variant {
+                label: "fp32 contiguous (NCHW)",
+                format: ComputeFormat { kind: Kind::Float, channels_last: false, autocast: false },
+            });
+            variants.push(Variant {
+                label: "bf16 + channels_last via CPU autocast",
+                format: ComputeFormat { kind: Kind::BFloat16, channels_last: true, autocast: true },
+            });
         }
         let mut results = Vec::new();
         for v in &variants {
@@ -823,14 +883,27 @@ fn run(args: Args) -> Result<(), Failure> {
         }
         let s = "trainer";
         for r in &results {
-            let (peak_name, peak) = if r.bf16 {
-                ("3x3 conv peak bf16", peaks.conv_bf16)
-            } else {
-                ("3x3 conv peak fp32", peaks.conv_fp32)
-            };
+            let (peak_name, peak) =
+                if r.bf16 { ("3x3 conv peak bf16", peaks.conv_bf16) } else { ("3x3 conv peak fp32", peaks.conv_fp32) };
             let is_fast = r.label.starts_with("fast path");
-            rows.push(Row::new(s, format!("{}: single-width BYOL step", r.label), r.single.images_per_s, "images/s", step_note(&plan, &r.single)));
-            let mut all = Row::new(s, format!("{}: all-widths DSPNet step", r.label), r.all.images_per_s, "images/s", format!("{}; ratio = step time all-widths / single-width (FLOP ratio {:.2})", step_note(&plan, &r.all), r.all.flops_per_image / r.single.flops_per_image));
+            rows.push(Row::new(
+                s,
+                format!("{}: single-width BYOL step", r.label),
+                r.single.images_per_s,
+                "images/s",
+                step_note(&plan, &r.single),
+            ));
+            let mut all = Row::new(
+                s,
+                format!("{}: all-widths DSPNet step", r.label),
+                r.all.images_per_s,
+                "images/s",
+                format!(
+                    "{}; ratio = step time all-widths / single-width (FLOP ratio {:.2})",
+                    step_note(&plan, &r.all),
+                    r.all.flops_per_image / r.single.flops_per_image
+                ),
+            );
             all.ratio = Some(r.all.step_s / r.single.step_s);
             all.ratio_unit = "x time";
             all.baseline = Some((format!("{} single-width step", r.label), r.single.images_per_s));
@@ -838,18 +911,45 @@ fn run(args: Args) -> Result<(), Failure> {
                 all = all.target("<= 1.8x", false, 1.8);
             }
             rows.push(all);
-            let mut g = Row::new(s, format!("{}: single-width step, achieved", r.label), r.single.gflops(), "GFLOP/s", "training FLOPs (module docs) x images/s").of_peak(peak_name, peak);
+            let mut g = Row::new(
+                s,
+                format!("{}: single-width step, achieved", r.label),
+                r.single.gflops(),
+                "GFLOP/s",
+                "training FLOPs (module docs) x images/s",
+            )
+            .of_peak(peak_name, peak);
             if is_fast {
                 g = g.target(">= 60%", true, 60.0);
             }
             rows.push(g);
-            rows.push(Row::new(s, format!("{}: all-widths step, achieved", r.label), r.all.gflops(), "GFLOP/s", "").of_peak(peak_name, peak));
+            rows.push(
+                Row::new(s, format!("{}: all-widths step, achieved", r.label), r.all.gflops(), "GFLOP/s", "")
+                    .of_peak(peak_name, peak),
+            );
             let gemm = if r.bf16 { peaks.gemm_bf16 } else { peaks.gemm_fp32 };
-            rows.push(Row::new(s, format!("{}: single-width step vs GEMM peak", r.label), r.single.gflops(), "GFLOP/s", "").of_peak(if r.bf16 { "GEMM bf16" } else { "GEMM fp32" }, gemm));
+            rows.push(
+                Row::new(s, format!("{}: single-width step vs GEMM peak", r.label), r.single.gflops(), "GFLOP/s", "")
+                    .of_peak(if r.bf16 { "GEMM bf16" } else { "GEMM fp32" }, gemm),
+            );
             for (what, x) in [("single-width", &r.single), ("all-widths", &r.all)] {
                 if let Some(p) = x.peak_rss {
-                    let start = x.rss_start.map(|b| format!("; {} resident before the first step (libtorch, weights, teacher, optimiser state)", gib(b))).unwrap_or_default();
-                    rows.push(Row::new(s, format!("{}: {what} step peak memory", r.label), p as f64, "bytes", format!("peak RSS over warm-up and timed steps = {}{start}", gib(p))));
+                    let start = x
+                        .rss_start
+                        .map(|b| {
+                            format!(
+                                "; {} resident before the first step (libtorch, weights, teacher, optimiser state)",
+                                gib(b)
+                            )
+                        })
+                        .unwrap_or_default();
+                    rows.push(Row::new(
+                        s,
+                        format!("{}: {what} step peak memory", r.label),
+                        p as f64,
+                        "bytes",
+                        format!("peak RSS over warm-up and timed steps = {}{start}", gib(p)),
+                    ));
                 }
             }
         }
@@ -857,17 +957,39 @@ fn run(args: Args) -> Result<(), Failure> {
         let fast = results.iter().find(|r| r.label.starts_with("fast path")).map(|r| r.single.images_per_s);
         if let (Some(fp32), Some(fast)) = (fp32, fast) {
             rows.push(
-                Row::new(s, "fast path vs our fp32: single-width step", fast, "images/s", format!("precision auto on this machine = {}{}", auto.name(), if native_bf16 { "" } else { " (no AMX / AVX512-BF16 in /proc/cpuinfo: oneDNN emulates bf16)" }))
-                    .against("our fp32 single-width step", fp32)
-                    .target(">= 4x", true, 4.0),
+                Row::new(
+                    s,
+                    "fast path vs our fp32: single-width step",
+                    fast,
+                    "images/s",
+                    format!(
+                        "precision auto on this machine = {}{}",
+                        auto.name(),
+                        if native_bf16 { "" } else { " (no AMX / AVX512-BF16 in /proc/cpuinfo: oneDNN emulates bf16)" }
+                    ),
+                )
+                .against("our fp32 single-width step", fp32)
+                .target(">= 4x", true, 4.0),
             );
         }
         if let (Some(e), Some(a)) = (
             results.iter().find(|r| r.label.starts_with("fast path")),
             results.iter().find(|r| r.label.contains("autocast")),
         ) {
-            rows.push(Row::new(s, "CPU autocast vs explicit bf16 casts: single-width step", a.single.images_per_s, "images/s", "same kernels, different place of the casts").against("explicit casts (fast path)", e.single.images_per_s));
-            rows.push(Row::new(s, "CPU autocast vs explicit bf16 casts: all-widths step", a.all.images_per_s, "images/s", "").against("explicit casts (fast path)", e.all.images_per_s));
+            rows.push(
+                Row::new(
+                    s,
+                    "CPU autocast vs explicit bf16 casts: single-width step",
+                    a.single.images_per_s,
+                    "images/s",
+                    "same kernels, different place of the casts",
+                )
+                .against("explicit casts (fast path)", e.single.images_per_s),
+            );
+            rows.push(
+                Row::new(s, "CPU autocast vs explicit bf16 casts: all-widths step", a.all.images_per_s, "images/s", "")
+                    .against("explicit casts (fast path)", e.all.images_per_s),
+            );
         }
         fast_single = fast;
         fp32_single = fp32;
@@ -892,11 +1014,23 @@ fn run(args: Args) -> Result<(), Failure> {
             eprintln!("peer: {label} BYOL step (views {views}) ...");
             match run_peer_step(&root, &plan, bf16, views).map_err(run_err)? {
                 None => {
-                    rows.push(Row::new(s, format!("{label}: BYOL step"), f64::NAN, "images/s", "not measured: .venv with torch and torchvision not found (run tools/setup.sh)"));
+                    rows.push(Row::new(
+                        s,
+                        format!("{label}: BYOL step"),
+                        f64::NAN,
+                        "images/s",
+                        "not measured: .venv with torch and torchvision not found (run tools/setup.sh)",
+                    ));
                 }
                 Some(p) => {
                     let suffix = if views == "concat" { ", views concatenated as ours" } else { "" };
-                    rows.push(Row::new(s, format!("{label}: BYOL step{suffix}"), p.images_per_s, "images/s", p.detail.clone()));
+                    rows.push(Row::new(
+                        s,
+                        format!("{label}: BYOL step{suffix}"),
+                        p.images_per_s,
+                        "images/s",
+                        p.detail.clone(),
+                    ));
                     let ours = if bf16 { fast_single } else { fp32_single };
                     if let Some(o) = ours {
                         let ours_label = if bf16 { "our fast path" } else { "our fp32" };
@@ -913,11 +1047,24 @@ fn run(args: Args) -> Result<(), Failure> {
                         rows.push(row);
                     }
                     if let (Some(f), Some(peaks)) = (single_flops, peaks_opt.as_ref()) {
-                        let (name, peak) = if bf16 { ("3x3 conv peak bf16", peaks.conv_bf16) } else { ("3x3 conv peak fp32", peaks.conv_fp32) };
-                        rows.push(Row::new(s, format!("{label}{suffix}: achieved"), p.images_per_s * f / 1e9, "GFLOP/s", "").of_peak(name, peak));
+                        let (name, peak) = if bf16 {
+                            ("3x3 conv peak bf16", peaks.conv_bf16)
+                        } else {
+                            ("3x3 conv peak fp32", peaks.conv_fp32)
+                        };
+                        rows.push(
+                            Row::new(s, format!("{label}{suffix}: achieved"), p.images_per_s * f / 1e9, "GFLOP/s", "")
+                                .of_peak(name, peak),
+                        );
                     }
                     if let Some(m) = p.peak_rss {
-                        rows.push(Row::new(s, format!("{label}{suffix}: peak memory"), m as f64, "bytes", format!("peak RSS of the Python process over the timed steps = {}", gib(m))));
+                        rows.push(Row::new(
+                            s,
+                            format!("{label}{suffix}: peak memory"),
+                            m as f64,
+                            "bytes",
+                            format!("peak RSS of the Python process over the timed steps = {}", gib(m)),
+                        ));
                     }
                 }
             }
@@ -938,8 +1085,24 @@ fn run(args: Args) -> Result<(), Failure> {
         eprintln!("end to end: short training run from CIFAR-10 shards ...");
         let e = end_to_end(&plan, data).map_err(run_err)?;
         let s = "end-to-end";
-        rows.push(Row::new(s, format!("training run, {} steps: throughput", e.steps), e.images_per_s, "images/s", e.note.clone()));
-        let mut w = Row::new(s, "trainer waiting for data, steps 2..N", 100.0 * e.wait_steady, "%", format!("of step time ({} steps); over all steps including the loader's start-up: {:.1}%", e.precision, 100.0 * e.wait_all));
+        rows.push(Row::new(
+            s,
+            format!("training run, {} steps: throughput", e.steps),
+            e.images_per_s,
+            "images/s",
+            e.note.clone(),
+        ));
+        let mut w = Row::new(
+            s,
+            "trainer waiting for data, steps 2..N",
+            100.0 * e.wait_steady,
+            "%",
+            format!(
+                "of step time ({} steps); over all steps including the loader's start-up: {:.1}%",
+                e.precision,
+                100.0 * e.wait_all
+            ),
+        );
         w.target = Some("< 5%".into());
         w.pass = e.wait_steady.is_finite().then_some(e.wait_steady < 0.05);
         rows.push(w);
@@ -963,7 +1126,9 @@ fn run(args: Args) -> Result<(), Failure> {
     println!(
         "time: {seconds:.0} s ({}){}{}",
         per_section.join(", "),
-        cpu_total.map(|c| format!(", {c:.0} CPU s in this process (the Python peers not included)")).unwrap_or_default(),
+        cpu_total
+            .map(|c| format!(", {c:.0} CPU s in this process (the Python peers not included)"))
+            .unwrap_or_default(),
         if plan.quick { "; --quick: provisional figures" } else { "" }
     );
     if let Some(out) = &args.out {
@@ -999,7 +1164,8 @@ fn run(args: Args) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
     let args = Args::parse();
     match run(args) {

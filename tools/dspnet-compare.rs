@@ -21,7 +21,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(version, about = "DSPNet once against plain BYOL per width: accuracy per width and measured cost, side by side")]
+#[command(
+    version,
+    about = "DSPNet once against plain BYOL per width: accuracy per width and measured cost, side by side"
+)]
 struct Args {
     /// Shipped comparison: cpu (CIFAR-10 subset, <= 90 min on 2 cores), gpu (full CIFAR-10,
     /// batch 512, 200 epochs), imagenet (ResNet-50, 224 px; needs --train-shards/--test-shards).
@@ -81,13 +84,23 @@ fn run(args: Args, stop: Arc<AtomicBool>) -> Result<(), CompareError> {
     let plan = match (&args.preset, &args.config) {
         (Some(name), _) => {
             let (file, text) = preset(name)?;
-            Plan::parse(text, &format!("preset {name} ({file})"), &args.set, args.widths.clone(), args.protocols.as_deref(), args.same_budget)?
+            Plan::parse(
+                text,
+                &format!("preset {name} ({file})"),
+                &args.set,
+                args.widths.clone(),
+                args.protocols.as_deref(),
+                args.same_budget,
+            )?
         }
-        (None, Some(path)) => Plan::load(path, &args.set, args.widths.clone(), args.protocols.as_deref(), args.same_budget)?,
+        (None, Some(path)) => {
+            Plan::load(path, &args.set, args.widths.clone(), args.protocols.as_deref(), args.same_budget)?
+        }
         (None, None) => unreachable!("clap requires --preset or --config"),
     };
-    let exe = std::env::current_exe()
-        .map_err(|e| CompareError::Config(format!("cannot locate the dspnet-compare binary to run the trainings: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        CompareError::Config(format!("cannot locate the dspnet-compare binary to run the trainings: {e}"))
+    })?;
     let command = std::iter::once("dspnet-compare".to_string())
         .chain(std::env::args().skip(1).map(|a| quote(&a)))
         .collect::<Vec<_>>()

@@ -17,14 +17,14 @@
 //! (COCO box mAP / mIoU) and APPENDS the records to RUN/results.json (`dspnet_deploy::transfer`).
 
 use clap::Parser;
+use dspnet_deploy::transfer::{run_transfer, PythonTool, TransferProtocol, TransferRequest};
+use dspnet_deploy::DeployError;
 use dspnet_pipeline::source::expand_pattern;
 use dspnet_trainer::cli::{init_logging, parse_device};
 use dspnet_trainer::eval_run::{evaluate_run, EvalRequest, Protocol};
 use dspnet_trainer::report::table;
 use dspnet_trainer::semi::SemiSettings;
 use dspnet_trainer::TrainerError;
-use dspnet_deploy::transfer::{run_transfer, PythonTool, TransferProtocol, TransferRequest};
-use dspnet_deploy::DeployError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -132,7 +132,8 @@ impl std::fmt::Display for EvalError {
 }
 
 fn shards(value: Option<String>, option: &str) -> Result<Vec<String>, TrainerError> {
-    let v = value.ok_or_else(|| TrainerError::Config(format!("{option} is needed by the knn, linear and semi protocols")))?;
+    let v = value
+        .ok_or_else(|| TrainerError::Config(format!("{option} is needed by the knn, linear and semi protocols")))?;
     Ok(expand_pattern(&v)?)
 }
 
@@ -149,7 +150,9 @@ fn run(args: Args) -> Result<(), EvalError> {
         match TransferProtocol::parse(name) {
             Some(p) => transfer.push(p),
             None => protocols.push(name.parse::<Protocol>().map_err(|e| match e {
-                TrainerError::Config(m) => TrainerError::Config(format!("{m}; transfer protocols: detection, segmentation")),
+                TrainerError::Config(m) => {
+                    TrainerError::Config(format!("{m}; transfer protocols: detection, segmentation"))
+                }
                 e => e,
             })?),
         }
@@ -159,7 +162,9 @@ fn run(args: Args) -> Result<(), EvalError> {
     if !transfer.is_empty() {
         // checked before the (long) knn/linear evaluation starts
         let coco = args.coco.clone().or_else(default_coco).ok_or_else(|| {
-            DeployError::Usage("--coco DIR is needed by the detection/segmentation protocols (a COCO128-layout or COCO folder)".into())
+            DeployError::Usage(
+                "--coco DIR is needed by the detection/segmentation protocols (a COCO128-layout or COCO folder)".into(),
+            )
         })?;
         let req = TransferRequest {
             protocols: transfer,

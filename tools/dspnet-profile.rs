@@ -15,13 +15,18 @@
 mod deploy_cli;
 
 use clap::Parser;
-use dspnet_deploy::profile::{check_writable, markdown_table, plot, profile_run, write_profile, ProfileSettings, PLOT, PROFILE};
+use dspnet_deploy::profile::{
+    check_writable, markdown_table, plot, profile_run, write_profile, ProfileSettings, PLOT, PROFILE,
+};
 use dspnet_deploy::{load_run, DeployError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(version, about = "Measure params, FLOPs, latency, throughput and peak memory of every width of a DSPNet run on this machine")]
+#[command(
+    version,
+    about = "Measure params, FLOPs, latency, throughput and peak memory of every width of a DSPNet run on this machine"
+)]
 struct Args {
     /// Run directory written by dspnet-stream-train.
     run: PathBuf,
@@ -78,7 +83,11 @@ fn run(args: Args) -> Result<(), DeployError> {
     println!();
     println!("profile: {}", out.display());
     let png = out.parent().filter(|p| !p.as_os_str().is_empty()).map(|p| p.join(PLOT)).unwrap_or_else(|| PLOT.into());
-    let plot_batch = if settings.batch_sizes.contains(&1) { 1 } else { *settings.batch_sizes.iter().min().expect("validated non-empty") };
+    let plot_batch = if settings.batch_sizes.contains(&1) {
+        1
+    } else {
+        *settings.batch_sizes.iter().min().expect("validated non-empty")
+    };
     if run.results.is_empty() {
         println!("no accuracy known ({} has no results.json; run dspnet-eval): plot skipped", args.run.display());
     } else if plot(&profile, &run.results, plot_batch, &png)? {

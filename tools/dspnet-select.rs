@@ -26,7 +26,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(version, about = "Pick the most accurate width of a DSPNet run that fits a latency, MFLOPs or parameter budget, and export it")]
+#[command(
+    version,
+    about = "Pick the most accurate width of a DSPNet run that fits a latency, MFLOPs or parameter budget, and export it"
+)]
 struct Args {
     /// Run directory written by dspnet-stream-train and evaluated by dspnet-eval.
     run: PathBuf,
@@ -72,7 +75,11 @@ fn run(args: Args) -> Result<(), DeployError> {
     let results = args.run.join(dspnet_deploy::run::RESULTS);
     let widths = run.trained_widths.as_slice().to_vec();
     if !widths.iter().any(|&w| run.top1(w, metric.name()).is_some()) {
-        let what = if run.results.is_empty() { "does not exist".to_string() } else { format!("has no {} result of the pretrained network", metric.name()) };
+        let what = if run.results.is_empty() {
+            "does not exist".to_string()
+        } else {
+            format!("has no {} result of the pretrained network", metric.name())
+        };
         return Err(DeployError::NoResults(format!(
             "{} {what}; run dspnet-eval {} --protocol {} first (or pick another --metric)",
             results.display(),
@@ -82,7 +89,13 @@ fn run(args: Args) -> Result<(), DeployError> {
     }
     let mut rows: Vec<WidthRow> = widths
         .iter()
-        .map(|&w| WidthRow { width: w, params: run.params(w), flops: run.flops(w), latency_ms: f64::NAN, top1: run.top1(w, metric.name()) })
+        .map(|&w| WidthRow {
+            width: w,
+            params: run.params(w),
+            flops: run.flops(w),
+            latency_ms: f64::NAN,
+            top1: run.top1(w, metric.name()),
+        })
         .collect();
     if !matches!(budget, Budget::LatencyMs(_)) {
         // an MFLOPs or parameter budget nothing meets: say so before measuring anything
@@ -94,7 +107,9 @@ fn run(args: Args) -> Result<(), DeployError> {
     let reuse = if args.remeasure {
         Err("--remeasure".to_string())
     } else if profile_path.exists() {
-        Profile::read(&profile_path).map_err(|e| e.to_string()).and_then(|p| p.matches(&run, threads, args.batch_size, format).map(|()| p))
+        Profile::read(&profile_path)
+            .map_err(|e| e.to_string())
+            .and_then(|p| p.matches(&run, threads, args.batch_size, format).map(|()| p))
     } else {
         Err(format!("no {PROFILE}"))
     };
@@ -116,7 +131,9 @@ fn run(args: Args) -> Result<(), DeployError> {
     for row in &mut rows {
         let w = row.width;
         row.latency_ms = match &reuse {
-            Ok(p) => p.width(w).and_then(|x| x.at_batch(args.batch_size)).expect("matches() checked every width").median_ms,
+            Ok(p) => {
+                p.width(w).and_then(|x| x.at_batch(args.batch_size)).expect("matches() checked every width").median_ms
+            }
             Err(_) => measure(&run, w, args.batch_size, format, 3, args.repeats)?.median_ms,
         };
     }

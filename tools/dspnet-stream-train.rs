@@ -24,7 +24,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(version, about = "Pretrain one slimmable network with DSPNet (SSL + in-place distillation) from WebDataset shards")]
+#[command(
+    version,
+    about = "Pretrain one slimmable network with DSPNet (SSL + in-place distillation) from WebDataset shards"
+)]
 struct Args {
     /// TOML config (see configs/). With --resume: optional, and it must equal the run's
     /// config.toml except for thread counts, logging, checkpoint frequency and eval settings.
@@ -93,7 +96,10 @@ fn run(args: Args) -> Result<bool, TrainerError> {
         (None, None) => unreachable!("clap requires --out without --resume"),
     };
     let stop = Arc::new(AtomicBool::new(false));
-    on_interrupt(stop.clone(), Some("interrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)"));
+    on_interrupt(
+        stop.clone(),
+        Some("interrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)"),
+    );
     let summary = train(TrainRequest {
         config,
         shards,
@@ -105,7 +111,8 @@ fn run(args: Args) -> Result<bool, TrainerError> {
         stop,
         progress: !args.quiet,
     })?;
-    let resumed = if summary.start_step > 0 { format!("resumed at step {}, ", summary.start_step) } else { String::new() };
+    let resumed =
+        if summary.start_step > 0 { format!("resumed at step {}, ", summary.start_step) } else { String::new() };
     let skipped = if summary.skipped_nonfinite > 0 {
         format!(", {} non-finite steps skipped", summary.skipped_nonfinite)
     } else {

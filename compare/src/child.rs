@@ -124,10 +124,10 @@ pub fn child_train(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<()> {
     }
     let peak = status_bytes("VmHWM").unwrap_or(0);
     let state_path = run_dir.join(STATE);
-    let state: serde_json::Value = std::fs::read(&state_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| CompareError::SubRun(format!("{} is missing or unreadable after training", state_path.display())))?;
+    let state: serde_json::Value =
+        std::fs::read(&state_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
+            CompareError::SubRun(format!("{} is missing or unreadable after training", state_path.display()))
+        })?;
     let record = ChildRecord {
         seconds: summary.seconds,
         steps: summary.steps,

@@ -51,7 +51,8 @@ pub fn forward_macs(cfg: &RunConfig) -> Result<ForwardMacs> {
     let branch = Branch::new(cfg, tch::Device::Cpu, false)?;
     let img = cfg.augment.image_size as i64;
     let bb = |w: f64| branch.backbone.flops(w, img, img);
-    let head = |w: f64, pred: bool| heads_macs(branch.backbone.feature_dim(w), cfg.heads.hidden, cfg.heads.out_dim, w, pred);
+    let head =
+        |w: f64, pred: bool| heads_macs(branch.backbone.feature_dim(w), cfg.heads.hidden, cfg.heads.out_dim, w, pred);
     let teacher_w = WidthList::new(cfg.model.widths.clone())?.largest();
     let trained = cfg.train_widths()?;
     Ok(ForwardMacs {
@@ -77,7 +78,10 @@ pub fn width_steps(metrics: &Path, widths: &[f64]) -> Result<(u64, Vec<(f64, u64
         for l in losses {
             let w = l["width"].as_f64().unwrap_or(f64::NAN);
             let slot = counts.iter_mut().find(|(x, _)| (x - w).abs() <= 1e-9).ok_or_else(|| {
-                CompareError::SubRun(format!("{}: width {w} is not one of the run's widths {widths:?}", metrics.display()))
+                CompareError::SubRun(format!(
+                    "{}: width {w} is not one of the run's widths {widths:?}",
+                    metrics.display()
+                ))
             })?;
             slot.1 += 1;
         }

@@ -18,7 +18,11 @@ use std::path::{Path, PathBuf};
 /// mix the classes. Same inputs, same output.
 ///
 /// Errors: a class with fewer than `per_class` items (message names it and both counts).
-pub fn select_balanced(items: &[(PathBuf, i64)], per_class: usize, seed: u64) -> std::result::Result<Vec<(PathBuf, i64)>, String> {
+pub fn select_balanced(
+    items: &[(PathBuf, i64)],
+    per_class: usize,
+    seed: u64,
+) -> std::result::Result<Vec<(PathBuf, i64)>, String> {
     let mut by_class: BTreeMap<i64, Vec<PathBuf>> = BTreeMap::new();
     for (p, c) in items {
         by_class.entry(*c).or_default().push(p.clone());

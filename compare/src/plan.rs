@@ -131,8 +131,9 @@ impl Plan {
         protocols: Option<&str>,
         same_budget: bool,
     ) -> Result<Plan> {
-        let mut value: toml::Value = toml::from_str(text)
-            .map_err(|e| CompareError::Config(format!("config {origin} is not valid TOML: {}", one_line(&e.to_string()))))?;
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            CompareError::Config(format!("config {origin} is not valid TOML: {}", one_line(&e.to_string())))
+        })?;
         for s in sets {
             apply_override(&mut value, s)?;
         }
@@ -141,9 +142,9 @@ impl Plan {
             .ok_or_else(|| CompareError::Config(format!("config {origin}: expected a TOML table")))?;
         let compare: CompareSection = match table.remove("compare") {
             None => CompareSection::default(),
-            Some(v) => v
-                .try_into()
-                .map_err(|e: toml::de::Error| CompareError::Config(format!("config {origin}: [compare]: {}", one_line(&e.to_string()))))?,
+            Some(v) => v.try_into().map_err(|e: toml::de::Error| {
+                CompareError::Config(format!("config {origin}: [compare]: {}", one_line(&e.to_string())))
+            })?,
         };
         let rest = toml::to_string(&value).expect("a TOML table serialises");
         let mut base = RunConfig::from_toml_str(&rest, origin)?;
@@ -157,7 +158,9 @@ impl Plan {
             (None, None) => (base.train_widths()?.as_slice().to_vec(), "method.train_widths"),
         };
         if ws.is_empty() {
-            return Err(CompareError::Config(format!("{flag} is empty; give at least the full width, e.g. --widths 0.25,0.5,1.0")));
+            return Err(CompareError::Config(format!(
+                "{flag} is empty; give at least the full width, e.g. --widths 0.25,0.5,1.0"
+            )));
         }
         for w in &mut ws {
             match model_widths.iter().find(|m| same_width(**m, *w)) {
@@ -324,7 +327,9 @@ mod tests {
 
     #[test]
     fn one_by_one_network_has_exactly_the_slice_shapes() {
-        let plan = Plan::parse(cpu(), "cpu", &["model.base_channels=8".into(), "heads.hidden=40".into()], None, None, false).unwrap();
+        let plan =
+            Plan::parse(cpu(), "cpu", &["model.base_channels=8".into(), "heads.hidden=40".into()], None, None, false)
+                .unwrap();
         let dsp = plan.dspnet_config().unwrap();
         // base 8 · 0.25 = 2 channels, hidden round(40 · 0.25) = 10; teacher at the only width
         let one = one_by_one_config(&plan.base, 0.25).unwrap();

@@ -162,7 +162,12 @@ impl Machine {
     pub fn now() -> Self {
         let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
             .unwrap_or_else(|| "unknown".into());
         let load = load_average();
         Machine {
@@ -357,8 +362,13 @@ pub fn markdown(c: &Comparison) -> String {
         c.machine.cpu_model, c.machine.logical_cpus, c.machine.threads, c.machine.load_start, c.machine.load_end
     );
     s += &format!("- Config: {}; widths {}; protocols {}\n", c.config, widths_text(&c.widths), c.protocols.join(", "));
-    s += &format!("- Shards: {} training, {} test ({} / {})\n\n", c.train_shards.len(), c.test_shards.len(),
-        c.train_shards.first().map_or("-", |s| s.as_str()), c.test_shards.first().map_or("-", |s| s.as_str()));
+    s += &format!(
+        "- Shards: {} training, {} test ({} / {})\n\n",
+        c.train_shards.len(),
+        c.test_shards.len(),
+        c.train_shards.first().map_or("-", |s| s.as_str()),
+        c.test_shards.first().map_or("-", |s| s.as_str())
+    );
     let budget = c.same_budget.is_some();
     let mut protocols: Vec<&str> = Vec::new();
     for r in &c.results {
@@ -369,7 +379,11 @@ pub fn markdown(c: &Comparison) -> String {
     s += "## Top-1 per width\n\nDifference = DSPNet minus one-by-one, in points.\n\n";
     for p in protocols {
         s += &format!("### {p}\n\n| width | params | MFLOPs | DSPNet top-1 (%) | one-by-one top-1 (%) | difference |");
-        s += if budget { " same-budget top-1 (%) | difference |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n" } else { "\n|---:|---:|---:|---:|---:|---:|\n" };
+        s += if budget {
+            " same-budget top-1 (%) | difference |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        } else {
+            "\n|---:|---:|---:|---:|---:|---:|\n"
+        };
         for r in c.results.iter().filter(|r| r.protocol == p) {
             s += &format!(
                 "| {} | {} | {:.1} | {:.2} | {:.2} | {:+.2} |",
@@ -438,7 +452,10 @@ pub fn markdown(c: &Comparison) -> String {
         for ((w, sps, steps), run) in b.split.widths.iter().zip(&b.runs) {
             s += &format!("| {w} | {sps:.4} | {steps} | {:.1} |\n", run.seconds);
         }
-        s += &format!("\nSummed wall time of the same-budget runs: {:.1} s (target {:.1} s).\n\n", b.summed_seconds, b.split.budget_seconds);
+        s += &format!(
+            "\nSummed wall time of the same-budget runs: {:.1} s (target {:.1} s).\n\n",
+            b.summed_seconds, b.split.budget_seconds
+        );
     }
     s += "## How it was measured\n\n";
     s += &format!("- FLOPs: {}.\n", c.methods.flops);
@@ -526,15 +543,32 @@ mod tests {
     }
 
     fn ev(width: f64, protocol: &str, top1: f64) -> EvalRecord {
-        EvalRecord { width, params: (width * 100.0) as i64, flops: (width * 2e6) as u64, protocol: protocol.into(), top1, init: "pretrained".into(), settings: serde_json::json!({}) }
+        EvalRecord {
+            width,
+            params: (width * 100.0) as i64,
+            flops: (width * 2e6) as u64,
+            protocol: protocol.into(),
+            top1,
+            init: "pretrained".into(),
+            settings: serde_json::json!({}),
+        }
     }
 
     #[test]
     fn rows_costs_and_ratios_by_hand() {
-        let dsp = SubRun { train: rec("dspnet", "dspnet", vec![0.5, 1.0], 30.0, 900, 600), evals: vec![ev(0.5, "knn", 40.0), ev(1.0, "knn", 50.0)] };
+        let dsp = SubRun {
+            train: rec("dspnet", "dspnet", vec![0.5, 1.0], 30.0, 900, 600),
+            evals: vec![ev(0.5, "knn", 40.0), ev(1.0, "knn", 50.0)],
+        };
         let one = vec![
-            SubRun { train: rec("byol-w0_50", "one-by-one", vec![0.5], 10.0, 300, 200), evals: vec![ev(0.5, "knn", 41.5)] },
-            SubRun { train: rec("byol-w1_00", "one-by-one", vec![1.0], 50.0, 1200, 400), evals: vec![ev(1.0, "knn", 45.0)] },
+            SubRun {
+                train: rec("byol-w0_50", "one-by-one", vec![0.5], 10.0, 300, 200),
+                evals: vec![ev(0.5, "knn", 41.5)],
+            },
+            SubRun {
+                train: rec("byol-w1_00", "one-by-one", vec![1.0], 50.0, 1200, 400),
+                evals: vec![ev(1.0, "knn", 45.0)],
+            },
         ];
         let meta = Meta {
             command: "dspnet-compare --preset cpu".into(),
@@ -554,7 +588,10 @@ mod tests {
         assert_eq!(c.results[1].mflops, 2.0);
         // 30 / (10 + 50) = 0.5; 900 / 1500 = 0.6; 600 / 600 = 1.0; 600 / 400 = 1.5
         let r = &c.cost.ratios;
-        assert_eq!((r.wall_time, r.train_flops, r.peak_memory, r.peak_memory_vs_largest), (Some(0.5), Some(0.6), Some(1.0), Some(1.5)));
+        assert_eq!(
+            (r.wall_time, r.train_flops, r.peak_memory, r.peak_memory_vs_largest),
+            (Some(0.5), Some(0.6), Some(1.0), Some(1.5))
+        );
         let md = markdown(&c);
         assert!(md.contains("| 0.5 | 50 | 1.0 | 40.00 | 41.50 | -1.50 |"), "{md}");
         assert!(md.contains("**0.500**") && md.contains("**0.600**") && md.contains("**1.000**"), "{md}");

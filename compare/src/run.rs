@@ -235,16 +235,18 @@ impl Ctx<'_> {
         for stale in [TRAIN_RECORD, EVAL_RECORD, CHILD_RECORD] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        let request = ChildRequest { config_toml: toml.clone(), shards: self.train_shards.clone(), device: self.req.device.clone() };
+        let request = ChildRequest {
+            config_toml: toml.clone(),
+            shards: self.train_shards.clone(),
+            device: self.req.device.clone(),
+        };
         write_atomic(&dir, REQUEST, &serde_json::to_vec_pretty(&request).expect("json"))?;
         tracing::info!(run = name, "training");
         let t0 = Instant::now();
-        let status = Command::new(&self.req.exe)
-            .arg("--child-train")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .status()
-            .map_err(|e| CompareError::SubRun(format!("cannot start {} for the training of {name}: {e}", self.req.exe.display())))?;
+        let status =
+            Command::new(&self.req.exe).arg("--child-train").arg(&dir).stdin(Stdio::null()).status().map_err(|e| {
+                CompareError::SubRun(format!("cannot start {} for the training of {name}: {e}", self.req.exe.display()))
+            })?;
         let process_seconds = t0.elapsed().as_secs_f64();
         if !status.success() {
             if self.req.stop.load(Ordering::SeqCst) {
@@ -256,10 +258,13 @@ impl Ctx<'_> {
             )));
         }
         let child_path = dir.join(CHILD_RECORD);
-        let child: ChildRecord = std::fs::read(&child_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| CompareError::SubRun(format!("{} is missing after the training of {name} succeeded", child_path.display())))?;
+        let child: ChildRecord =
+            std::fs::read(&child_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
+                CompareError::SubRun(format!(
+                    "{} is missing after the training of {name} succeeded",
+                    child_path.display()
+                ))
+            })?;
         let macs = forward_macs(cfg)?;
         let widths: Vec<f64> = macs.online.iter().map(|(w, _)| *w).collect();
         let (logged, counts) = width_steps(&dir.join(METRICS), &widths)?;
@@ -272,7 +277,8 @@ impl Ctx<'_> {
             )));
         }
         let total = train_macs(child.images, child.steps, macs.teacher, &macs.online, &counts);
-        let to_nominal = |v: Vec<(f64, u64)>| -> Vec<(f64, u64)> { v.into_iter().zip(nominal).map(|((_, x), w)| (*w, x)).collect() };
+        let to_nominal =
+            |v: Vec<(f64, u64)>| -> Vec<(f64, u64)> { v.into_iter().zip(nominal).map(|((_, x), w)| (*w, x)).collect() };
         let record = TrainRecord {
             name: name.to_string(),
             kind: kind.to_string(),
@@ -318,7 +324,10 @@ impl Ctx<'_> {
                 Some(r) => {
                     let diffs = recorded_differences(&r, &src, cfg);
                     if !diffs.is_empty() && diffs.iter().all(|k| BUDGET_SCHEDULE_KEYS.contains(&k.as_str())) {
-                        tracing::info!(run = name, "the baseline's same-budget cut differs (DSPNet's wall time changed): training it");
+                        tracing::info!(
+                            run = name,
+                            "the baseline's same-budget cut differs (DSPNet's wall time changed): training it"
+                        );
                         return Ok(None);
                     }
                     return Err(mismatch(base, name, &diffs));
@@ -411,8 +420,9 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
             out.display()
         )));
     }
-    std::fs::create_dir_all(out)
-        .map_err(|e| CompareError::Config(format!("--out {}: cannot create it: {e}; choose a writable folder", out.display())))?;
+    std::fs::create_dir_all(out).map_err(|e| {
+        CompareError::Config(format!("--out {}: cannot create it: {e}; choose a writable folder", out.display()))
+    })?;
     dspnet_trainer::run::check_writable(out)?;
     let mut machine = Machine::now();
 
@@ -448,11 +458,17 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
             let test = crate::data::prepare_split(data, "test", data.test_per_class, &dir)?;
             (expand_pattern(&train.to_string_lossy())?, expand_pattern(&test.to_string_lossy())?)
         }
-        _ => return Err(CompareError::Config("--train-shards and --test-shards go together: give both, or neither to use [compare.data]".into())),
+        _ => {
+            return Err(CompareError::Config(
+                "--train-shards and --test-shards go together: give both, or neither to use [compare.data]".into(),
+            ))
+        }
     };
     let (train_shards, test_shards) = (absolute(train_shards), absolute(test_shards));
     if let (Some(b), Some(dir)) = (&baseline, &req.baseline_from) {
-        for (split, theirs, ours) in [("training", &b.train_shards, &train_shards), ("test", &b.test_shards, &test_shards)] {
+        for (split, theirs, ours) in
+            [("training", &b.train_shards, &train_shards), ("test", &b.test_shards, &test_shards)]
+        {
             if theirs != ours {
                 let first = |v: &Vec<String>| v.first().cloned().unwrap_or_else(|| "none".into());
                 return Err(CompareError::Config(format!(
@@ -509,7 +525,8 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
             } else if old.train_shards != record.train_shards || old.test_shards != record.test_shards {
                 "the shards differ".to_string()
             } else {
-                let a = RunConfig::from_toml_str(&old.dspnet_config, "recorded").map(|o| o.differences(&dspnet_cfg).join(", "));
+                let a = RunConfig::from_toml_str(&old.dspnet_config, "recorded")
+                    .map(|o| o.differences(&dspnet_cfg).join(", "));
                 format!("config keys differ: {}", a.unwrap_or_else(|_| "(unreadable record)".into()))
             };
             return Err(CompareError::Config(format!(
@@ -547,7 +564,10 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     }
 
     let budget = if req.plan.same_budget {
-        let split = same_budget_split(dspnet.train.seconds, &ones.iter().zip(&widths).map(|(o, w)| (*w, o.train.step_seconds)).collect::<Vec<_>>());
+        let split = same_budget_split(
+            dspnet.train.seconds,
+            &ones.iter().zip(&widths).map(|(o, w)| (*w, o.train.step_seconds)).collect::<Vec<_>>(),
+        );
         let mut runs = Vec::new();
         for ((w, _, steps), (one, cfg)) in split.widths.iter().zip(ones.iter().zip(&one_cfgs)) {
             let name = format!("budget-{}", width_tag(*w));

@@ -143,10 +143,8 @@ pub fn timm_arch(cfg: &ResNetConfig, width: f64) -> Result<TimmArch> {
 pub fn timm_snippet(arch: &TimmArch, stem: Stem, weights: &str) -> String {
     let c = arch.channels;
     let s = arch.stem_width;
-    let mut lines = vec![
-        "import timm, torch.nn as nn".to_string(),
-        "from safetensors.torch import load_file".to_string(),
-    ];
+    let mut lines =
+        vec!["import timm, torch.nn as nn".to_string(), "from safetensors.torch import load_file".to_string()];
     let resize = s != TIMM_PLAIN_STEM_CHANNELS;
     if resize {
         let extra = if arch.block == "Bottleneck" { ", downsample_conv" } else { "" };
@@ -295,7 +293,11 @@ pub fn safetensors_bytes(tensors: &[(String, Tensor)], metadata: &[(&str, String
         let dtype = match t.kind() {
             Kind::Float => safetensors::Dtype::F32,
             Kind::Int64 => safetensors::Dtype::I64,
-            k => return Err(DeployError::Unsupported(format!("tensor {name} has dtype {k:?}; exports hold fp32 and int64 only"))),
+            k => {
+                return Err(DeployError::Unsupported(format!(
+                    "tensor {name} has dtype {k:?}; exports hold fp32 and int64 only"
+                )))
+            }
         };
         let numel = t.numel();
         let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
@@ -318,7 +320,10 @@ fn out_err(dir: &Path) -> impl Fn(TrainerError) -> DeployError + '_ {
             TrainerError::Io { path, source } => format!("{path}: {source}"),
             e => e.to_string(),
         };
-        DeployError::Output(format!("--out {}: cannot write the export ({detail}); pass a writable folder", dir.display()))
+        DeployError::Output(format!(
+            "--out {}: cannot write the export ({detail}); pass a writable folder",
+            dir.display()
+        ))
     }
 }
 
@@ -351,7 +356,11 @@ pub fn export_loaded(run: &LoadedRun, width: f64, out_dir: &Path, reference: boo
     let tag = width_tag(width);
     let dir = out_dir.join(&tag);
     std::fs::create_dir_all(&dir).map_err(|e| {
-        DeployError::Output(format!("--out {}: cannot create {} ({e}); pass a writable folder", out_dir.display(), dir.display()))
+        DeployError::Output(format!(
+            "--out {}: cannot create {} ({e}); pass a writable folder",
+            out_dir.display(),
+            dir.display()
+        ))
     })?;
     let size = run.image_size();
     let params = run.params(width);
@@ -383,7 +392,11 @@ pub fn export_loaded(run: &LoadedRun, width: f64, out_dir: &Path, reference: boo
         write_atomic(&dir, REFERENCE, &bytes).map_err(out_err(out_dir))?;
     } else if ref_path.exists() {
         std::fs::remove_file(&ref_path).map_err(|e| {
-            DeployError::Output(format!("--out {}: cannot remove the stale {} ({e})", out_dir.display(), ref_path.display()))
+            DeployError::Output(format!(
+                "--out {}: cannot remove the stale {} ({e})",
+                out_dir.display(),
+                ref_path.display()
+            ))
         })?;
     }
 
@@ -485,7 +498,10 @@ mod tests {
         assert!(timm_arch(&cfg(Depth::R50, Stem::Imagenet, 64), 1.0).unwrap().timm_native);
         assert!(!timm_arch(&cfg(Depth::R50, Stem::Small, 64), 1.0).unwrap().timm_native);
         let b = timm_arch(&cfg(Depth::R18, Stem::Small, 16), 0.25).unwrap();
-        assert_eq!((b.block.as_str(), b.layers, b.channels, b.feature_dim), ("BasicBlock", [2, 2, 2, 2], [4, 8, 16, 32], 32));
+        assert_eq!(
+            (b.block.as_str(), b.layers, b.channels, b.feature_dim),
+            ("BasicBlock", [2, 2, 2, 2], [4, 8, 16, 32], 32)
+        );
         assert_eq!(timm_arch(&cfg(Depth::R34, Stem::Small, 16), 0.75).unwrap().layers, [3, 4, 6, 3]);
     }
 
@@ -500,14 +516,22 @@ mod tests {
 
     #[test]
     fn snippet_swaps_only_what_timm_cannot_build() {
-        let native = timm_snippet(&timm_arch(&cfg(Depth::R50, Stem::Imagenet, 64), 1.0).unwrap(), Stem::Imagenet, "m.safetensors");
+        let native = timm_snippet(
+            &timm_arch(&cfg(Depth::R50, Stem::Imagenet, 64), 1.0).unwrap(),
+            Stem::Imagenet,
+            "m.safetensors",
+        );
         assert_eq!(
             native,
             "import timm, torch.nn as nn\nfrom safetensors.torch import load_file\n\
              model = timm.create_model(\"resnet50\", pretrained=False, num_classes=0, in_chans=3, channels=(64, 128, 256, 512))\n\
              model.load_state_dict(load_file(\"m.safetensors\"), strict=True)\nmodel.eval()\n"
         );
-        let quarter = timm_snippet(&timm_arch(&cfg(Depth::R50, Stem::Imagenet, 64), 0.25).unwrap(), Stem::Imagenet, "m.safetensors");
+        let quarter = timm_snippet(
+            &timm_arch(&cfg(Depth::R50, Stem::Imagenet, 64), 0.25).unwrap(),
+            Stem::Imagenet,
+            "m.safetensors",
+        );
         for line in [
             "from timm.models.resnet import Bottleneck, downsample_conv",
             "channels=(16, 32, 64, 128))",
@@ -518,8 +542,12 @@ mod tests {
             assert!(quarter.contains(line), "{line} missing in\n{quarter}");
         }
         assert!(!quarter.contains("maxpool"));
-        let small = timm_snippet(&timm_arch(&cfg(Depth::R18, Stem::Small, 64), 1.0).unwrap(), Stem::Small, "m.safetensors");
-        assert!(small.contains("model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)"), "{small}");
+        let small =
+            timm_snippet(&timm_arch(&cfg(Depth::R18, Stem::Small, 64), 1.0).unwrap(), Stem::Small, "m.safetensors");
+        assert!(
+            small.contains("model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)"),
+            "{small}"
+        );
         assert!(small.contains("model.maxpool = nn.Identity()"), "{small}");
         assert!(!small.contains("bn1") && !small.contains("layer1"), "64-wide stem: timm's BN and layer1 fit\n{small}");
     }
@@ -535,7 +563,10 @@ mod tests {
         for c in 0..3 {
             let ch = a.narrow(1, c, 1);
             let (lo, hi) = (ch.min().double_value(&[]), ch.max().double_value(&[]));
-            let (l, h) = ((0.0 - mean[c as usize] as f64) / std[c as usize] as f64, (1.0 - mean[c as usize] as f64) / std[c as usize] as f64);
+            let (l, h) = (
+                (0.0 - mean[c as usize] as f64) / std[c as usize] as f64,
+                (1.0 - mean[c as usize] as f64) / std[c as usize] as f64,
+            );
             assert!(lo >= l - 1e-6 && hi < h + 1e-6 && hi - lo > 0.8 * (h - l), "channel {c}: {lo}..{hi} vs {l}..{h}");
         }
         // the first value is the first ChaCha8 draw

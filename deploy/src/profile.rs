@@ -187,7 +187,10 @@ impl Profile {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| DeployError::io(path, e))?;
         serde_json::from_str(&text).map_err(|e| {
-            DeployError::Run(format!("{} is not a dspnet-profile file ({e}); delete it or rerun dspnet-profile", path.display()))
+            DeployError::Run(format!(
+                "{} is not a dspnet-profile file ({e}); delete it or rerun dspnet-profile",
+                path.display()
+            ))
         })
     }
 
@@ -201,10 +204,19 @@ impl Profile {
     /// host name), same architecture and input size, same compute format and thread count, and
     /// every trained width measured at that batch size. `Err` carries the first difference, for
     /// the user.
-    pub fn matches(&self, run: &LoadedRun, threads: i32, batch_size: i64, format: ComputeFormat) -> std::result::Result<(), String> {
+    pub fn matches(
+        &self,
+        run: &LoadedRun,
+        threads: i32,
+        batch_size: i64,
+        format: ComputeFormat,
+    ) -> std::result::Result<(), String> {
         let here = Machine::this();
         if self.machine != here {
-            return Err(format!("it was measured on another machine ({}, {} CPUs, host {})", self.machine.cpu_model, self.machine.logical_cpus, self.machine.hostname));
+            return Err(format!(
+                "it was measured on another machine ({}, {} CPUs, host {})",
+                self.machine.cpu_model, self.machine.logical_cpus, self.machine.hostname
+            ));
         }
         let same_arch = serde_json::to_value(&self.architecture).ok() == serde_json::to_value(&run.config.model).ok();
         let s = run.image_size();
@@ -212,7 +224,13 @@ impl Profile {
             return Err("it describes another architecture or input size".into());
         }
         if self.dtype != format.name() || self.channels_last != format.channels_last {
-            return Err(format!("it was measured in {} (channels_last {}), the run computes in {} (channels_last {})", self.dtype, self.channels_last, format.name(), format.channels_last));
+            return Err(format!(
+                "it was measured in {} (channels_last {}), the run computes in {} (channels_last {})",
+                self.dtype,
+                self.channels_last,
+                format.name(),
+                format.channels_last
+            ));
         }
         if self.threads != threads {
             return Err(format!("it was measured with threads = {}, here {threads}", self.threads));
@@ -322,7 +340,14 @@ pub fn run_format(run: &LoadedRun) -> ComputeFormat {
 /// [`DeployError::Width`] for a width the run did not train; [`DeployError::Usage`] for a batch
 /// size < 1 or zero repeats; [`DeployError::Model`] / [`DeployError::Torch`] from the forward
 /// pass (e.g. an image too small for the network).
-pub fn measure(run: &LoadedRun, width: f64, batch_size: i64, format: ComputeFormat, warmup: usize, repeats: usize) -> Result<BatchLatency> {
+pub fn measure(
+    run: &LoadedRun,
+    width: f64,
+    batch_size: i64,
+    format: ComputeFormat,
+    warmup: usize,
+    repeats: usize,
+) -> Result<BatchLatency> {
     run.check_width(width)?;
     if batch_size < 1 {
         return Err(DeployError::Usage(format!("batch size {batch_size}: give at least 1 image")));
@@ -376,7 +401,9 @@ pub fn profile_run(run: &LoadedRun, settings: &ProfileSettings) -> Result<Profil
         return Err(DeployError::Usage("--batch-sizes: give at least one batch size, e.g. 1,64".into()));
     }
     if let Some(b) = settings.batch_sizes.iter().find(|b| **b < 1) {
-        return Err(DeployError::Usage(format!("--batch-sizes: {b} is not a batch size; give positive integers, e.g. 1,64")));
+        return Err(DeployError::Usage(format!(
+            "--batch-sizes: {b} is not a batch size; give positive integers, e.g. 1,64"
+        )));
     }
     if settings.repeats < 1 {
         return Err(DeployError::Usage("--repeats 0: give at least 1 timed pass".into()));
@@ -401,7 +428,8 @@ pub fn profile_run(run: &LoadedRun, settings: &ProfileSettings) -> Result<Profil
     let threads = apply_threads(settings.threads, run)?;
     let format = run_format(run);
     let load_average_1min = load_average_1min();
-    let measured_at_unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let measured_at_unix_s =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut out = Vec::with_capacity(widths.len());
     for &w in &widths {
         let mut batches = Vec::with_capacity(settings.batch_sizes.len());
@@ -459,7 +487,10 @@ pub fn write_profile(profile: &Profile, path: &Path) -> Result<()> {
         DeployError::Output(format!("--out {}: not a file name; pass e.g. RUN/profile.json", path.display()))
     })?;
     dspnet_trainer::checkpoint::write_atomic(dir, name, &json).map_err(|e| {
-        DeployError::Output(format!("cannot write {} ({e}); make the folder writable or pass --out FILE", path.display()))
+        DeployError::Output(format!(
+            "cannot write {} ({e}); make the folder writable or pass --out FILE",
+            path.display()
+        ))
     })
 }
 
@@ -503,26 +534,53 @@ fn mib(bytes: Option<u64>) -> String {
 /// and p90 latency (ms), images/s and peak added memory (MiB); then the pretrained top-1 of
 /// each protocol in `records` (linear, knn) where present.
 pub fn markdown_table(profile: &Profile, records: &[EvalRecord]) -> String {
-    let protocols: Vec<&str> = ["linear", "knn"].into_iter().filter(|p| records.iter().any(|r| r.init == "pretrained" && r.protocol == *p)).collect();
-    let batches: Vec<i64> = profile.widths.first().map(|w| w.batches.iter().map(|b| b.batch_size).collect()).unwrap_or_default();
+    let protocols: Vec<&str> = ["linear", "knn"]
+        .into_iter()
+        .filter(|p| records.iter().any(|r| r.init == "pretrained" && r.protocol == *p))
+        .collect();
+    let batches: Vec<i64> =
+        profile.widths.first().map(|w| w.batches.iter().map(|b| b.batch_size).collect()).unwrap_or_default();
     let mut head = vec!["width".to_string(), "params".into(), "MFLOPs".into(), "weights MiB".into()];
     for b in &batches {
-        head.extend([format!("b{b} median ms"), format!("b{b} p90 ms"), format!("b{b} img/s"), format!("b{b} peak MiB")]);
+        head.extend([
+            format!("b{b} median ms"),
+            format!("b{b} p90 ms"),
+            format!("b{b} img/s"),
+            format!("b{b} peak MiB"),
+        ]);
     }
     head.extend(protocols.iter().map(|p| format!("{p} top-1")));
-    let mut out = format!("| {} |\n|{}|\n", head.join(" | "), head.iter().map(|h| format!("{}:", "-".repeat(h.len() + 1))).collect::<Vec<_>>().join("|"));
+    let mut out = format!(
+        "| {} |\n|{}|\n",
+        head.join(" | "),
+        head.iter().map(|h| format!("{}:", "-".repeat(h.len() + 1))).collect::<Vec<_>>().join("|")
+    );
     for w in &profile.widths {
-        let mut cells = vec![format!("{:?}x", w.width), w.params.to_string(), format!("{:.3}", w.flops as f64 / 1e6), format!("{:.3}", w.weight_bytes as f64 / (1u64 << 20) as f64)];
+        let mut cells = vec![
+            format!("{:?}x", w.width),
+            w.params.to_string(),
+            format!("{:.3}", w.flops as f64 / 1e6),
+            format!("{:.3}", w.weight_bytes as f64 / (1u64 << 20) as f64),
+        ];
         for b in &batches {
             match w.at_batch(*b) {
-                Some(m) => cells.extend([format!("{:.3}", m.median_ms), format!("{:.3}", m.p90_ms), format!("{:.0}", m.images_per_s), mib(m.peak_rss_delta_bytes)]),
+                Some(m) => cells.extend([
+                    format!("{:.3}", m.median_ms),
+                    format!("{:.3}", m.p90_ms),
+                    format!("{:.0}", m.images_per_s),
+                    mib(m.peak_rss_delta_bytes),
+                ]),
                 None => cells.extend(std::iter::repeat("-".to_string()).take(4)),
             }
         }
         for p in &protocols {
             let t = records
                 .iter()
-                .find(|r| r.init == "pretrained" && r.protocol == *p && (r.width - w.width).abs() <= dspnet_model::slimmable::WIDTH_TOLERANCE)
+                .find(|r| {
+                    r.init == "pretrained"
+                        && r.protocol == *p
+                        && (r.width - w.width).abs() <= dspnet_model::slimmable::WIDTH_TOLERANCE
+                })
                 .map(|r| format!("{:.2}", r.top1))
                 .unwrap_or_else(|| "-".into());
             cells.push(t);
@@ -563,13 +621,16 @@ pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &P
     if series.is_empty() {
         return Ok(false);
     }
-    let bytes = std::fs::read(font).map_err(|e| DeployError::Output(format!("cannot read plot font {font}: {e}; apt-get install fonts-dejavu-core")))?;
+    let bytes = std::fs::read(font).map_err(|e| {
+        DeployError::Output(format!("cannot read plot font {font}: {e}; apt-get install fonts-dejavu-core"))
+    })?;
     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
     let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, bytes);
     let all: Vec<(f64, f64, f64)> = series.iter().flat_map(|(i, p)| pts_of(i, p)).collect();
     let (xmin, xmax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (ymin, ymax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let tmp = parent_dir(path).join(format!(".{}.tmp.png", path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot")));
+    let tmp =
+        parent_dir(path).join(format!(".{}.tmp.png", path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot")));
     let title = format!(
         "{} {:?} stem, threads: {}, {}, batch {batch_size}",
         profile.architecture.depth, profile.architecture.stem, profile.threads, profile.dtype
@@ -584,7 +645,10 @@ pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &P
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(56)
-            .build_cartesian_2d((xmin * 0.8..xmax * 1.25).log_scale(), (ymin - 2.0).max(0.0)..(ymax + 2.0).min(100.0))?;
+            .build_cartesian_2d(
+                (xmin * 0.8..xmax * 1.25).log_scale(),
+                (ymin - 2.0).max(0.0)..(ymax + 2.0).min(100.0),
+            )?;
         chart
             .configure_mesh()
             .x_labels(6)
@@ -599,9 +663,9 @@ pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &P
                 .label(format!("{proto} ({init})"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
             chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))?;
-            chart.draw_series(
-                pts.iter().map(|p| EmptyElement::at((p.0, p.1)) + Text::new(format!("{:?}x", p.2), (6, -18), ("sans-serif", 14))),
-            )?;
+            chart.draw_series(pts.iter().map(|p| {
+                EmptyElement::at((p.0, p.1)) + Text::new(format!("{:?}x", p.2), (6, -18), ("sans-serif", 14))
+            }))?;
         }
         chart
             .configure_series_labels()

@@ -139,9 +139,9 @@ pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
     let trained_widths = config.train_widths()?;
     let ckpt = checkpoint::load(run_dir).map_err(|e| match e {
         TrainerError::Checkpoint(m) => DeployError::Checkpoint(m),
-        TrainerError::Io { path, source } => DeployError::Run(format!(
-            "{path}: {source}; the run's checkpoint is incomplete, retrain or restore it"
-        )),
+        TrainerError::Io { path, source } => {
+            DeployError::Run(format!("{path}: {source}; the run's checkpoint is incomplete, retrain or restore it"))
+        }
         e => DeployError::Trainer(e),
     })?;
     let vs = nn::VarStore::new(Device::Cpu);

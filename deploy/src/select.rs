@@ -65,10 +65,11 @@ impl Budget {
     /// [`DeployError::Usage`] when none or more than one is given, or the value is not a
     /// positive finite number (negative, zero, NaN, inf).
     pub fn from_options(latency_ms: Option<f64>, mflops: Option<f64>, params: Option<f64>) -> Result<Self> {
-        let given: Vec<Budget> = [latency_ms.map(Budget::LatencyMs), mflops.map(Budget::MFlops), params.map(Budget::Params)]
-            .into_iter()
-            .flatten()
-            .collect();
+        let given: Vec<Budget> =
+            [latency_ms.map(Budget::LatencyMs), mflops.map(Budget::MFlops), params.map(Budget::Params)]
+                .into_iter()
+                .flatten()
+                .collect();
         let b = match given.as_slice() {
             [b] => *b,
             [] => {
@@ -205,8 +206,16 @@ impl Selection {
             acc,
             "fits",
             "chosen",
-            ["-".repeat(8), "-".repeat(12), "-".repeat(11), "-".repeat(16), "-".repeat(14), "-".repeat(6), "-".repeat(8)]
-                .join("|")
+            [
+                "-".repeat(8),
+                "-".repeat(12),
+                "-".repeat(11),
+                "-".repeat(16),
+                "-".repeat(14),
+                "-".repeat(6),
+                "-".repeat(8)
+            ]
+            .join("|")
         );
         for v in &self.verdicts {
             let r = &v.row;
@@ -327,7 +336,13 @@ mod tests {
         let flops = [1_800_000, 7_200_000, 16_100_000, 28_600_000];
         let lat = [0.4, 0.9, 1.7, 2.9];
         (0..4)
-            .map(|i| WidthRow { width: widths[i], params: params[i], flops: flops[i], latency_ms: lat[i], top1: top1[i] })
+            .map(|i| WidthRow {
+                width: widths[i],
+                params: params[i],
+                flops: flops[i],
+                latency_ms: lat[i],
+                top1: top1[i],
+            })
             .collect()
     }
 

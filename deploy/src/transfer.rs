@@ -92,10 +92,14 @@ impl PythonTool {
         if let Some(p) = std::env::var_os("DSPNET_PYTHON") {
             return Ok(Self { python: PathBuf::from(p), package_dir });
         }
-        if let Some(py) = exe.as_ref().and_then(|e| e.ancestors().map(|a| a.join(".venv/bin/python")).find(|p| p.exists())) {
+        if let Some(py) =
+            exe.as_ref().and_then(|e| e.ancestors().map(|a| a.join(".venv/bin/python")).find(|p| p.exists()))
+        {
             return Ok(Self { python: py, package_dir });
         }
-        if let Some(py) = std::env::var_os("VIRTUAL_ENV").map(|v| PathBuf::from(v).join("bin/python")).filter(|p| p.exists()) {
+        if let Some(py) =
+            std::env::var_os("VIRTUAL_ENV").map(|v| PathBuf::from(v).join("bin/python")).filter(|p| p.exists())
+        {
             return Ok(Self { python: py, package_dir });
         }
         Err(DeployError::Usage(
@@ -127,14 +131,13 @@ impl PythonTool {
                      m = [n for n in ('torch', 'torchvision', 'timm', 'safetensors', 'yaml', 'pycocotools', 'dspnet_export') if u.find_spec(n) is None]\n\
                      m = m or [n for n in ('dspnet_export.transfer',) if u.find_spec(n) is None]\n\
                      print(' '.join(m))";
-        let out = self
-            .command()
-            .args(["-c", probe])
-            .output()
-            .map_err(|e| DeployError::Usage(format!("cannot run {} ({e}); run bash tools/setup.sh", self.python.display())))?;
+        let out = self.command().args(["-c", probe]).output().map_err(|e| {
+            DeployError::Usage(format!("cannot run {} ({e}); run bash tools/setup.sh", self.python.display()))
+        })?;
         let missing = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !out.status.success() || !missing.is_empty() {
-            let what = if missing.is_empty() { "a working interpreter".to_string() } else { missing.replace(' ', ", ") };
+            let what =
+                if missing.is_empty() { "a working interpreter".to_string() } else { missing.replace(' ', ", ") };
             return Err(DeployError::Usage(format!(
                 "{} lacks {what} (needed by the detection/segmentation protocols); run bash tools/setup.sh",
                 self.python.display()
@@ -218,7 +221,13 @@ pub fn run_transfer(run: &LoadedRun, req: &TransferRequest, python: &PythonTool)
                 tracing::info!(width = w, protocol = p.name(), init, "transfer: fine-tuning and evaluating");
                 let py = run_tool(python, p, &summary.dir, init == "random", req, &out)?;
                 let rec = results_record(&py, p, w, summary.params, summary.flops, &out)?;
-                tracing::info!(width = w, protocol = p.name(), init, score = rec["top1"].as_f64().unwrap_or(f64::NAN), "result");
+                tracing::info!(
+                    width = w,
+                    protocol = p.name(),
+                    init,
+                    score = rec["top1"].as_f64().unwrap_or(f64::NAN),
+                    "result"
+                );
                 records.push(rec);
             }
         }
@@ -227,7 +236,14 @@ pub fn run_transfer(run: &LoadedRun, req: &TransferRequest, python: &PythonTool)
     Ok(records)
 }
 
-fn run_tool(python: &PythonTool, p: TransferProtocol, backbone: &Path, random: bool, req: &TransferRequest, out: &Path) -> Result<Value> {
+fn run_tool(
+    python: &PythonTool,
+    p: TransferProtocol,
+    backbone: &Path,
+    random: bool,
+    req: &TransferRequest,
+    out: &Path,
+) -> Result<Value> {
     let mut cmd = python.command();
     cmd.args(["-m", "dspnet_export.transfer", p.task(), "--backbone"])
         .arg(backbone)
@@ -239,9 +255,9 @@ fn run_tool(python: &PythonTool, p: TransferProtocol, backbone: &Path, random: b
         cmd.arg("--random");
     }
     cmd.args(&req.extra_args).stdout(Stdio::null()).stderr(Stdio::piped());
-    let child = cmd
-        .output()
-        .map_err(|e| DeployError::Usage(format!("cannot run {} ({e}); run bash tools/setup.sh", python.python.display())))?;
+    let child = cmd.output().map_err(|e| {
+        DeployError::Usage(format!("cannot run {} ({e}); run bash tools/setup.sh", python.python.display()))
+    })?;
     if !child.status.success() {
         let stderr = String::from_utf8_lossy(&child.stderr);
         let line = stderr
@@ -265,7 +281,14 @@ fn run_tool(python: &PythonTool, p: TransferProtocol, backbone: &Path, random: b
 ///
 /// # Errors
 /// [`DeployError::Run`] when the headline metric is missing or undefined (no ground truth).
-pub fn results_record(py: &Value, p: TransferProtocol, width: f64, params: i64, flops: u64, record_path: &Path) -> Result<Value> {
+pub fn results_record(
+    py: &Value,
+    p: TransferProtocol,
+    width: f64,
+    params: i64,
+    flops: u64,
+    record_path: &Path,
+) -> Result<Value> {
     let headline = py["headline"].as_str().unwrap_or("");
     let score = py["metrics"][headline].as_f64().ok_or_else(|| {
         DeployError::Run(format!(
@@ -303,7 +326,10 @@ pub fn append_results(run_dir: &Path, records: &[Value]) -> Result<()> {
     let mut all: Vec<Value> = if path.exists() {
         let text = std::fs::read_to_string(&path).map_err(|e| DeployError::io(&path, e))?;
         serde_json::from_str(&text).map_err(|e| {
-            DeployError::Run(format!("{} is not a dspnet-eval results file ({e}); delete it or rerun dspnet-eval", path.display()))
+            DeployError::Run(format!(
+                "{} is not a dspnet-eval results file ({e}); delete it or rerun dspnet-eval",
+                path.display()
+            ))
         })?
     } else {
         Vec::new()
@@ -336,22 +362,30 @@ mod tests {
         let knn = json!([{"width": 0.5, "params": 10, "flops": 20, "protocol": "knn", "top1": 40.0, "init": "pretrained", "settings": {}}]);
         std::fs::write(dir.path().join(RESULTS), serde_json::to_vec(&knn).unwrap()).unwrap();
         let p = Path::new("x.json");
-        let first = results_record(&py_record("pretrained", Some(0.25)), TransferProtocol::Detection, 0.5, 10, 20, p).unwrap();
+        let first =
+            results_record(&py_record("pretrained", Some(0.25)), TransferProtocol::Detection, 0.5, 10, 20, p).unwrap();
         assert_eq!(first["top1"], json!(25.0));
         assert!(first["losses"].get("history").is_none());
         append_results(dir.path(), &[first]).unwrap();
-        let second = results_record(&py_record("pretrained", Some(0.125)), TransferProtocol::Detection, 0.5, 10, 20, p).unwrap();
-        let random = results_record(&py_record("random", Some(0.0)), TransferProtocol::Detection, 0.5, 10, 20, p).unwrap();
+        let second =
+            results_record(&py_record("pretrained", Some(0.125)), TransferProtocol::Detection, 0.5, 10, 20, p).unwrap();
+        let random =
+            results_record(&py_record("random", Some(0.0)), TransferProtocol::Detection, 0.5, 10, 20, p).unwrap();
         append_results(dir.path(), &[second, random]).unwrap();
         let text = std::fs::read_to_string(dir.path().join(RESULTS)).unwrap();
         let back: Vec<EvalRecord> = serde_json::from_str(&text).unwrap();
         let got: Vec<(&str, &str, f64)> = back.iter().map(|r| (r.protocol.as_str(), r.init.as_str(), r.top1)).collect();
-        assert_eq!(got, vec![("knn", "pretrained", 40.0), ("detection", "pretrained", 12.5), ("detection", "random", 0.0)]);
+        assert_eq!(
+            got,
+            vec![("knn", "pretrained", 40.0), ("detection", "pretrained", 12.5), ("detection", "random", 0.0)]
+        );
     }
 
     #[test]
     fn undefined_headline_metric_is_an_error() {
-        let e = results_record(&py_record("pretrained", None), TransferProtocol::Detection, 0.5, 1, 1, Path::new("r.json")).unwrap_err();
+        let e =
+            results_record(&py_record("pretrained", None), TransferProtocol::Detection, 0.5, 1, 1, Path::new("r.json"))
+                .unwrap_err();
         assert!(e.to_string().contains("undefined"), "{e}");
     }
 

@@ -23,6 +23,10 @@ extern "C" {
     pub fn dspnet_dist_all_reduce(h: *mut c_void, t: *mut C_tensor, avg: c_int) -> *mut c_char;
     pub fn dspnet_dist_broadcast(h: *mut c_void, t: *mut C_tensor, root: c_int) -> *mut c_char;
     pub fn dspnet_dist_barrier(h: *mut c_void) -> *mut c_char;
-    pub fn dspnet_dist_all_reduce_sum_autograd(h: *mut c_void, x: *const C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
+    pub fn dspnet_dist_all_reduce_sum_autograd(
+        h: *mut c_void,
+        x: *const C_tensor,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
     pub fn dspnet_dist_find_dead(h: *mut c_void, window_ms: i64, dead: *mut c_int) -> *mut c_char;
 }

@@ -138,7 +138,9 @@ impl DistEnv {
             return Ok(None);
         }
         let rank = num("RANK")?.ok_or_else(|| {
-            DistError::Env(format!("WORLD_SIZE={world} but RANK is unset; launch with torchrun or export RANK per process"))
+            DistError::Env(format!(
+                "WORLD_SIZE={world} but RANK is unset; launch with torchrun or export RANK per process"
+            ))
         })? as usize;
         if rank >= world {
             return Err(DistError::Env(format!("RANK={rank} is not below WORLD_SIZE={world}")));
@@ -150,7 +152,9 @@ impl DistEnv {
             ))
         })?;
         let port = num("MASTER_PORT")?.ok_or_else(|| {
-            DistError::Env(format!("WORLD_SIZE={world} but MASTER_PORT is unset; export a free TCP port, e.g. MASTER_PORT=29500"))
+            DistError::Env(format!(
+                "WORLD_SIZE={world} but MASTER_PORT is unset; export a free TCP port, e.g. MASTER_PORT=29500"
+            ))
         })?;
         let master_port = u16::try_from(port)
             .ok()
@@ -212,7 +216,15 @@ unsafe impl Sync for ProcessGroup {}
 
 impl std::fmt::Debug for ProcessGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ProcessGroup({} rank {} of {} via {}:{})", self.backend.name(), self.rank, self.world, self.addr, self.port)
+        write!(
+            f,
+            "ProcessGroup({} rank {} of {} via {}:{})",
+            self.backend.name(),
+            self.rank,
+            self.world,
+            self.addr,
+            self.port
+        )
     }
 }
 
@@ -260,7 +272,8 @@ impl ProcessGroup {
             port: env.master_port,
             detail,
         };
-        let host = CString::new(env.master_addr.clone()).map_err(|_| init_err("MASTER_ADDR contains a NUL byte".into()))?;
+        let host =
+            CString::new(env.master_addr.clone()).map_err(|_| init_err("MASTER_ADDR contains a NUL byte".into()))?;
         let prefix = CString::new(format!("dspnet/{}/", env.restart_count)).expect("no NUL");
         let backend = CString::new(options.backend.name()).expect("no NUL");
         let timeout_ms = options.timeout.as_millis().clamp(1, i64::MAX as u128) as i64;
@@ -403,7 +416,10 @@ impl ProcessGroup {
     /// Errors: [`DistError::Usage`] for `root >= world_size`; [`DistError::PeerFailed`].
     pub fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<(), DistError> {
         if root >= self.world {
-            return Err(DistError::Usage(format!("broadcast root {root} is not a rank of this group of {}", self.world)));
+            return Err(DistError::Usage(format!(
+                "broadcast root {root} is not a rank of this group of {}",
+                self.world
+            )));
         }
         self.bucketed(tensors, |flat| {
             // SAFETY: live handle; `flat` is a live, contiguous tensor.
@@ -483,7 +499,11 @@ impl ProcessGroup {
 
     /// Packs `tensors` into flat buckets (consecutive tensors of one dtype and device, about
     /// `bucket_bytes` each), runs `op` on each flat tensor in place, and copies the results back.
-    fn bucketed(&self, tensors: &[Tensor], mut op: impl FnMut(&Tensor) -> Result<(), DistError>) -> Result<(), DistError> {
+    fn bucketed(
+        &self,
+        tensors: &[Tensor],
+        mut op: impl FnMut(&Tensor) -> Result<(), DistError>,
+    ) -> Result<(), DistError> {
         for bucket in plan_buckets(tensors, self.bucket_bytes) {
             let members: Vec<&Tensor> = bucket.iter().map(|&i| &tensors[i]).collect();
             tch::no_grad(|| -> Result<(), DistError> {
@@ -566,4 +586,3 @@ pub fn plan_buckets(tensors: &[Tensor], cap: usize) -> Vec<Vec<usize>> {
     }
     out
 }
-

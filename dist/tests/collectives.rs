@@ -110,7 +110,8 @@ fn worker_collectives() {
 /// with load average 12 on 2 cores, so the bound is the timeout itself).
 fn dead_rank_case(victim: usize, expect: &str) {
     let port = free_port();
-    let mut workers = vec![spawn_worker("worker_until_peer_dies", 0, port), spawn_worker("worker_until_peer_dies", 1, port)];
+    let mut workers =
+        vec![spawn_worker("worker_until_peer_dies", 0, port), spawn_worker("worker_until_peer_dies", 1, port)];
     // wait until the victim has done 20 all-reduces with its peer (it prints "step 20")
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(workers[victim].stdout.take().unwrap()));
     loop {

@@ -36,9 +36,7 @@ fn scalar_type(kind: Kind) -> Option<c_int> {
 }
 
 fn kind_of(code: c_int) -> Option<Kind> {
-    [Kind::Half, Kind::Float, Kind::Double, Kind::BFloat16]
-        .into_iter()
-        .find(|&k| scalar_type(k) == Some(code))
+    [Kind::Half, Kind::Float, Kind::Double, Kind::BFloat16].into_iter().find(|&k| scalar_type(k) == Some(code))
 }
 
 fn raw_state() -> Result<(c_int, c_int)> {
@@ -66,8 +64,8 @@ fn raw_set(enabled: c_int, dtype: c_int) -> Result<()> {
 /// [`ModelError::Autocast`] when libtorch fails or reports a dtype tch has no `Kind` for here.
 pub fn cpu_autocast_state() -> Result<(bool, Kind)> {
     let (enabled, dtype) = raw_state()?;
-    let kind = kind_of(dtype)
-        .ok_or_else(|| ModelError::Autocast(format!("unexpected CPU autocast dtype code {dtype}")))?;
+    let kind =
+        kind_of(dtype).ok_or_else(|| ModelError::Autocast(format!("unexpected CPU autocast dtype code {dtype}")))?;
     Ok((enabled != 0, kind))
 }
 
@@ -195,7 +193,16 @@ mod tests {
             let y = with_cpu_autocast(Kind::BFloat16, || {
                 let y = x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
                 assert_eq!(y.kind(), Kind::BFloat16);
-                let n = y.batch_norm(None::<Tensor>, None::<Tensor>, None::<Tensor>, None::<Tensor>, true, 0.1, 1e-5, false);
+                let n = y.batch_norm(
+                    None::<Tensor>,
+                    None::<Tensor>,
+                    None::<Tensor>,
+                    None::<Tensor>,
+                    true,
+                    0.1,
+                    1e-5,
+                    false,
+                );
                 assert_eq!(n.kind(), Kind::BFloat16);
                 y
             })

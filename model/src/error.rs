@@ -18,11 +18,7 @@ pub enum ModelError {
 
     /// An input tensor whose shape does not fit the layer/network at the requested width.
     #[error("input shape {got:?} does not fit {what}: expected {expected}")]
-    BadInput {
-        what: String,
-        got: Vec<i64>,
-        expected: String,
-    },
+    BadInput { what: String, got: Vec<i64>, expected: String },
 
     /// CPU autocast could not be switched (see [`crate::autocast`]).
     #[error("CPU autocast: {0}")]

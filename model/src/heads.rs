@@ -81,7 +81,9 @@ impl SlimMlpHead {
         Ok(Self {
             fc1: SlimLinear::new(&vs.sub("fc1"), in_full, hidden_full, false, in_sliced, true),
             bn1: match norm {
-                HeadNorm::Switchable => HeadBn::Switchable(SwitchableBatchNorm::new(&vs.sub("bn1"), hidden_full, widths)),
+                HeadNorm::Switchable => {
+                    HeadBn::Switchable(SwitchableBatchNorm::new(&vs.sub("bn1"), hidden_full, widths))
+                }
                 HeadNorm::Shared => HeadBn::Shared(SharedBatchNorm::new(&vs.sub("bn1"), hidden_full)),
             },
             fc2: SlimLinear::new(&vs.sub("fc2"), hidden_full, out_dim, true, true, false),
@@ -217,7 +219,8 @@ mod tests {
         assert_eq!(gg.narrow(0, 4, 4).abs().sum(Kind::Float).double_value(&[]), 0.0);
         // the same parameter count as the switchable head at every width
         let vs2 = nn::VarStore::new(Device::Cpu);
-        let switchable = SlimMlpHead::new(&vs2.root(), 3, false, 8, 2, &WidthList::new(vec![0.5, 1.0]).unwrap()).unwrap();
+        let switchable =
+            SlimMlpHead::new(&vs2.root(), 3, false, 8, 2, &WidthList::new(vec![0.5, 1.0]).unwrap()).unwrap();
         assert_eq!(head.num_params(0.5), switchable.num_params(0.5));
         assert!(vs2.variables().contains_key("bn1.w0_50.weight"));
     }

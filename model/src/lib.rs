@@ -31,7 +31,7 @@ pub use error::{ModelError, Result};
 pub use heads::{HeadNorm, SlimMlpHead};
 pub use resnet::{Depth, ResNetConfig, SlimResNet, Stem};
 pub use slimmable::{
-    is_channels_last, slim_channels, to_channels_last, width_tag, SlimConv2d, SlimLinear,
-    SharedBatchNorm, SwitchableBatchNorm, WidthList,
+    is_channels_last, slim_channels, to_channels_last, width_tag, SharedBatchNorm, SlimConv2d, SlimLinear,
+    SwitchableBatchNorm, WidthList,
 };
 pub use sync::CrossReplicaSum;

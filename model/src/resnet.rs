@@ -68,10 +68,7 @@ impl FromStr for Depth {
     /// Accepts `r18`, `resnet18`, `18` (case-insensitive), likewise 34 and 50.
     fn from_str(s: &str) -> Result<Self> {
         let l = s.trim().to_ascii_lowercase();
-        let n = l
-            .strip_prefix("resnet")
-            .or_else(|| l.strip_prefix('r'))
-            .unwrap_or(&l);
+        let n = l.strip_prefix("resnet").or_else(|| l.strip_prefix('r')).unwrap_or(&l);
         match n {
             "18" => Ok(Depth::R18),
             "34" => Ok(Depth::R34),
@@ -100,9 +97,7 @@ impl FromStr for Stem {
         match s.trim().to_ascii_lowercase().as_str() {
             "imagenet" => Ok(Stem::Imagenet),
             "small" => Ok(Stem::Small),
-            _ => Err(ModelError::InvalidConfig(format!(
-                "unknown stem {s:?}; use imagenet or small"
-            ))),
+            _ => Err(ModelError::InvalidConfig(format!("unknown stem {s:?}; use imagenet or small"))),
         }
     }
 }
@@ -169,8 +164,7 @@ impl ConvBn {
     }
 
     fn forward_t(&self, x: &Tensor, width: f64, train: bool) -> Result<Tensor> {
-        self.bn
-            .f_forward_t(&self.conv.f_forward(x, width)?, width, train)
+        self.bn.f_forward_t(&self.conv.f_forward(x, width)?, width, train)
     }
 
     fn num_params(&self, width: f64) -> i64 {
@@ -179,10 +173,7 @@ impl ConvBn {
 
     fn export(&self, width: f64, out: &mut Vec<(String, Tensor)>) -> Result<()> {
         let copy = |t: &Tensor| t.detach().copy();
-        out.push((
-            format!("{}.weight", self.conv_name),
-            copy(&self.conv.sliced_weight(width)),
-        ));
+        out.push((format!("{}.weight", self.conv_name), copy(&self.conv.sliced_weight(width))));
         let s = self.bn.state(width)?;
         let n = &self.bn_name;
         out.push((format!("{n}.weight"), copy(&s.weight)));
@@ -216,67 +207,19 @@ impl Block {
         let cout = planes * exp;
         let main = if bottleneck {
             vec![
-                ConvBn::new(
-                    vs,
-                    name,
-                    "conv1",
-                    "bn1",
-                    (cin, planes, 1, 1, 0),
-                    true,
-                    widths,
-                ),
-                ConvBn::new(
-                    vs,
-                    name,
-                    "conv2",
-                    "bn2",
-                    (planes, planes, 3, stride, 1),
-                    true,
-                    widths,
-                ),
-                ConvBn::new(
-                    vs,
-                    name,
-                    "conv3",
-                    "bn3",
-                    (planes, cout, 1, 1, 0),
-                    true,
-                    widths,
-                ),
+                ConvBn::new(vs, name, "conv1", "bn1", (cin, planes, 1, 1, 0), true, widths),
+                ConvBn::new(vs, name, "conv2", "bn2", (planes, planes, 3, stride, 1), true, widths),
+                ConvBn::new(vs, name, "conv3", "bn3", (planes, cout, 1, 1, 0), true, widths),
             ]
         } else {
             vec![
-                ConvBn::new(
-                    vs,
-                    name,
-                    "conv1",
-                    "bn1",
-                    (cin, planes, 3, stride, 1),
-                    true,
-                    widths,
-                ),
-                ConvBn::new(
-                    vs,
-                    name,
-                    "conv2",
-                    "bn2",
-                    (planes, planes, 3, 1, 1),
-                    true,
-                    widths,
-                ),
+                ConvBn::new(vs, name, "conv1", "bn1", (cin, planes, 3, stride, 1), true, widths),
+                ConvBn::new(vs, name, "conv2", "bn2", (planes, planes, 3, 1, 1), true, widths),
             ]
         };
         let downsample = (stride != 1 || cin != cout).then(|| {
             let p = vs.sub("downsample");
-            ConvBn::new(
-                &p,
-                &format!("{name}.downsample"),
-                "0",
-                "1",
-                (cin, cout, 1, stride, 0),
-                true,
-                widths,
-            )
+            ConvBn::new(&p, &format!("{name}.downsample"), "0", "1", (cin, cout, 1, stride, 0), true, widths)
         });
         Self { main, downsample }
     }
@@ -357,15 +300,7 @@ impl SlimResNet {
             Stem::Imagenet => (7, 2, 3),
             Stem::Small => (3, 1, 1),
         };
-        let stem = ConvBn::new(
-            vs,
-            "",
-            "conv1",
-            "bn1",
-            (cfg.in_channels, b, k, s, p),
-            false,
-            &widths,
-        );
+        let stem = ConvBn::new(vs, "", "conv1", "bn1", (cfg.in_channels, b, k, s, p), false, &widths);
         let bottleneck = cfg.depth == Depth::R50;
         let exp = cfg.depth.expansion();
         let mut cin = b;
@@ -378,25 +313,12 @@ impl SlimResNet {
             for i in 0..n {
                 let stride = if stage > 0 && i == 0 { 2 } else { 1 };
                 let name = format!("{lname}.{i}");
-                blocks.push(Block::new(
-                    &lvs.sub(i),
-                    &name,
-                    bottleneck,
-                    cin,
-                    planes,
-                    stride,
-                    &widths,
-                ));
+                blocks.push(Block::new(&lvs.sub(i), &name, bottleneck, cin, planes, stride, &widths));
                 cin = planes * exp;
             }
             layers.push(blocks);
         }
-        Ok(Self {
-            cfg: cfg.clone(),
-            widths,
-            stem,
-            layers,
-        })
+        Ok(Self { cfg: cfg.clone(), widths, stem, layers })
     }
 
     /// The configuration this network was built from.
@@ -468,10 +390,7 @@ impl SlimResNet {
     /// Feature dimension at `width`: `slim_channels(base * 8 * expansion, width)` (512 for
     /// R18/R34, 2048 for R50 at width 1, base 64).
     pub fn feature_dim(&self, width: f64) -> i64 {
-        slim_channels(
-            self.cfg.base_channels * 8 * self.cfg.depth.expansion(),
-            width,
-        )
+        slim_channels(self.cfg.base_channels * 8 * self.cfg.depth.expansion(), width)
     }
 
     fn parts(&self) -> impl Iterator<Item = &ConvBn> {
@@ -528,11 +447,7 @@ impl SlimResNet {
     /// # Errors
     /// [`ModelError::WidthNotInList`] (deviation from a plain `Vec` return: a width outside the
     /// list has no BN to export).
-    pub fn torchvision_state_dict(
-        &self,
-        _vs: &nn::VarStore,
-        width: f64,
-    ) -> Result<Vec<(String, Tensor)>> {
+    pub fn torchvision_state_dict(&self, _vs: &nn::VarStore, width: f64) -> Result<Vec<(String, Tensor)>> {
         self.widths.index_of(width)?;
         let mut out = Vec::new();
         for p in self.parts() {

@@ -40,10 +40,7 @@ pub fn width_tag(width: f64) -> String {
     let mut s = format!("{width:.2}");
     for decimals in 2..=9usize {
         s = format!("{width:.decimals$}");
-        if s.parse::<f64>()
-            .map(|v| (v - width).abs() <= WIDTH_TOLERANCE)
-            .unwrap_or(false)
-        {
+        if s.parse::<f64>().map(|v| (v - width).abs() <= WIDTH_TOLERANCE).unwrap_or(false) {
             break;
         }
     }
@@ -62,15 +59,11 @@ impl WidthList {
     /// [`ModelError::InvalidWidthList`] naming the offending value (empty list, value outside
     /// `(0, 1]` or not finite, not ascending, duplicate).
     pub fn new(widths: Vec<f64>) -> Result<Self> {
-        let bad = |reason: String| ModelError::InvalidWidthList {
-            list: widths.clone(),
-            reason,
-        };
+        let bad = |reason: String| ModelError::InvalidWidthList { list: widths.clone(), reason };
         if widths.is_empty() {
-            return Err(bad(
-                "the list is empty; give at least one width in (0, 1], e.g. [0.25, 0.5, 0.75, 1.0]"
-                    .into(),
-            ));
+            return Err(
+                bad("the list is empty; give at least one width in (0, 1], e.g. [0.25, 0.5, 0.75, 1.0]".into()),
+            );
         }
         for &w in &widths {
             if !(w.is_finite() && w > 0.0 && w <= 1.0) {
@@ -82,10 +75,7 @@ impl WidthList {
                 return Err(bad(format!("width {} appears twice", pair[1])));
             }
             if pair[1] < pair[0] {
-                return Err(bad(format!(
-                    "width {} comes after {}; sort the list ascending",
-                    pair[1], pair[0]
-                )));
+                return Err(bad(format!("width {} comes after {}; sort the list ascending", pair[1], pair[0])));
             }
         }
         Ok(Self(widths))
@@ -104,10 +94,7 @@ impl WidthList {
         self.0
             .iter()
             .position(|&w| (w - width).abs() <= WIDTH_TOLERANCE)
-            .ok_or_else(|| ModelError::WidthNotInList {
-                width,
-                list: self.0.clone(),
-            })
+            .ok_or_else(|| ModelError::WidthNotInList { width, list: self.0.clone() })
     }
 
     /// Largest width (the full network in DSPNet's sandwich rule).
@@ -132,11 +119,7 @@ impl WidthList {
 }
 
 fn shape_err(what: &str, x: &Tensor, expected: String) -> ModelError {
-    ModelError::BadInput {
-        what: what.to_string(),
-        got: x.size(),
-        expected,
-    }
+    ModelError::BadInput { what: what.to_string(), got: x.size(), expected }
 }
 
 /// Casts `t` to `kind` when it differs (keeps the autograd link to the fp32 master weight).
@@ -203,21 +186,10 @@ impl SlimConv2d {
         padding: i64,
         slice_input: bool,
     ) -> Self {
-        let init = Init::Kaiming {
-            dist: NormalOrUniform::Normal,
-            fan: FanInOut::FanOut,
-            non_linearity: NonLinearity::ReLU,
-        };
+        let init =
+            Init::Kaiming { dist: NormalOrUniform::Normal, fan: FanInOut::FanOut, non_linearity: NonLinearity::ReLU };
         let weight = vs.var("weight", &[out_full, in_full, kernel, kernel], init);
-        Self {
-            weight,
-            in_full,
-            out_full,
-            kernel,
-            stride,
-            padding,
-            slice_input,
-        }
+        Self { weight, in_full, out_full, kernel, stride, padding, slice_input }
     }
 
     /// The full shared weight `[C_out, C_in, k, k]`.
@@ -241,9 +213,7 @@ impl SlimConv2d {
 
     /// The weight slice used at `width` (a view sharing storage with [`Self::weight`]).
     pub fn sliced_weight(&self, width: f64) -> Tensor {
-        self.weight
-            .narrow(0, 0, self.out_channels(width))
-            .narrow(1, 0, self.in_channels(width))
+        self.weight.narrow(0, 0, self.out_channels(width)).narrow(1, 0, self.in_channels(width))
     }
 
     /// Parameters of the standalone convolution at `width`.
@@ -255,8 +225,7 @@ impl SlimConv2d {
     pub fn macs(&self, width: f64, h: i64, w: i64) -> (u64, i64, i64) {
         let ho = conv_out(h, self.kernel, self.stride, self.padding);
         let wo = conv_out(w, self.kernel, self.stride, self.padding);
-        let per_pixel =
-            (self.out_channels(width) * self.in_channels(width) * self.kernel * self.kernel) as u64;
+        let per_pixel = (self.out_channels(width) * self.in_channels(width) * self.kernel * self.kernel) as u64;
         (per_pixel * (ho.max(0) * wo.max(0)) as u64, ho, wo)
     }
 
@@ -270,11 +239,7 @@ impl SlimConv2d {
     pub fn f_forward(&self, x: &Tensor, width: f64) -> Result<Tensor> {
         let cin = self.in_channels(width);
         if x.dim() != 4 || x.size()[1] != cin {
-            return Err(shape_err(
-                "SlimConv2d",
-                x,
-                format!("[B, {cin}, H, W] at width {width}"),
-            ));
+            return Err(shape_err("SlimConv2d", x, format!("[B, {cin}, H, W] at width {width}")));
         }
         let w = cast_like(self.sliced_weight(width), x.kind());
         let (s, p) = (self.stride, self.padding);
@@ -305,29 +270,12 @@ pub struct SlimLinear {
 
 impl SlimLinear {
     /// Creates the variables `weight` (and `bias` when `bias` is true) under `vs`.
-    pub fn new(
-        vs: &nn::Path,
-        in_full: i64,
-        out_full: i64,
-        bias: bool,
-        slice_input: bool,
-        slice_output: bool,
-    ) -> Self {
+    pub fn new(vs: &nn::Path, in_full: i64, out_full: i64, bias: bool, slice_input: bool, slice_output: bool) -> Self {
         let bound = 1.0 / (in_full.max(1) as f64).sqrt();
-        let init = Init::Uniform {
-            lo: -bound,
-            up: bound,
-        };
+        let init = Init::Uniform { lo: -bound, up: bound };
         let weight = vs.var("weight", &[out_full, in_full], init);
         let bias = bias.then(|| vs.var("bias", &[out_full], init));
-        Self {
-            weight,
-            bias,
-            in_full,
-            out_full,
-            slice_input,
-            slice_output,
-        }
+        Self { weight, bias, in_full, out_full, slice_input, slice_output }
     }
 
     /// The full shared weight `[out, in]`.
@@ -371,17 +319,10 @@ impl SlimLinear {
     pub fn f_forward(&self, x: &Tensor, width: f64) -> Result<Tensor> {
         let (i, o) = (self.in_features(width), self.out_features(width));
         if x.dim() < 1 || x.size()[x.dim() - 1] != i {
-            return Err(shape_err(
-                "SlimLinear",
-                x,
-                format!("[B, {i}] at width {width}"),
-            ));
+            return Err(shape_err("SlimLinear", x, format!("[B, {i}] at width {width}")));
         }
         let w = cast_like(self.weight.narrow(0, 0, o).narrow(1, 0, i), x.kind());
-        let b = self
-            .bias
-            .as_ref()
-            .map(|b| cast_like(b.narrow(0, 0, o), x.kind()));
+        let b = self.bias.as_ref().map(|b| cast_like(b.narrow(0, 0, o), x.kind()));
         Ok(x.f_linear(&w, b.as_ref())?)
     }
 
@@ -442,12 +383,7 @@ impl SwitchableBatchNorm {
                 }
             })
             .collect();
-        Self {
-            widths: widths.clone(),
-            full,
-            bns,
-            cross_replica: None,
-        }
+        Self { widths: widths.clone(), full, bns, cross_replica: None }
     }
 
     /// Synchronised batch norm: with `Some(group)` of more than one replica, train mode
@@ -497,19 +433,14 @@ impl SwitchableBatchNorm {
     pub fn f_forward_t(&self, x: &Tensor, width: f64, train: bool) -> Result<Tensor> {
         let bn = self.state(width)?;
         if x.dim() < 2 || x.size()[1] != bn.channels {
-            return Err(shape_err(
-                "SwitchableBatchNorm",
-                x,
-                format!("[B, {}, ...] at width {width}", bn.channels),
-            ));
+            return Err(shape_err("SwitchableBatchNorm", x, format!("[B, {}, ...] at width {width}", bn.channels)));
         }
         batch_norm_with(x, bn, train, self.cross_replica.as_deref())
     }
 
     /// Panicking form of [`Self::f_forward_t`].
     pub fn forward_t(&self, x: &Tensor, width: f64, train: bool) -> Tensor {
-        self.f_forward_t(x, width, train)
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.f_forward_t(x, width, train).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -670,10 +601,7 @@ mod tests {
         assert_eq!(l.index_of(0.5 + 1e-12).unwrap(), 1);
         assert_eq!((l.smallest(), l.largest()), (0.25, 1.0));
         let e = l.index_of(0.3).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "width 0.3 is not in this model's width list [0.25, 0.5, 0.75, 1.0]; pass one of them"
-        );
+        assert_eq!(e, "width 0.3 is not in this model's width list [0.25, 0.5, 0.75, 1.0]; pass one of them");
     }
 
     #[test]
@@ -703,12 +631,7 @@ mod tests {
         assert!(y.allclose(&r, 1e-6, 1e-6, false));
         y.sum(Kind::Float).backward();
         let g = conv.weight().grad();
-        let inside = g
-            .narrow(0, 0, 6)
-            .narrow(1, 0, 4)
-            .abs()
-            .sum(Kind::Float)
-            .double_value(&[]);
+        let inside = g.narrow(0, 0, 6).narrow(1, 0, 4).abs().sum(Kind::Float).double_value(&[]);
         assert!(inside > 0.0);
         let outside = g.copy();
         let _ = outside.narrow(0, 0, 6).narrow(1, 0, 4).fill_(0.0);
@@ -718,10 +641,7 @@ mod tests {
             "gradient leaked outside the width-0.5 slice"
         );
         // Wrong channel count is a typed error, not a panic.
-        assert!(matches!(
-            conv.f_forward(&x, 1.0),
-            Err(ModelError::BadInput { .. })
-        ));
+        assert!(matches!(conv.f_forward(&x, 1.0), Err(ModelError::BadInput { .. })));
     }
 
     #[test]
@@ -748,10 +668,7 @@ mod tests {
             v.sort();
             v
         };
-        assert!(
-            names.contains(&"bn.w0_50.running_mean".to_string()),
-            "{names:?}"
-        );
+        assert!(names.contains(&"bn.w0_50.running_mean".to_string()), "{names:?}");
         assert!(names.contains(&"bn.w1_00.weight".to_string()), "{names:?}");
         // x: [B=3, C=2] at width 0.5
         let data: [f32; 6] = [1.0, 10.0, 2.0, 20.0, 6.0, 0.0];
@@ -774,23 +691,14 @@ mod tests {
             assert!((rv - (0.9 + 0.1 * var_u)).abs() < 1e-4, "running_var {rv}");
         }
         let full = bn.state(1.0).unwrap();
-        assert_eq!(
-            Vec::<f32>::try_from(&full.running_mean).unwrap(),
-            vec![0.0; 4]
-        );
-        assert_eq!(
-            Vec::<f32>::try_from(&full.running_var).unwrap(),
-            vec![1.0; 4]
-        );
+        assert_eq!(Vec::<f32>::try_from(&full.running_mean).unwrap(), vec![0.0; 4]);
+        assert_eq!(Vec::<f32>::try_from(&full.running_var).unwrap(), vec![1.0; 4]);
         // Eval mode uses running stats: (x - rm) / sqrt(rv + eps).
         let ye = bn.forward_t(&x, 0.5, false);
         let s = bn.state(0.5).unwrap();
         let expect = (&x - &s.running_mean) / (&s.running_var + 1e-5).sqrt();
         assert!(ye.allclose(&expect, 1e-5, 1e-6, false));
-        assert!(matches!(
-            bn.f_forward_t(&x, 0.75, true),
-            Err(ModelError::WidthNotInList { .. })
-        ));
+        assert!(matches!(bn.f_forward_t(&x, 0.75, true), Err(ModelError::WidthNotInList { .. })));
     }
 
     #[test]
@@ -803,8 +711,7 @@ mod tests {
         let y = bn.forward_t(&xb, 1.0, true);
         assert_eq!(y.kind(), Kind::BFloat16);
         let yf = bn.forward_t(&x, 1.0, true);
-        let rel =
-            (y.to_kind(Kind::Float) - &yf).norm().double_value(&[]) / yf.norm().double_value(&[]);
+        let rel = (y.to_kind(Kind::Float) - &yf).norm().double_value(&[]) / yf.norm().double_value(&[]);
         assert!(rel < 1e-2, "bf16 BN relative error {rel}");
         let x1 = Tensor::randn([4, 4], (Kind::BFloat16, Device::Cpu));
         assert_eq!(bn.forward_t(&x1, 0.5, true).kind(), Kind::BFloat16);

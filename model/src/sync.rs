@@ -47,7 +47,8 @@ pub fn global_batch_stats(x: &Tensor, group: &dyn CrossReplicaSum) -> Result<(Te
     let row = Tensor::f_cat(&[count, m, m2], 0)?.f_unsqueeze(0)?;
     let (w, r) = (group.replicas() as i64, group.replica() as i64);
     let opts = (Kind::Float, x.device());
-    let padded = Tensor::f_cat(&[Tensor::zeros([r, 1 + 2 * c], opts), row, Tensor::zeros([w - r - 1, 1 + 2 * c], opts)], 0)?;
+    let padded =
+        Tensor::f_cat(&[Tensor::zeros([r, 1 + 2 * c], opts), row, Tensor::zeros([w - r - 1, 1 + 2 * c], opts)], 0)?;
     let all = group.cross_replica_sum(&padded).map_err(ModelError::Distributed)?;
     let n = all.f_narrow(1, 0, 1)?; // [W, 1]
     let means = all.f_narrow(1, 1, c)?; // [W, C]

@@ -2,8 +2,7 @@
 //! from raw data, or once with torchvision via `tests/torchvision_ref.py counts`).
 
 use dspnet_model::{
-    slim_channels, to_channels_last, Depth, ModelError, ResNetConfig, SlimMlpHead, SlimResNet,
-    Stem, WidthList,
+    slim_channels, to_channels_last, Depth, ModelError, ResNetConfig, SlimMlpHead, SlimResNet, Stem, WidthList,
 };
 use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -12,13 +11,7 @@ const WIDTHS: [f64; 4] = [0.25, 0.5, 0.75, 1.0];
 const DEPTHS: [Depth; 3] = [Depth::R18, Depth::R34, Depth::R50];
 
 fn cfg(depth: Depth, stem: Stem, widths: &[f64]) -> ResNetConfig {
-    ResNetConfig {
-        depth,
-        stem,
-        in_channels: 3,
-        base_channels: 64,
-        widths: widths.to_vec(),
-    }
+    ResNetConfig { depth, stem, in_channels: 3, base_channels: 64, widths: widths.to_vec() }
 }
 
 fn build(c: &ResNetConfig) -> (VarStore, SlimResNet) {
@@ -43,16 +36,11 @@ fn shapes_every_depth_stem_width() {
     for depth in DEPTHS {
         // Output channels of the last stage at width 1, from He et al. 2016 Table 1.
         let full_out = if depth == Depth::R50 { 2048 } else { 512 };
-        for (stem, px, spatial) in [
-            (Stem::Small, 32, [32, 16, 8, 4]),
-            (Stem::Imagenet, 64, [16, 8, 4, 2]),
-        ] {
+        for (stem, px, spatial) in [(Stem::Small, 32, [32, 16, 8, 4]), (Stem::Imagenet, 64, [16, 8, 4, 2])] {
             let (_vs, net) = build(&cfg(depth, stem, &WIDTHS));
             let x = Tensor::randn([2, 3, px, px], (Kind::Float, Device::Cpu));
             for w in WIDTHS {
-                let stage_out: Vec<i64> = (0..4)
-                    .map(|i| ((full_out >> (3 - i)) as f64 * w).round() as i64)
-                    .collect();
+                let stage_out: Vec<i64> = (0..4).map(|i| ((full_out >> (3 - i)) as f64 * w).round() as i64).collect();
                 let maps = tch::no_grad(|| net.feature_maps(&x, w, false)).unwrap();
                 assert_eq!(maps.len(), 4);
                 for (i, m) in maps.iter().enumerate() {
@@ -75,14 +63,8 @@ fn shapes_every_depth_stem_width() {
     let mut c = cfg(Depth::R18, Stem::Small, &[0.5, 1.0]);
     c.in_channels = 1;
     let (_vs, net) = build(&c);
-    let y = tch::no_grad(|| {
-        net.forward_t(
-            &Tensor::randn([2, 1, 28, 28], (Kind::Float, Device::Cpu)),
-            0.5,
-            false,
-        )
-    })
-    .unwrap();
+    let y =
+        tch::no_grad(|| net.forward_t(&Tensor::randn([2, 1, 28, 28], (Kind::Float, Device::Cpu)), 0.5, false)).unwrap();
     assert_eq!(y.size(), vec![2, 256]);
 }
 
@@ -92,17 +74,8 @@ fn errors_are_typed_and_clear() {
     let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
     let e = net.forward_t(&x, 0.3, false).unwrap_err();
     assert!(matches!(e, ModelError::WidthNotInList { .. }));
-    assert_eq!(
-        e.to_string(),
-        "width 0.3 is not in this model's width list [0.25, 0.5, 0.75, 1.0]; pass one of them"
-    );
-    let e = net
-        .forward_t(
-            &Tensor::randn([2, 1, 8, 8], (Kind::Float, Device::Cpu)),
-            1.0,
-            false,
-        )
-        .unwrap_err();
+    assert_eq!(e.to_string(), "width 0.3 is not in this model's width list [0.25, 0.5, 0.75, 1.0]; pass one of them");
+    let e = net.forward_t(&Tensor::randn([2, 1, 8, 8], (Kind::Float, Device::Cpu)), 1.0, false).unwrap_err();
     assert!(matches!(e, ModelError::BadInput { .. }), "{e}");
     assert!(net.torchvision_state_dict(&_vs, 0.3).is_err());
     let vs = VarStore::new(Device::Cpu);
@@ -112,10 +85,7 @@ fn errors_are_typed_and_clear() {
     ));
     let mut c = cfg(Depth::R18, Stem::Small, &[1.0]);
     c.base_channels = 0;
-    assert!(matches!(
-        SlimResNet::new(&vs.root(), &c),
-        Err(ModelError::InvalidConfig(_))
-    ));
+    assert!(matches!(SlimResNet::new(&vs.root(), &c), Err(ModelError::InvalidConfig(_))));
 }
 
 #[test]
@@ -126,10 +96,7 @@ fn config_serde_and_from_str() {
     .unwrap();
     assert_eq!((c.depth, c.stem), (Depth::R50, Stem::Imagenet));
     let s = serde_json::to_string(&c).unwrap();
-    assert!(
-        s.contains(r#""depth":"r50""#) && s.contains(r#""stem":"imagenet""#),
-        "{s}"
-    );
+    assert!(s.contains(r#""depth":"r50""#) && s.contains(r#""stem":"imagenet""#), "{s}");
     assert!(serde_json::from_str::<ResNetConfig>(
         r#"{"depth":"r18","stem":"small","in_channels":3,"base_channels":64,"widths":[1.0],"extra":1}"#
     )
@@ -144,11 +111,7 @@ fn config_serde_and_from_str() {
 /// Full (out, in) of a conv weight and whether its input is sliced (only the stem's is not).
 fn conv_slice(name: &str, t: &Tensor, w: f64) -> (i64, i64) {
     let s = t.size();
-    let ic = if name == "conv1.weight" {
-        s[1]
-    } else {
-        slim_channels(s[1], w)
-    };
+    let ic = if name == "conv1.weight" { s[1] } else { slim_channels(s[1], w) };
     (slim_channels(s[0], w), ic)
 }
 
@@ -164,8 +127,7 @@ fn out_of_slice_weights_are_ignored() {
         tch::no_grad(|| {
             for (name, t) in vs.variables() {
                 if name.contains(".w1_00.") {
-                    t.narrow(0, 0, t.size()[0])
-                        .copy_(&(Tensor::randn_like(&t) + 3.0));
+                    t.narrow(0, 0, t.size()[0]).copy_(&(Tensor::randn_like(&t) + 3.0));
                     n_perturbed += 1;
                 } else if t.dim() == 4 {
                     let s = t.size();
@@ -184,15 +146,9 @@ fn out_of_slice_weights_are_ignored() {
         });
         assert!(n_perturbed > 20);
         let y_half2 = tch::no_grad(|| net.forward_t(&x, 0.5, false)).unwrap();
-        assert!(
-            y_half2.equal(&y_half),
-            "{depth:?}: width-0.5 output changed when out-of-slice weights changed"
-        );
+        assert!(y_half2.equal(&y_half), "{depth:?}: width-0.5 output changed when out-of-slice weights changed");
         let y_full2 = tch::no_grad(|| net.forward_t(&x, 1.0, false)).unwrap();
-        assert!(
-            !y_full2.allclose(&y_full, 1e-3, 1e-3, false),
-            "sanity: the perturbation must affect width 1.0"
-        );
+        assert!(!y_full2.allclose(&y_full, 1e-3, 1e-3, false), "sanity: the perturbation must affect width 1.0");
     }
 }
 
@@ -202,10 +158,7 @@ fn grads_in_slice_and_bn_stats_per_width() {
     let w = 0.25;
     let (vs, net) = build(&cfg(Depth::R50, Stem::Small, &[0.25, 1.0]));
     let vars: HashMap<String, Tensor> = vs.variables();
-    let before: HashMap<String, Tensor> = vars
-        .iter()
-        .map(|(k, v)| (k.clone(), v.detach().copy()))
-        .collect();
+    let before: HashMap<String, Tensor> = vars.iter().map(|(k, v)| (k.clone(), v.detach().copy())).collect();
     let x = Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu));
     let y = net.forward_t(&x, w, true).unwrap();
     (&y * &y).sum(Kind::Float).backward();
@@ -219,23 +172,13 @@ fn grads_in_slice_and_bn_stats_per_width() {
             assert!(inside > 0.0, "{name}: no gradient inside the slice");
             let outside = g.copy();
             let _ = outside.narrow(0, 0, oc).narrow(1, 0, ic).fill_(0.0);
-            assert_eq!(
-                abs_sum(&outside),
-                0.0,
-                "{name}: gradient outside the width-{w} slice"
-            );
+            assert_eq!(abs_sum(&outside), 0.0, "{name}: gradient outside the width-{w} slice");
         } else if name.contains(".w1_00.") {
-            assert!(
-                !g.defined() || abs_sum(&g) == 0.0,
-                "{name}: other width's BN got a gradient"
-            );
+            assert!(!g.defined() || abs_sum(&g) == 0.0, "{name}: other width's BN got a gradient");
             // Other width's running statistics are untouched.
             assert!(t.equal(&before[name]), "{name} changed by a width-{w} pass");
         } else if name.ends_with("w0_25.weight") {
-            assert!(
-                g.defined() && abs_sum(&g) > 0.0,
-                "{name}: active BN has no gradient"
-            );
+            assert!(g.defined() && abs_sum(&g) > 0.0, "{name}: active BN has no gradient");
         }
     }
 
@@ -243,16 +186,7 @@ fn grads_in_slice_and_bn_stats_per_width() {
     // running_var = 0.9*1 + 0.1*unbiased_var over (B, H, W) of the width-0.25 stem conv output.
     let wt = &vars["conv1.weight"];
     let oc = slim_channels(64, w);
-    let conv = tch::no_grad(|| {
-        x.conv2d(
-            &wt.narrow(0, 0, oc).copy(),
-            None::<Tensor>,
-            [1, 1],
-            [1, 1],
-            [1, 1],
-            1,
-        )
-    });
+    let conv = tch::no_grad(|| x.conv2d(&wt.narrow(0, 0, oc).copy(), None::<Tensor>, [1, 1], [1, 1], [1, 1], 1));
     let flat = Vec::<f32>::try_from(&conv.permute([1, 0, 2, 3]).contiguous().view([-1])).unwrap();
     let n = (4 * 8 * 8) as usize;
     let rm = Vec::<f32>::try_from(&vars["bn1.w0_25.running_mean"]).unwrap();
@@ -262,12 +196,7 @@ fn grads_in_slice_and_bn_stats_per_width() {
         let col = &flat[c * n..(c + 1) * n];
         let mean = col.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
         let var_u = col.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        assert!(
-            (rm[c] as f64 - 0.1 * mean).abs() < 1e-5,
-            "ch {c}: running_mean {} vs {}",
-            rm[c],
-            0.1 * mean
-        );
+        assert!((rm[c] as f64 - 0.1 * mean).abs() < 1e-5, "ch {c}: running_mean {} vs {}", rm[c], 0.1 * mean);
         assert!(
             (rv[c] as f64 - (0.9 + 0.1 * var_u)).abs() < 1e-4 * (1.0 + var_u),
             "ch {c}: running_var {} vs {}",
@@ -297,18 +226,9 @@ const PARAMS: [(Depth, [i64; 4]); 3] = [
 /// Convolution MACs of one 224x224 image, from forward hooks on every nn.Conv2d of the same
 /// torchvision models (`torchvision_ref.py counts`).
 const MACS224: [(Depth, [u64; 4]); 3] = [
-    (
-        Depth::R18,
-        [135_475_200, 482_893_824, 1_042_255_872, 1_813_561_344],
-    ),
-    (
-        Depth::R34,
-        [251_080_704, 945_315_840, 2_082_705_408, 3_663_249_408],
-    ),
-    (
-        Depth::R50,
-        [277_573_632, 1_051_287_552, 2_321_141_760, 4_087_136_256],
-    ),
+    (Depth::R18, [135_475_200, 482_893_824, 1_042_255_872, 1_813_561_344]),
+    (Depth::R34, [251_080_704, 945_315_840, 2_082_705_408, 3_663_249_408]),
+    (Depth::R50, [277_573_632, 1_051_287_552, 2_321_141_760, 4_087_136_256]),
 ];
 
 #[test]
@@ -338,17 +258,10 @@ fn flops_match_torchvision() {
         }
     }
     // Against torchvision's published GFLOPS (which include the fc, < 0.1 %): within 1 %.
-    for (depth, published) in [
-        (Depth::R18, 1.81e9),
-        (Depth::R34, 3.66e9),
-        (Depth::R50, 4.09e9),
-    ] {
+    for (depth, published) in [(Depth::R18, 1.81e9), (Depth::R34, 3.66e9), (Depth::R50, 4.09e9)] {
         let (_vs, net) = build(&cfg(depth, Stem::Imagenet, &[1.0]));
         let f = net.flops(1.0, 224, 224) as f64;
-        assert!(
-            (f - published).abs() / published < 0.01,
-            "{depth:?}: {f} vs {published}"
-        );
+        assert!((f - published).abs() / published < 0.01, "{depth:?}: {f} vs {published}");
     }
     // Small stem, 32 px, ResNet-18 at width 1, by hand (C_out*C_in*k*k*H_out*W_out):
     //   stem 64*3*9*32*32 = 1,769,472; layer1 4 x 64*64*9*32*32 = 150,994,944;
@@ -363,20 +276,14 @@ fn flops_match_torchvision() {
 #[test]
 fn bf16_channels_last_matches_fp32() {
     tch::manual_seed(3);
-    for (depth, stem, px) in [
-        (Depth::R18, Stem::Small, 32),
-        (Depth::R50, Stem::Imagenet, 64),
-    ] {
+    for (depth, stem, px) in [(Depth::R18, Stem::Small, 32), (Depth::R50, Stem::Imagenet, 64)] {
         let (vs, net) = build(&cfg(depth, stem, &[0.5, 1.0]));
         let x = Tensor::randn([2, 3, px, px], (Kind::Float, Device::Cpu));
         for w in [0.5, 1.0] {
             let y32 = tch::no_grad(|| net.forward_t(&x, w, false)).unwrap();
             // fp32 channels-last agrees with contiguous up to summation order.
             let ycl = tch::no_grad(|| net.forward_t(&to_channels_last(&x), w, false)).unwrap();
-            assert!(
-                rel_err(&ycl, &y32) < 1e-5,
-                "{depth:?} w={w}: channels_last fp32 differs"
-            );
+            assert!(rel_err(&ycl, &y32) < 1e-5, "{depth:?} w={w}: channels_last fp32 differs");
             let xb = to_channels_last(&x.to_kind(Kind::BFloat16));
             assert!(dspnet_model::is_channels_last(&xb));
             let yb = tch::no_grad(|| net.forward_t(&xb, w, false)).unwrap();
@@ -406,49 +313,25 @@ fn mlp_heads() {
         let din = (512.0 * w) as i64;
         let hid = (128.0 * w) as i64;
         assert_eq!(proj.in_features(w), din);
-        let z = proj
-            .forward_t(
-                &Tensor::randn([4, din], (Kind::Float, Device::Cpu)),
-                w,
-                true,
-            )
-            .unwrap();
+        let z = proj.forward_t(&Tensor::randn([4, din], (Kind::Float, Device::Cpu)), w, true).unwrap();
         assert_eq!(z.size(), vec![4, 32]);
         let p = pred.forward_t(&z, w, true).unwrap();
         assert_eq!(p.size(), vec![4, 32]);
         // fc1 (no bias) + BN affine + fc2 (with bias), by hand.
         assert_eq!(proj.num_params(w), din * hid + 2 * hid + hid * 32 + 32);
-        let zb = proj
-            .forward_t(
-                &Tensor::randn([4, din], (Kind::BFloat16, Device::Cpu)),
-                w,
-                false,
-            )
-            .unwrap();
+        let zb = proj.forward_t(&Tensor::randn([4, din], (Kind::BFloat16, Device::Cpu)), w, false).unwrap();
         assert_eq!(zb.kind(), Kind::BFloat16);
     }
     let names: Vec<String> = vs.variables().into_keys().collect();
-    for n in [
-        "projector.fc1.weight",
-        "projector.bn1.w0_75.running_var",
-        "predictor.fc2.bias",
-    ] {
+    for n in ["projector.fc1.weight", "projector.bn1.w0_75.running_var", "predictor.fc2.bias"] {
         assert!(names.iter().any(|k| k == n), "missing {n}");
     }
     assert!(matches!(
-        proj.forward_t(
-            &Tensor::randn([4, 256], (Kind::Float, Device::Cpu)),
-            0.3,
-            true
-        ),
+        proj.forward_t(&Tensor::randn([4, 256], (Kind::Float, Device::Cpu)), 0.3, true),
         Err(ModelError::WidthNotInList { .. })
     ));
     assert!(matches!(
-        proj.forward_t(
-            &Tensor::randn([4, 100], (Kind::Float, Device::Cpu)),
-            0.5,
-            true
-        ),
+        proj.forward_t(&Tensor::randn([4, 100], (Kind::Float, Device::Cpu)), 0.5, true),
         Err(ModelError::BadInput { .. })
     ));
 }

@@ -14,23 +14,13 @@ fn python() -> Option<PathBuf> {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     if !py.exists() {
         assert!(std::env::var_os("CI").is_none(), "CI runs the Python cross-checks: tools/setup.sh installs .venv");
-        eprintln!(
-            "skipping torchvision cross-check: {} not found",
-            py.display()
-        );
+        eprintln!("skipping torchvision cross-check: {} not found", py.display());
         return None;
     }
-    let ok = Command::new(&py)
-        .args(["-c", "import torch, torchvision"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    let ok = Command::new(&py).args(["-c", "import torch, torchvision"]).status().map(|s| s.success()).unwrap_or(false);
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "CI runs the Python cross-checks: tools/setup.sh installs .venv");
-        eprintln!(
-            "skipping torchvision cross-check: torch/torchvision not importable by {}",
-            py.display()
-        );
+        eprintln!("skipping torchvision cross-check: torch/torchvision not importable by {}", py.display());
         return None;
     }
     Some(py)
@@ -46,8 +36,7 @@ fn randomise_bn(vs: &VarStore) {
             }
             let mut t = t;
             let n = t.size()[0];
-            let r =
-                |lo: f64, hi: f64| Tensor::rand([n], (Kind::Float, Device::Cpu)) * (hi - lo) + lo;
+            let r = |lo: f64, hi: f64| Tensor::rand([n], (Kind::Float, Device::Cpu)) * (hi - lo) + lo;
             let v = if name.ends_with("running_mean") {
                 r(-0.2, 0.2)
             } else if name.ends_with("running_var") {
@@ -85,48 +74,26 @@ fn torchvision_cross_check() {
         for width in [1.0, 0.5] {
             let y = tch::no_grad(|| net.forward_t(&x, width, false)).unwrap();
             let sd = net.torchvision_state_dict(&vs, width).unwrap();
-            let n_bn = sd
-                .iter()
-                .filter(|(k, _)| k.ends_with("running_var"))
-                .count();
+            let n_bn = sd.iter().filter(|(k, _)| k.ends_with("running_var")).count();
             let n_conv = sd.iter().filter(|(_, t)| t.dim() == 4).count();
             assert_eq!(n_bn, n_conv, "one BN per conv");
-            let state = dir
-                .path()
-                .join(format!("{depth}_{width}_state.safetensors"));
+            let state = dir.path().join(format!("{depth}_{width}_state.safetensors"));
             let io = dir.path().join(format!("{depth}_{width}_io.safetensors"));
             Tensor::write_safetensors(&sd, &state).unwrap();
             Tensor::write_safetensors(&[("input", &x), ("output", &y)], &io).unwrap();
             cases.extend([depth.layers().to_string(), width.to_string()]);
-            cases.extend([
-                state.display().to_string(),
-                io.display().to_string(),
-                "pass".into(),
-            ]);
+            cases.extend([state.display().to_string(), io.display().to_string(), "pass".into()]);
             if depth == Depth::R18 && width == 1.0 {
                 // Negative control: the checker must reject an output off by 1e-3.
                 let bad = dir.path().join("r18_bad_io.safetensors");
-                Tensor::write_safetensors(&[("input", &x), ("output", &(&y + 1e-3))], &bad)
-                    .unwrap();
+                Tensor::write_safetensors(&[("input", &x), ("output", &(&y + 1e-3))], &bad).unwrap();
                 cases.extend(["18".into(), "1".into(), state.display().to_string()]);
                 cases.extend([bad.display().to_string(), "fail".into()]);
             }
         }
     }
-    let out = Command::new(&py)
-        .arg(&script)
-        .arg("check")
-        .args(&cases)
-        .output()
-        .unwrap();
-    let msg = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(&py).arg(&script).arg("check").args(&cases).output().unwrap();
+    let msg = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("{}", msg.trim());
-    assert!(
-        out.status.success(),
-        "torchvision cross-check failed:\n{msg}"
-    );
+    assert!(out.status.success(), "torchvision cross-check failed:\n{msg}");
 }

@@ -92,7 +92,10 @@ impl ViewAugment {
         prob(self.solarize_p, "solarize_p")?;
         let (a, b) = self.crop_scale;
         if !(a > 0.0 && a <= b && b <= 1.0) {
-            return Err(PipelineError::config(&opt("crop_scale"), format!("({a}, {b}) must satisfy 0 < min <= max <= 1")));
+            return Err(PipelineError::config(
+                &opt("crop_scale"),
+                format!("({a}, {b}) must satisfy 0 < min <= max <= 1"),
+            ));
         }
         let (a, b) = self.crop_ratio;
         if !(a > 0.0 && a <= b && b.is_finite()) {
@@ -174,19 +177,28 @@ impl AugmentConfig {
     /// Check every field. Errors: [`PipelineError::Config`] naming the option (`augment.…`).
     pub fn validate(&self) -> Result<()> {
         if !(1..=4096).contains(&self.image_size) {
-            return Err(PipelineError::config("augment.image_size", format!("{} must be in 1..=4096 pixels", self.image_size)));
+            return Err(PipelineError::config(
+                "augment.image_size",
+                format!("{} must be in 1..=4096 pixels", self.image_size),
+            ));
         }
         if self.channels != 1 && self.channels != 3 {
             return Err(PipelineError::config("augment.channels", format!("{} must be 1 or 3", self.channels)));
         }
         if self.mean.len() != self.channels as usize || self.std.len() != self.channels as usize {
-            return Err(PipelineError::config("augment.mean", format!("mean and std need {} values (one per channel)", self.channels)));
+            return Err(PipelineError::config(
+                "augment.mean",
+                format!("mean and std need {} values (one per channel)", self.channels),
+            ));
         }
         if self.std.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
             return Err(PipelineError::config("augment.std", "every std must be > 0"));
         }
         if self.eval_resize < self.image_size {
-            return Err(PipelineError::config("augment.eval_resize", format!("{} must be >= image_size {}", self.eval_resize, self.image_size)));
+            return Err(PipelineError::config(
+                "augment.eval_resize",
+                format!("{} must be >= image_size {}", self.eval_resize, self.image_size),
+            ));
         }
         self.view_a.validate("view_a")?;
         self.view_b.validate("view_b")
@@ -216,7 +228,13 @@ fn uniform<R: Rng + ?Sized>(rng: &mut R, lo: f64, hi: f64) -> f64 {
 /// log-aspect ~ U(log ratio)), widths/heights rounded; the first that fits is placed uniformly;
 /// otherwise a centre crop of the whole image clamped to the ratio range.
 /// `w`, `h` in pixels (>= 1); the result always lies inside the image.
-pub fn random_resized_crop_box<R: Rng + ?Sized>(w: u32, h: u32, scale: (f32, f32), ratio: (f32, f32), rng: &mut R) -> CropBox {
+pub fn random_resized_crop_box<R: Rng + ?Sized>(
+    w: u32,
+    h: u32,
+    scale: (f32, f32),
+    ratio: (f32, f32),
+    rng: &mut R,
+) -> CropBox {
     let area = w as f64 * h as f64;
     let (lr0, lr1) = ((ratio.0 as f64).ln(), (ratio.1 as f64).ln());
     for _ in 0..10 {
@@ -288,7 +306,11 @@ pub fn sample_view_params<R: Rng + ?Sized>(v: &ViewAugment, w: u32, h: u32, rng:
         None
     };
     let grayscale = bernoulli(rng, v.grayscale_p);
-    let blur_sigma = if bernoulli(rng, v.blur_p) { Some(uniform(rng, v.blur_sigma.0 as f64, v.blur_sigma.1 as f64) as f32) } else { None };
+    let blur_sigma = if bernoulli(rng, v.blur_p) {
+        Some(uniform(rng, v.blur_sigma.0 as f64, v.blur_sigma.1 as f64) as f32)
+    } else {
+        None
+    };
     let solarize = bernoulli(rng, v.solarize_p);
     ViewParams { crop, flip, jitter, grayscale, blur_sigma, solarize }
 }
@@ -329,7 +351,8 @@ pub fn decode_image_with_image_crate(bytes: &[u8], channels: u32) -> Result<Deco
     if bytes.is_empty() {
         return Err(PipelineError::ImageData("zero-byte image".into()));
     }
-    let img = image::load_from_memory(bytes).map_err(|e| PipelineError::ImageData(format!("cannot decode image: {e}")))?;
+    let img =
+        image::load_from_memory(bytes).map_err(|e| PipelineError::ImageData(format!("cannot decode image: {e}")))?;
     let (width, height) = (img.width(), img.height());
     if width == 0 || height == 0 {
         return Err(PipelineError::ImageData("image has zero width or height".into()));
@@ -355,7 +378,6 @@ fn luma601(r: f32, g: f32, b: f32) -> f32 {
 pub(crate) fn luma601_u8(r: u8, g: u8, b: u8) -> u8 {
     luma601(r as f32, g as f32, b as f32).round().clamp(0.0, 255.0) as u8
 }
-
 
 /// Source rectangle (clamped to the `full_w`×`full_h` image) whose pixels the antialiased
 /// bilinear resampling of `crop` to `out`×`out` reads, plus one pixel of safety on each side:
@@ -401,7 +423,16 @@ pub struct AugmentWorkspace {
 
 impl Default for AugmentWorkspace {
     fn default() -> Self {
-        AugmentWorkspace { resizer: Resizer::new(), rgb: Vec::new(), planes: Vec::new(), tmp: Vec::new(), row: Vec::new(), idx: Vec::new(), kernel: Vec::new(), decoded: Vec::new() }
+        AugmentWorkspace {
+            resizer: Resizer::new(),
+            rgb: Vec::new(),
+            planes: Vec::new(),
+            tmp: Vec::new(),
+            row: Vec::new(),
+            idx: Vec::new(),
+            kernel: Vec::new(),
+            decoded: Vec::new(),
+        }
     }
 }
 
@@ -415,11 +446,21 @@ impl AugmentWorkspace {
 /// Crop `crop = (left, top, width, height)` (full-image pixels, may be fractional) of the image
 /// whose window `img` starts at `origin`, and resize it to `out`×`out` (antialiased bilinear) into
 /// `dst` (HWC u8). An integral crop already of the output size is copied.
-fn crop_resize_into(resizer: &mut Resizer, img: &Decoded, origin: (u32, u32), crop: (f64, f64, f64, f64), out: u32, dst: &mut Vec<u8>) -> Result<()> {
+fn crop_resize_into(
+    resizer: &mut Resizer,
+    img: &Decoded,
+    origin: (u32, u32),
+    crop: (f64, f64, f64, f64),
+    out: u32,
+    dst: &mut Vec<u8>,
+) -> Result<()> {
     let c = img.channels as usize;
     let (l, t, w, h) = (crop.0 - origin.0 as f64, crop.1 - origin.1 as f64, crop.2, crop.3);
     if l < 0.0 || t < 0.0 || l + w > img.width as f64 || t + h > img.height as f64 {
-        return Err(PipelineError::ImageData(format!("crop {crop:?} outside the decoded window at {origin:?} of {}x{}", img.width, img.height)));
+        return Err(PipelineError::ImageData(format!(
+            "crop {crop:?} outside the decoded window at {origin:?} of {}x{}",
+            img.width, img.height
+        )));
     }
     let n = out as usize * out as usize * c;
     dst.resize(n, 0);
@@ -433,8 +474,10 @@ fn crop_resize_into(resizer: &mut Resizer, img: &Decoded, origin: (u32, u32), cr
         return Ok(());
     }
     let pt = if c == 1 { PixelType::U8 } else { PixelType::U8x3 };
-    let src = ImageRef::new(img.width, img.height, &img.data, pt).map_err(|e| PipelineError::ImageData(format!("resize source: {e}")))?;
-    let mut d = Image::from_slice_u8(out, out, &mut dst[..n], pt).map_err(|e| PipelineError::ImageData(format!("resize target: {e}")))?;
+    let src = ImageRef::new(img.width, img.height, &img.data, pt)
+        .map_err(|e| PipelineError::ImageData(format!("resize source: {e}")))?;
+    let mut d = Image::from_slice_u8(out, out, &mut dst[..n], pt)
+        .map_err(|e| PipelineError::ImageData(format!("resize target: {e}")))?;
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(l, t, w, h);
     resizer.resize(&src, &mut d, &opts).map_err(|e| PipelineError::ImageData(format!("resize: {e}")))
 }
@@ -598,7 +641,12 @@ fn op_grayscale(px: &mut [f32], n: usize) {
 
 /// `dst[x0 .. x0 + B] = Σ_i kernel[i] · src(i)[x0 .. x0 + B]`, `B` outputs kept in registers.
 #[inline(always)]
-fn taps_block<'a, const B: usize, const FMA: bool>(dst: &mut [f32], x0: usize, kernel: &[f32], src: &impl Fn(usize) -> &'a [f32]) {
+fn taps_block<'a, const B: usize, const FMA: bool>(
+    dst: &mut [f32],
+    x0: usize,
+    kernel: &[f32],
+    src: &impl Fn(usize) -> &'a [f32],
+) {
     let mut acc = [0f32; B];
     for (i, w) in kernel.iter().enumerate() {
         let v = &src(i)[x0..x0 + B];
@@ -634,7 +682,14 @@ fn taps_into<'a, const FMA: bool>(dst: &mut [f32], kernel: &[f32], src: impl Fn(
 /// Separable Gaussian blur of one `s`×`s` plane with reflect padding. `kernel` taps below 1e-9
 /// at both ends are dropped by the caller (they change no value by more than ~2e-8).
 #[inline(always)]
-fn blur_plane<const FMA: bool>(plane: &mut [f32], s: usize, kernel: &[f32], tmp: &mut [f32], row: &mut Vec<f32>, idx: &mut Vec<usize>) {
+fn blur_plane<const FMA: bool>(
+    plane: &mut [f32],
+    s: usize,
+    kernel: &[f32],
+    tmp: &mut [f32],
+    row: &mut Vec<f32>,
+    idx: &mut Vec<usize>,
+) {
     let k = kernel.len();
     let h = k / 2;
     // padded index j (0 .. s + k - 1) → source index reflect(j - h), computed once
@@ -664,7 +719,15 @@ fn blur_plane<const FMA: bool>(plane: &mut [f32], s: usize, kernel: &[f32], tmp:
 /// The whole view after the resize: u8 HWC (flip folded in) → planes → jitter ops → grayscale →
 /// blur → solarize + normalise into `out` (CHW).
 #[inline(always)]
-fn run_view<const FMA: bool>(job: &ViewJob, planes: &mut Vec<f32>, tmp: &mut Vec<f32>, row: &mut Vec<f32>, idx: &mut Vec<usize>, kernel: &mut Vec<f32>, out: &mut [f32]) {
+fn run_view<const FMA: bool>(
+    job: &ViewJob,
+    planes: &mut Vec<f32>,
+    tmp: &mut Vec<f32>,
+    row: &mut Vec<f32>,
+    idx: &mut Vec<usize>,
+    kernel: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let (s, c, p) = (job.s, job.c, job.params);
     let n = s * s;
     planes.resize(c * n, 0.0);
@@ -748,7 +811,15 @@ fn run_view<const FMA: bool>(job: &ViewJob, planes: &mut Vec<f32>, tmp: &mut Vec
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_view_avx2(job: &ViewJob, planes: &mut Vec<f32>, tmp: &mut Vec<f32>, row: &mut Vec<f32>, idx: &mut Vec<usize>, kernel: &mut Vec<f32>, out: &mut [f32]) {
+unsafe fn run_view_avx2(
+    job: &ViewJob,
+    planes: &mut Vec<f32>,
+    tmp: &mut Vec<f32>,
+    row: &mut Vec<f32>,
+    idx: &mut Vec<usize>,
+    kernel: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     run_view::<true>(job, planes, tmp, row, idx, kernel, out)
 }
 
@@ -767,13 +838,35 @@ fn run_view_dispatch(job: &ViewJob, ws: &mut AugmentWorkspace, out: &mut [f32]) 
 }
 
 /// One view of `img` (a window of the full image starting at `origin`) into `out`.
-fn view_into(cfg: &AugmentConfig, img: &Decoded, origin: (u32, u32), p: &ViewParams, ws: &mut AugmentWorkspace, out: &mut [f32]) -> Result<()> {
+fn view_into(
+    cfg: &AugmentConfig,
+    img: &Decoded,
+    origin: (u32, u32),
+    p: &ViewParams,
+    ws: &mut AugmentWorkspace,
+    out: &mut [f32],
+) -> Result<()> {
     let s = cfg.image_size;
     let cb = p.crop;
     let mut rgb = std::mem::take(&mut ws.rgb);
-    let res = crop_resize_into(&mut ws.resizer, img, origin, (cb.left as f64, cb.top as f64, cb.width as f64, cb.height as f64), s, &mut rgb);
+    let res = crop_resize_into(
+        &mut ws.resizer,
+        img,
+        origin,
+        (cb.left as f64, cb.top as f64, cb.width as f64, cb.height as f64),
+        s,
+        &mut rgb,
+    );
     if res.is_ok() {
-        let job = ViewJob { rgb: &rgb, s: s as usize, c: img.channels as usize, params: p, ksize: blur_kernel_size(s), mean: &cfg.mean, std: &cfg.std };
+        let job = ViewJob {
+            rgb: &rgb,
+            s: s as usize,
+            c: img.channels as usize,
+            params: p,
+            ksize: blur_kernel_size(s),
+            mean: &cfg.mean,
+            std: &cfg.std,
+        };
         run_view_dispatch(&job, ws, out);
     }
     ws.rgb = rgb;
@@ -836,10 +929,14 @@ pub fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
     }
 }
 
-
 fn check_channels(cfg: &AugmentConfig, img: &Decoded) -> Result<()> {
     if img.channels != cfg.channels || img.data.len() != (img.width * img.height * img.channels) as usize {
-        return Err(PipelineError::ImageData(format!("decoded image has {} channels / {} bytes, expected {} channels", img.channels, img.data.len(), cfg.channels)));
+        return Err(PipelineError::ImageData(format!(
+            "decoded image has {} channels / {} bytes, expected {} channels",
+            img.channels,
+            img.data.len(),
+            cfg.channels
+        )));
     }
     Ok(())
 }
@@ -890,7 +987,14 @@ impl TwinViewTransform {
     }
     /// [`TwinViewTransform::apply`] writing into `out_a` / `out_b` (each `view_len()` values)
     /// with the scratch buffers of `ws`. Errors as `apply`, plus a wrong output length.
-    pub fn apply_into<R: Rng + ?Sized>(&self, img: &Decoded, rng: &mut R, ws: &mut AugmentWorkspace, out_a: &mut [f32], out_b: &mut [f32]) -> Result<()> {
+    pub fn apply_into<R: Rng + ?Sized>(
+        &self,
+        img: &Decoded,
+        rng: &mut R,
+        ws: &mut AugmentWorkspace,
+        out_a: &mut [f32],
+        out_b: &mut [f32],
+    ) -> Result<()> {
         let params = self.sample_params(img.width, img.height, rng);
         self.apply_params_into(img, (0, 0), &params, ws, out_a, out_b)
     }
@@ -900,7 +1004,15 @@ impl TwinViewTransform {
     /// the resampler's float rounding of shifted coordinates, <= 1/255 before normalisation).
     /// Errors: [`PipelineError::ImageData`] for a channel mismatch, a crop outside the window, a
     /// wrong output length or a resize failure.
-    pub fn apply_params_into(&self, img: &Decoded, origin: (u32, u32), params: &[ViewParams; 2], ws: &mut AugmentWorkspace, out_a: &mut [f32], out_b: &mut [f32]) -> Result<()> {
+    pub fn apply_params_into(
+        &self,
+        img: &Decoded,
+        origin: (u32, u32),
+        params: &[ViewParams; 2],
+        ws: &mut AugmentWorkspace,
+        out_a: &mut [f32],
+        out_b: &mut [f32],
+    ) -> Result<()> {
         check_channels(&self.cfg, img)?;
         check_out(&self.cfg, out_a)?;
         check_out(&self.cfg, out_b)?;
@@ -917,7 +1029,14 @@ impl TwinViewTransform {
     ///
     /// Errors: [`PipelineError::ImageData`] for undecodable bytes, a channel mismatch, a wrong
     /// output length or a resize failure.
-    pub fn decode_apply_into<R: Rng + ?Sized>(&self, bytes: &[u8], rng: &mut R, ws: &mut AugmentWorkspace, out_a: &mut [f32], out_b: &mut [f32]) -> Result<()> {
+    pub fn decode_apply_into<R: Rng + ?Sized>(
+        &self,
+        bytes: &[u8],
+        rng: &mut R,
+        ws: &mut AugmentWorkspace,
+        out_a: &mut [f32],
+        out_b: &mut [f32],
+    ) -> Result<()> {
         let (s, c) = (self.cfg.image_size, self.cfg.channels);
         if let Some((w, h)) = crate::jpeg::jpeg_dimensions(bytes) {
             let params = self.sample_params(w, h, rng);
@@ -931,7 +1050,10 @@ impl TwinViewTransform {
                 Err(_) => {
                     let img = decode_image_with_image_crate(bytes, c)?;
                     if (img.width, img.height) != (w, h) {
-                        return Err(PipelineError::ImageData(format!("JPEG frame header says {w}x{h}, the image decodes to {}x{}", img.width, img.height)));
+                        return Err(PipelineError::ImageData(format!(
+                            "JPEG frame header says {w}x{h}, the image decodes to {}x{}",
+                            img.width, img.height
+                        )));
                     }
                     self.apply_params_into(&img, (0, 0), &params, ws, out_a, out_b)
                 }
@@ -994,8 +1116,23 @@ impl EvalTransform {
         let mut rgb = std::mem::take(&mut ws.rgb);
         let res = crop_resize_into(&mut ws.resizer, img, (0, 0), (l, t, cw, ch), s, &mut rgb);
         if res.is_ok() {
-            let plain = ViewParams { crop: CropBox { left: 0, top: 0, width: s, height: s }, flip: false, jitter: None, grayscale: false, blur_sigma: None, solarize: false };
-            let job = ViewJob { rgb: &rgb, s: s as usize, c: img.channels as usize, params: &plain, ksize: blur_kernel_size(s), mean: &self.cfg.mean, std: &self.cfg.std };
+            let plain = ViewParams {
+                crop: CropBox { left: 0, top: 0, width: s, height: s },
+                flip: false,
+                jitter: None,
+                grayscale: false,
+                blur_sigma: None,
+                solarize: false,
+            };
+            let job = ViewJob {
+                rgb: &rgb,
+                s: s as usize,
+                c: img.channels as usize,
+                params: &plain,
+                ksize: blur_kernel_size(s),
+                mean: &self.cfg.mean,
+                std: &self.cfg.std,
+            };
             run_view_dispatch(&job, ws, out);
         }
         ws.rgb = rgb;
@@ -1025,13 +1162,13 @@ pub(crate) mod reference {
             return Ok(dst);
         }
         let pt = if c == 1 { PixelType::U8 } else { PixelType::U8x3 };
-        let src = ImageRef::new(img.width, img.height, &img.data, pt).map_err(|e| PipelineError::ImageData(format!("resize source: {e}")))?;
+        let src = ImageRef::new(img.width, img.height, &img.data, pt)
+            .map_err(|e| PipelineError::ImageData(format!("resize source: {e}")))?;
         let mut dst = Image::new(out, out, pt);
         let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(l, t, w, h);
         Resizer::new().resize(&src, &mut dst, &opts).map_err(|e| PipelineError::ImageData(format!("resize: {e}")))?;
         Ok(dst.into_vec())
     }
-
 
     /// Working image: HWC f32 in [0, 1].
     pub struct Work {
@@ -1155,7 +1292,6 @@ pub(crate) mod reference {
         }
     }
 
-
     pub fn apply_view(cfg: &AugmentConfig, img: &Decoded, p: &ViewParams) -> Result<Vec<f32>> {
         let s = cfg.image_size;
         let cb = p.crop;
@@ -1185,7 +1321,6 @@ pub(crate) mod reference {
         }
         Ok(w.normalise(&cfg.mean, &cfg.std))
     }
-
 
     /// The old eval transform.
     pub fn eval(cfg: &AugmentConfig, img: &Decoded) -> Result<Vec<f32>> {
@@ -1219,7 +1354,10 @@ mod tests {
             let area = (w * h) as f64;
             for _ in 0..3000 {
                 let b = random_resized_crop_box(w, h, scale, ratio, &mut rng);
-                assert!(b.width >= 1 && b.height >= 1 && b.left + b.width <= w && b.top + b.height <= h, "{b:?} in {w}x{h}");
+                assert!(
+                    b.width >= 1 && b.height >= 1 && b.left + b.width <= w && b.top + b.height <= h,
+                    "{b:?} in {w}x{h}"
+                );
                 let (bw, bh) = (b.width as f64, b.height as f64);
                 if b.width == w && b.height == h {
                     fallbacks += 1;
@@ -1314,7 +1452,10 @@ mod tests {
         w.solarize();
         assert!((w.px[0] - 0.25).abs() < 1e-6 && (w.px[1] - 0.4).abs() < 1e-6 && (w.px[2] - 0.2).abs() < 1e-6);
         // pure red shifted by 1/3 turn is pure green
-        let (r, g, b) = { let (h, s, v) = rgb_to_hsv(1.0, 0.0, 0.0); hsv_to_rgb(h + 1.0 / 3.0, s, v) };
+        let (r, g, b) = {
+            let (h, s, v) = rgb_to_hsv(1.0, 0.0, 0.0);
+            hsv_to_rgb(h + 1.0 / 3.0, s, v)
+        };
         assert!(r.abs() < 1e-5 && (g - 1.0).abs() < 1e-5 && b.abs() < 1e-5);
         // contrast 0 → every pixel becomes the image's mean luma
         let mut w = Work { s: 1, c: 3, px: vec![1.0, 0.0, 0.0] };
@@ -1342,7 +1483,8 @@ mod tests {
         let data: Vec<u8> = (0..16).map(|i| (i * 10) as u8).collect();
         let img = Decoded { width: 4, height: 4, channels: 1, data };
         let full = CropBox { left: 0, top: 0, width: 4, height: 4 };
-        let base = ViewParams { crop: full, flip: false, jitter: None, grayscale: false, blur_sigma: None, solarize: false };
+        let base =
+            ViewParams { crop: full, flip: false, jitter: None, grayscale: false, blur_sigma: None, solarize: false };
         let a = t.apply_params(&img, &base).unwrap();
         let b = t.apply_params(&img, &ViewParams { flip: true, ..base }).unwrap();
         for y in 0..4 {
@@ -1382,7 +1524,8 @@ mod tests {
         for y in 0..h {
             for x in 0..w {
                 for k in 0..c {
-                    let base = (x * 255 / w.max(1)) as i32 * (k as i32 % 2) + (y * 255 / h.max(1)) as i32 * ((k as i32 + 1) % 2);
+                    let base = (x * 255 / w.max(1)) as i32 * (k as i32 % 2)
+                        + (y * 255 / h.max(1)) as i32 * ((k as i32 + 1) % 2);
                     let noise: i32 = rng.gen_range(-40..=40);
                     data.push((base + noise).clamp(0, 255) as u8);
                 }
@@ -1413,7 +1556,9 @@ mod tests {
         // 1-channel images at 32 and 48 px (blur kernels 3 and 5 taps) and at 224 px (23 taps).
         // Same formulas and order: only the contrast mean's summation order and dropped blur taps
         // below 1e-9 differ: outputs agree to 1e-5 in normalised units (measured: 7e-7).
-        for (s, c, w, h, n) in [(32u32, 3u32, 45u32, 37u32, 60usize), (48, 1, 50, 64, 40), (224, 3, 320, 240, 12), (32, 3, 32, 32, 48)] {
+        for (s, c, w, h, n) in
+            [(32u32, 3u32, 45u32, 37u32, 60usize), (48, 1, 50, 64, 40), (224, 3, 320, 240, 12), (32, 3, 32, 32, 48)]
+        {
             let cfg = busy(if s == 224 { AugmentConfig::byol_224() } else { AugmentConfig::byol_small(s, c) });
             let t = TwinViewTransform::new(cfg.clone()).unwrap();
             let img = textured(w, h, c, s as u64 + c as u64);
@@ -1463,7 +1608,10 @@ mod tests {
         // 0.32475 → r = 2*0.5 - 0.32475 = 0.67525, g = b = 0.5 - 0.32475 = 0.17525
         let mut px = vec![0.5f32, 0.25, 0.25];
         op_saturation(&mut px, 1, 2.0);
-        assert!((px[0] - 0.67525).abs() < 1e-6 && (px[1] - 0.17525).abs() < 1e-6 && (px[2] - 0.17525).abs() < 1e-6, "{px:?}");
+        assert!(
+            (px[0] - 0.67525).abs() < 1e-6 && (px[1] - 0.17525).abs() < 1e-6 && (px[2] - 0.17525).abs() < 1e-6,
+            "{px:?}"
+        );
         // hue: red + 1/3 turn = green, green + 1/3 = blue, (0.6, 0.3, 0.3) - 1/6 turn =
         // (0.6, 0.3, 0.6) (hue 0 → 5/6: magenta side, v = 0.6, s = 0.5)
         let mut px = vec![1.0f32, 0.0, 0.0, 1.0, 0.0, 0.0]; // pixel 0 red, pixel 1 green
@@ -1484,7 +1632,10 @@ mod tests {
         blur_plane::<false>(&mut plane, 5, &gaussian_kernel(3, 1.0), &mut tmp, &mut row, &mut Vec::new());
         let e = (-0.5f32).exp();
         let k1 = 1.0 / (1.0 + 2.0 * e);
-        assert!((plane[12] - k1 * k1).abs() < 1e-6 && (plane[11] - k1 * k1 * e).abs() < 1e-6 && plane[0] == 0.0, "{plane:?}");
+        assert!(
+            (plane[12] - k1 * k1).abs() < 1e-6 && (plane[11] - k1 * k1 * e).abs() < 1e-6 && plane[0] == 0.0,
+            "{plane:?}"
+        );
         // reflect padding at the edge: impulse at (0, 0) of a 3x3 plane with k = (a, b, a)
         // horizontally gives row 0 = (b, 2a, 0)... reflect(-1) = 1 so x=0 gets k[0]*p[1] + k[1]*p[0]
         let mut plane = vec![0f32; 9];
@@ -1512,7 +1663,8 @@ mod tests {
         for _ in 0..12 {
             let params = t.sample_params(w, h, &mut rng);
             t.apply_params_into(&img, (0, 0), &params, &mut ws, &mut fa, &mut fb).unwrap();
-            let win = union_box(resample_support(params[0].crop, 224, w, h), resample_support(params[1].crop, 224, w, h));
+            let win =
+                union_box(resample_support(params[0].crop, 224, w, h), resample_support(params[1].crop, 224, w, h));
             let mut data = Vec::new();
             for y in win.top..win.top + win.height {
                 let row = ((y * w + win.left) * 3) as usize;

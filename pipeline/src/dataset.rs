@@ -132,17 +132,31 @@ impl UniqueKeys {
 }
 
 /// Read one image of a class folder as a [`SourceImage`] with key `{class}_{stem}` (sanitised).
-pub fn load_folder_image(root: impl AsRef<Path>, path: &Path, class_index: i64, class_names: &[String]) -> Result<SourceImage> {
+pub fn load_folder_image(
+    root: impl AsRef<Path>,
+    path: &Path,
+    class_index: i64,
+    class_names: &[String],
+) -> Result<SourceImage> {
     let bytes = fs::read(path).map_err(|e| PipelineError::read(path, e))?;
     let ext = match image_ext(path).as_deref() {
         Some("jpeg") | Some("jpg") => "jpg".to_string(),
         Some(e) => e.to_string(),
-        None => return Err(PipelineError::config("input image", format!("{} is not jpg/jpeg/png/webp", path.display()))),
+        None => {
+            return Err(PipelineError::config("input image", format!("{} is not jpg/jpeg/png/webp", path.display())))
+        }
     };
     let class_name = class_names.get(class_index as usize).cloned().unwrap_or_default();
     let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     let rel = path.strip_prefix(root.as_ref()).unwrap_or(path).to_string_lossy().to_string();
-    Ok(SourceImage { key: sanitize_key(&format!("{class_name}_{stem}")), class_index, class_name, ext, bytes, source_path: rel })
+    Ok(SourceImage {
+        key: sanitize_key(&format!("{class_name}_{stem}")),
+        class_index,
+        class_name,
+        ext,
+        bytes,
+        source_path: rel,
+    })
 }
 
 fn read_gz(path: &Path) -> Result<Vec<u8>> {
@@ -214,7 +228,10 @@ pub fn fashion_mnist(dir: impl AsRef<Path>, split: Split) -> Result<(Vec<String>
             class_name: classes[label].clone(),
             ext: "png".into(),
             bytes: png,
-            source_path: format!("{}#{i}", img_path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()),
+            source_path: format!(
+                "{}#{i}",
+                img_path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
+            ),
         });
     }
     Ok((classes, out))
@@ -231,7 +248,8 @@ mod tests {
     #[test]
     fn repeated_keys_get_numbered_suffixes() {
         let mut u = super::UniqueKeys::default();
-        let got: Vec<String> = ["a_b", "a_b", "c", "a_b", "a_b-1"].iter().map(|k| u.make_unique(k.to_string())).collect();
+        let got: Vec<String> =
+            ["a_b", "a_b", "c", "a_b", "a_b-1"].iter().map(|k| u.make_unique(k.to_string())).collect();
         // the last "a_b-1" was taken by the second "a_b", so it becomes "a_b-1-1"
         assert_eq!(got, ["a_b", "a_b-1", "c", "a_b-2", "a_b-1-1"]);
     }

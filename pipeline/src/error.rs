@@ -7,10 +7,18 @@ use std::path::PathBuf;
 pub enum PipelineError {
     /// A file or folder could not be read.
     #[error("cannot read {}: {source}; check that it exists and is readable", path.display())]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file or folder could not be written.
     #[error("cannot write {}: {source}; check the folder exists, is writable and the disk is not full", path.display())]
-    Write { path: PathBuf, #[source] source: std::io::Error },
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The shard output folder cannot be created or written.
     #[error("output folder {} is not writable ({reason}); choose a writable folder", path.display())]
     OutputNotWritable { path: PathBuf, reason: String },

@@ -60,7 +60,7 @@ pub fn jpeg_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
         i += 2;
         match marker {
             0xD8 | 0x01 | 0xD0..=0xD7 => continue, // markers without a length
-            0xD9 | 0xDA => return None,             // EOI / SOS before any frame header
+            0xD9 | 0xDA => return None,            // EOI / SOS before any frame header
             _ => {}
         }
         let len = u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]) as usize;
@@ -104,18 +104,28 @@ pub struct JpegWindow {
 /// unsupported colour space such as CMYK), when it reports corrupt data (warnings; the caller
 /// may fall back to another decoder), when the window lies outside the image, or when the
 /// image has more than [`MAX_JPEG_PIXELS`] pixels.
-pub fn decode_jpeg_window(bytes: &[u8], channels: u32, window: Option<CropBox>, mut buf: Vec<u8>) -> Result<JpegWindow> {
+pub fn decode_jpeg_window(
+    bytes: &[u8],
+    channels: u32,
+    window: Option<CropBox>,
+    mut buf: Vec<u8>,
+) -> Result<JpegWindow> {
     if channels != 1 && channels != 3 {
         return Err(PipelineError::ImageData(format!("{channels} channels requested, 1 or 3 supported")));
     }
-    let (full_w, full_h) = jpeg_dimensions(bytes).ok_or_else(|| PipelineError::ImageData("not a JPEG (no frame header)".into()))?;
+    let (full_w, full_h) =
+        jpeg_dimensions(bytes).ok_or_else(|| PipelineError::ImageData("not a JPEG (no frame header)".into()))?;
     if full_w as u64 * full_h as u64 > MAX_JPEG_PIXELS {
         return Err(PipelineError::ImageData(format!(
             "{full_w}x{full_h} JPEG exceeds the decoder's limit of {MAX_JPEG_PIXELS} pixels (PIL's MAX_IMAGE_PIXELS); resize it before sharding"
         )));
     }
     let win = window.unwrap_or(CropBox { left: 0, top: 0, width: full_w, height: full_h });
-    if win.width == 0 || win.height == 0 || win.left as u64 + win.width as u64 > full_w as u64 || win.top as u64 + win.height as u64 > full_h as u64 {
+    if win.width == 0
+        || win.height == 0
+        || win.left as u64 + win.width as u64 > full_w as u64
+        || win.top as u64 + win.height as u64 > full_h as u64
+    {
         return Err(PipelineError::ImageData(format!("window {win:?} outside the {full_w}x{full_h} image")));
     }
     // columns may widen to the iMCU grid (<= 32 px each side): the full width always fits
@@ -173,7 +183,11 @@ pub fn decode_jpeg_window(bytes: &[u8], channels: u32, window: Option<CropBox>, 
         }
     }
     buf.truncate(n * channels as usize);
-    Ok(JpegWindow { img: Decoded { width: ow, height: win.height, channels, data: buf }, origin: (ox, win.top), full: (full_w, full_h) })
+    Ok(JpegWindow {
+        img: Decoded { width: ow, height: win.height, channels, data: buf },
+        origin: (ox, win.top),
+        full: (full_w, full_h),
+    })
 }
 
 #[cfg(test)]
@@ -194,7 +208,11 @@ mod tests {
     }
 
     fn jpgs(dir: &Path, limit: usize) -> Vec<Vec<u8>> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "jpg")).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
         v.sort();
         v.into_iter().take(limit).map(|p| std::fs::read(p).unwrap()).collect()
     }
@@ -203,7 +221,9 @@ mod tests {
     fn dimensions_from_the_frame_header() {
         // hand-built: SOI, APP0 of length 4 (2 payload bytes), SOF0 with height 0x01E0 = 480 and
         // width 0x0280 = 640
-        let b = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x01, 0xE0, 0x02, 0x80, 0x03];
+        let b = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x01, 0xE0, 0x02, 0x80, 0x03,
+        ];
         assert_eq!(jpeg_dimensions(&b), Some((640, 480)));
         // DHT (C4) is not a frame header: skipped
         let b = [0xFF, 0xD8, 0xFF, 0xC4, 0x00, 0x03, 0x00, 0xFF, 0xC2, 0x00, 0x11, 0x08, 0x00, 0x20, 0x00, 0x30, 0x03];
@@ -272,16 +292,29 @@ mod tests {
                 let full = decode_jpeg_window(f, channels, None, Vec::new()).unwrap();
                 let (w, h) = full.full;
                 let k = i as u32;
-                let win = CropBox { left: (37 * k + 5) % (w / 2), top: (53 * k + 3) % (h / 2), width: w / 3 + k, height: h / 3 + 2 * k };
+                let win = CropBox {
+                    left: (37 * k + 5) % (w / 2),
+                    top: (53 * k + 3) % (h / 2),
+                    width: w / 3 + k,
+                    height: h / 3 + 2 * k,
+                };
                 let got = decode_jpeg_window(f, channels, Some(win), std::mem::take(&mut buf)).unwrap();
                 let (ox, oy) = got.origin;
-                assert!(ox <= win.left && ox + got.img.width >= win.left + win.width && oy == win.top && got.img.height == win.height);
+                assert!(
+                    ox <= win.left
+                        && ox + got.img.width >= win.left + win.width
+                        && oy == win.top
+                        && got.img.height == win.height
+                );
                 let c = channels as usize;
                 for y in 0..got.img.height as usize {
                     let a = &got.img.data[y * got.img.width as usize * c..(y + 1) * got.img.width as usize * c];
                     let row = (oy as usize + y) * w as usize + ox as usize;
                     let b = &full.img.data[row * c..(row + got.img.width as usize) * c];
-                    assert!(a == b, "file {i} channels {channels}: row {y} of window {win:?} differs from the full decode");
+                    assert!(
+                        a == b,
+                        "file {i} channels {channels}: row {y} of window {win:?} differs from the full decode"
+                    );
                 }
                 buf = got.img.data;
             }

@@ -51,19 +51,34 @@ pub(crate) mod testutil {
     pub fn png(w: u32, h: u32, v: u8) -> Vec<u8> {
         let data: Vec<u8> = (0..w * h * 3).map(|i| v.wrapping_add((i % 251) as u8)).collect();
         let mut out = Vec::new();
-        image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut out), &data, w, h, image::ExtendedColorType::Rgb8).unwrap();
+        image::ImageEncoder::write_image(
+            image::codecs::png::PngEncoder::new(&mut out),
+            &data,
+            w,
+            h,
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
         out
     }
 
     pub fn writer_cfg(dir: &Path, prefix: &str, per_shard: usize) -> ShardWriterConfig {
-        ShardWriterConfig { output_dir: dir.to_path_buf(), prefix: prefix.into(), samples_per_shard: Some(per_shard), max_shard_bytes: None, zstd: false, overwrite: false }
+        ShardWriterConfig {
+            output_dir: dir.to_path_buf(),
+            prefix: prefix.into(),
+            samples_per_shard: Some(per_shard),
+            max_shard_bytes: None,
+            zstd: false,
+            overwrite: false,
+        }
     }
 
     /// Write `n` labelled 8x8 PNG samples `s00000..` in shards of `per_shard`; returns shard paths.
     pub fn image_shards(dir: &Path, n: usize, per_shard: usize) -> Vec<String> {
         let mut w = ShardWriter::new(writer_cfg(dir, "t", per_shard)).unwrap();
         for i in 0..n {
-            let s = RawSample::new(format!("s{i:05}")).with("png", png(8, 8, i as u8)).with("cls", (i % 10).to_string());
+            let s =
+                RawSample::new(format!("s{i:05}")).with("png", png(8, 8, i as u8)).with("cls", (i % 10).to_string());
             w.write(&s).unwrap();
         }
         let m = w.finish(&[]).unwrap();

@@ -58,8 +58,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::augment::{AugmentConfig, AugmentWorkspace, EvalTransform, TwinViewTransform};
-use crate::shard::{open_shard_reader, RawSample};
 use crate::remote::{FatalTap, RemoteOptions, RemoteStats};
+use crate::shard::{open_shard_reader, RawSample};
 use crate::source::{sources_for, ShardSource};
 use crate::{mix_seed, PipelineError, Result};
 
@@ -156,7 +156,10 @@ impl LoaderConfig {
             return Err(PipelineError::config("loader.remote_read_ahead_bytes", "must be at least 65536 (bytes)"));
         }
         if !(self.remote_max_retry_secs >= 0.0 && self.remote_max_retry_secs.is_finite()) {
-            return Err(PipelineError::config("loader.remote_max_retry_secs", "must be a finite number of seconds >= 0"));
+            return Err(PipelineError::config(
+                "loader.remote_max_retry_secs",
+                "must be a finite number of seconds >= 0",
+            ));
         }
         Ok(())
     }
@@ -286,7 +289,11 @@ impl LoaderStats {
             if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(" ")) },
             self.consumer_wait_ns.load(Ordering::Relaxed) as f64 * 1e-9,
             self.queue_depth.load(Ordering::Relaxed),
-        ) + &if self.remote.requests.load(Ordering::Relaxed) > 0 { format!(" remote({})", self.remote.summary()) } else { String::new() }
+        ) + &if self.remote.requests.load(Ordering::Relaxed) > 0 {
+            format!(" remote({})", self.remote.summary())
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -339,10 +346,16 @@ impl Loader {
     ) -> Result<Self> {
         loader.validate()?;
         if shards.is_empty() {
-            return Err(PipelineError::config("shards", "no shard given; pass a pattern like data/train-{000000..000009}.tar"));
+            return Err(PipelineError::config(
+                "shards",
+                "no shard given; pass a pattern like data/train-{000000..000009}.tar",
+            ));
         }
         if world_size == 0 || rank >= world_size {
-            return Err(PipelineError::config("rank", format!("rank {rank} must be < world_size {world_size} (world_size >= 1)")));
+            return Err(PipelineError::config(
+                "rank",
+                format!("rank {rank} must be < world_size {world_size} (world_size >= 1)"),
+            ));
         }
         let stats = Arc::new(LoaderStats::default());
         let sources = sources_for(&shards, &RemoteOptions::from_loader(&loader), &stats.remote)?;
@@ -430,7 +443,9 @@ impl Loader {
             let shuffle = if self.mode == LoaderMode::Train { self.cfg.shuffle_buffer } else { 0 };
             let rng = ChaCha8Rng::seed_from_u64(mix_seed(&[self.cfg.seed, epoch, self.rank as u64, 1]));
             let handle = handle.clone();
-            threads.push(spawn_named("dspnet-merge", move || merge(stream_rxs, handle, shuffle, rng, start, work_tx, cancel))?);
+            threads.push(spawn_named("dspnet-merge", move || {
+                merge(stream_rxs, handle, shuffle, rng, start, work_tx, cancel)
+            })?);
         }
         // Workers: decode + augment into recycled view buffers.
         let pool = BufferPool::new(workers * 8 + 8, self.twin.view_len());
@@ -468,7 +483,15 @@ impl Loader {
             let cancel = cancel.clone();
             threads.push(spawn_named("dspnet-batch", move || asm.run(res_rx, batch_tx, cancel))?);
         }
-        Ok(EpochIter { rx: Some(batch_rx), threads, cancel, stats: self.stats.clone(), done: false, _rt: self.rt.clone(), epoch })
+        Ok(EpochIter {
+            rx: Some(batch_rx),
+            threads,
+            cancel,
+            stats: self.stats.clone(),
+            done: false,
+            _rt: self.rt.clone(),
+            epoch,
+        })
     }
 }
 
@@ -486,12 +509,24 @@ pub fn epoch_shard_order(n_shards: usize, cfg: &LoaderConfig, mode: LoaderMode, 
 /// Samples (manifest counts, bad samples included) that `rank` of `world_size` receives in
 /// `epoch`, following the split in the module docs: `shard_samples[i]` is the count of shard `i`
 /// of the loader's shard list.
-pub fn rank_samples_in_epoch(shard_samples: &[u64], cfg: &LoaderConfig, mode: LoaderMode, world_size: usize, rank: usize, epoch: u64) -> u64 {
+pub fn rank_samples_in_epoch(
+    shard_samples: &[u64],
+    cfg: &LoaderConfig,
+    mode: LoaderMode,
+    world_size: usize,
+    rank: usize,
+    epoch: u64,
+) -> u64 {
     let n = (world_size * cfg.readers.max(1)) as u64;
     let streams = (rank * cfg.readers.max(1)) as u64..((rank + 1) * cfg.readers.max(1)) as u64;
     if shard_samples.len() as u64 >= n {
         let order = epoch_shard_order(shard_samples.len(), cfg, mode, epoch);
-        order.iter().enumerate().filter(|(i, _)| streams.contains(&(*i as u64 % n))).map(|(_, &s)| shard_samples[s]).sum()
+        order
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| streams.contains(&(*i as u64 % n)))
+            .map(|(_, &s)| shard_samples[s])
+            .sum()
     } else {
         // every stream reads all shards and keeps sample j when j % n == g
         let total: u64 = shard_samples.iter().sum();
@@ -504,12 +539,22 @@ pub fn rank_samples_in_epoch(shard_samples: &[u64], cfg: &LoaderConfig, mode: Lo
 /// shard split of `epoch`. Identical on every rank without communication, so a data-parallel
 /// trainer that stops each epoch after this many batches keeps all ranks in step. Samples the
 /// loader skips as bad make a rank deliver fewer batches than its manifest count promises.
-pub fn steps_per_epoch(shard_samples: &[u64], cfg: &LoaderConfig, mode: LoaderMode, world_size: usize, epoch: u64) -> u64 {
+pub fn steps_per_epoch(
+    shard_samples: &[u64],
+    cfg: &LoaderConfig,
+    mode: LoaderMode,
+    world_size: usize,
+    epoch: u64,
+) -> u64 {
     let b = cfg.batch_size.max(1) as u64;
     (0..world_size.max(1))
         .map(|r| {
             let n = rank_samples_in_epoch(shard_samples, cfg, mode, world_size.max(1), r, epoch);
-            if cfg.drop_last { n / b } else { n.div_ceil(b) }
+            if cfg.drop_last {
+                n / b
+            } else {
+                n.div_ceil(b)
+            }
         })
         .min()
         .unwrap_or(0)
@@ -559,7 +604,12 @@ impl Iterator for EpochIter {
         self.stats.queue_depth.store(rx.len(), Ordering::Relaxed);
         match got {
             Ok(Ok(batch)) => {
-                tracing::debug!(epoch = self.epoch, wait_ms = waited.as_secs_f64() * 1e3, queue_depth = rx.len(), "batch");
+                tracing::debug!(
+                    epoch = self.epoch,
+                    wait_ms = waited.as_secs_f64() * 1e3,
+                    queue_depth = rx.len(),
+                    "batch"
+                );
                 Some(Ok(batch))
             }
             Ok(Err(e)) => {
@@ -587,10 +637,21 @@ impl Drop for EpochIter {
 // ---------------------------------------------------------------------------------------------
 
 enum StreamMsg {
-    Sample { shard: Arc<str>, sample: RawSample },
-    Problem { shard: Arc<str>, key: String, reason: SkipReason, detail: String },
+    Sample {
+        shard: Arc<str>,
+        sample: RawSample,
+    },
+    Problem {
+        shard: Arc<str>,
+        key: String,
+        reason: SkipReason,
+        detail: String,
+    },
     /// A remote shard failed for good: the epoch ends with this error after the samples before it.
-    Fatal { shard: Arc<str>, error: PipelineError },
+    Fatal {
+        shard: Arc<str>,
+        error: PipelineError,
+    },
 }
 
 /// A shard being opened ahead of use; aborted when dropped (epoch stopped).
@@ -604,7 +665,11 @@ impl Drop for Opening {
 /// One reader stream: open each planned shard through its source (the next
 /// [`ShardSource::read_ahead`] shards are opened while the current one is parsed), parse it on a
 /// blocking thread, send samples (filtered by `j % n == g` when every stream reads all shards).
-async fn read_stream(plan: Vec<(usize, String, Arc<dyn ShardSource>)>, filter: Option<(usize, usize)>, tx: tokio::sync::mpsc::Sender<StreamMsg>) {
+async fn read_stream(
+    plan: Vec<(usize, String, Arc<dyn ShardSource>)>,
+    filter: Option<(usize, usize)>,
+    tx: tokio::sync::mpsc::Sender<StreamMsg>,
+) {
     let mut j: u64 = 0;
     let mut plan = plan.into_iter().peekable();
     let mut opening: std::collections::VecDeque<(usize, String, Opening)> = std::collections::VecDeque::new();
@@ -626,13 +691,21 @@ async fn read_stream(plan: Vec<(usize, String, Arc<dyn ShardSource>)>, filter: O
         let shard: Arc<str> = Arc::from(url.as_str());
         let stream = match opened {
             Ok(s) => s,
-            Err(error @ (PipelineError::Remote { .. } | PipelineError::RemoteConfig { .. } | PipelineError::Internal(_))) => {
+            Err(
+                error
+                @ (PipelineError::Remote { .. } | PipelineError::RemoteConfig { .. } | PipelineError::Internal(_)),
+            ) => {
                 let _ = tx.send(StreamMsg::Fatal { shard, error }).await;
                 return;
             }
             Err(e) => {
                 if report {
-                    let msg = StreamMsg::Problem { shard, key: "<none>".into(), reason: SkipReason::UnreadableShard, detail: e.to_string() };
+                    let msg = StreamMsg::Problem {
+                        shard,
+                        key: "<none>".into(),
+                        reason: SkipReason::UnreadableShard,
+                        detail: e.to_string(),
+                    };
                     if tx.send(msg).await.is_err() {
                         return;
                     }
@@ -670,7 +743,12 @@ fn parse_shard(
                 return None;
             }
             if report {
-                let msg = StreamMsg::Problem { shard, key: "<none>".into(), reason: SkipReason::UnreadableShard, detail: e.to_string() };
+                let msg = StreamMsg::Problem {
+                    shard,
+                    key: "<none>".into(),
+                    reason: SkipReason::UnreadableShard,
+                    detail: e.to_string(),
+                };
                 tx.blocking_send(msg).ok()?;
             }
             return Some(j);
@@ -697,7 +775,8 @@ fn parse_shard(
                         PipelineError::BadShard { key, reason, .. } => (key.clone(), reason.clone()),
                         other => ("<none>".to_string(), other.to_string()),
                     };
-                    let msg = StreamMsg::Problem { shard: shard.clone(), key, reason: SkipReason::TruncatedShard, detail };
+                    let msg =
+                        StreamMsg::Problem { shard: shard.clone(), key, reason: SkipReason::TruncatedShard, detail };
                     tx.blocking_send(msg).ok()?;
                 }
                 return Some(j);
@@ -705,7 +784,12 @@ fn parse_shard(
         }
     }
     if count == 0 && report {
-        let msg = StreamMsg::Problem { shard, key: "<none>".into(), reason: SkipReason::EmptyShard, detail: "shard holds no sample".into() };
+        let msg = StreamMsg::Problem {
+            shard,
+            key: "<none>".into(),
+            reason: SkipReason::EmptyShard,
+            detail: "shard holds no sample".into(),
+        };
         tx.blocking_send(msg).ok()?;
     }
     Some(j)
@@ -862,7 +946,12 @@ enum Outcome {
 const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 
 fn process(ctx: &WorkerCtx, ws: &mut AugmentWorkspace, seq: u64, shard: Arc<str>, sample: RawSample) -> Outcome {
-    let bad = |reason: SkipReason, detail: String| Outcome::Bad { shard: shard.clone(), key: sample.key.clone(), reason, detail };
+    let bad = |reason: SkipReason, detail: String| Outcome::Bad {
+        shard: shard.clone(),
+        key: sample.key.clone(),
+        reason,
+        detail,
+    };
     let Some(bytes) = IMAGE_EXTS.iter().find_map(|e| sample.files.get(*e)) else {
         let have: Vec<&str> = sample.files.keys().map(|s| s.as_str()).collect();
         return bad(SkipReason::NoImage, format!("no jpg/jpeg/png/webp member (members: {})", have.join(", ")));
@@ -983,7 +1072,8 @@ fn advise_huge_pages(addr: usize, len: usize) {
 /// Copy `src` into sample `slot` of the contiguous f32 CPU tensor `t` (`[B, C, S, S]`).
 fn write_slot(t: &Tensor, slot: usize, src: &[f32]) -> Result<()> {
     let numel = t.numel();
-    if t.kind() != tch::Kind::Float || t.device() != Device::Cpu || !t.is_contiguous() || (slot + 1) * src.len() > numel {
+    if t.kind() != tch::Kind::Float || t.device() != Device::Cpu || !t.is_contiguous() || (slot + 1) * src.len() > numel
+    {
         return Err(PipelineError::Internal(format!("batch tensor cannot hold sample {slot} ({} values)", src.len())));
     }
     // SAFETY: `t` is a contiguous CPU f32 tensor of `numel` elements that this thread allocated
@@ -999,8 +1089,11 @@ fn write_slot(t: &Tensor, slot: usize, src: &[f32]) -> Result<()> {
 impl Assembler {
     /// A new uninitialised `[batch_size, C, S, S]` f32 batch tensor (pinned for CUDA).
     fn new_tensor(&self) -> Result<Tensor> {
-        let t = Tensor::f_empty([self.batch_size as i64, self.channels, self.size, self.size], (tch::Kind::Float, Device::Cpu))
-            .map_err(|e| PipelineError::Tensor(e.to_string()))?;
+        let t = Tensor::f_empty(
+            [self.batch_size as i64, self.channels, self.size, self.size],
+            (tch::Kind::Float, Device::Cpu),
+        )
+        .map_err(|e| PipelineError::Tensor(e.to_string()))?;
         if self.device.is_cuda() {
             return self.pin(t);
         }
@@ -1039,7 +1132,9 @@ impl Assembler {
         let n = p.keys.len() as i64;
         let cut = |t: Option<Tensor>| -> Result<Option<Tensor>> {
             match t {
-                Some(t) if n < self.batch_size as i64 => t.f_narrow(0, 0, n).map(Some).map_err(|e| PipelineError::Tensor(e.to_string())),
+                Some(t) if n < self.batch_size as i64 => {
+                    t.f_narrow(0, 0, n).map(Some).map_err(|e| PipelineError::Tensor(e.to_string()))
+                }
                 other => Ok(other),
             }
         };
@@ -1119,7 +1214,10 @@ impl Assembler {
             return;
         }
         if !reorder.is_empty() {
-            let _ = tx.send(Err(PipelineError::Internal(format!("{} results missing before sequence {next}", reorder.len()))));
+            let _ = tx.send(Err(PipelineError::Internal(format!(
+                "{} results missing before sequence {next}",
+                reorder.len()
+            ))));
             return;
         }
         if !cur.keys.is_empty() && !self.drop_last {
@@ -1150,13 +1248,24 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::{ShardWriter, RawSample};
+    use crate::shard::{RawSample, ShardWriter};
     use crate::testutil::{image_shards, png, writer_cfg};
     use std::collections::BTreeSet;
     use std::path::Path;
 
     fn lcfg(readers: usize, seed: u64) -> LoaderConfig {
-        LoaderConfig { batch_size: 4, shuffle_buffer: 5, shard_shuffle: true, workers: 2, readers, prefetch_batches: 2, drop_last: false, seed, strict_data: false, ..LoaderConfig::default() }
+        LoaderConfig {
+            batch_size: 4,
+            shuffle_buffer: 5,
+            shard_shuffle: true,
+            workers: 2,
+            readers,
+            prefetch_batches: 2,
+            drop_last: false,
+            seed,
+            strict_data: false,
+            ..LoaderConfig::default()
+        }
     }
 
     fn aug() -> AugmentConfig {
@@ -1181,11 +1290,24 @@ mod tests {
                     for epoch in 0..2 {
                         let mut seen = Vec::new();
                         for rank in 0..world {
-                            let l = Loader::new(shards.clone(), lcfg(readers, 3), aug(), LoaderMode::Train, rank, world, Device::Cpu).unwrap();
+                            let l = Loader::new(
+                                shards.clone(),
+                                lcfg(readers, 3),
+                                aug(),
+                                LoaderMode::Train,
+                                rank,
+                                world,
+                                Device::Cpu,
+                            )
+                            .unwrap();
                             seen.extend(keys_of(&l, epoch));
                         }
                         let set: BTreeSet<String> = seen.iter().cloned().collect();
-                        assert_eq!(seen.len(), set.len(), "duplicates: shards={n_shards} world={world} readers={readers}");
+                        assert_eq!(
+                            seen.len(),
+                            set.len(),
+                            "duplicates: shards={n_shards} world={world} readers={readers}"
+                        );
                         assert_eq!(set, all, "missing: shards={n_shards} world={world} readers={readers}");
                     }
                 }
@@ -1239,9 +1361,17 @@ mod tests {
         // 12x10 RGB image with pixel (x, y) = (10x, 10y, 7); eval_resize 10 = shorter side,
         // image_size 8 → crop left (12-8)/2 = 2, top (10-8)/2 = 1, no resampling.
         let (w, h) = (12u32, 10u32);
-        let data: Vec<u8> = (0..h).flat_map(|y| (0..w).flat_map(move |x| [(10 * x) as u8, (10 * y) as u8, 7])).collect();
+        let data: Vec<u8> =
+            (0..h).flat_map(|y| (0..w).flat_map(move |x| [(10 * x) as u8, (10 * y) as u8, 7])).collect();
         let mut bytes = Vec::new();
-        image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut bytes), &data, w, h, image::ExtendedColorType::Rgb8).unwrap();
+        image::ImageEncoder::write_image(
+            image::codecs::png::PngEncoder::new(&mut bytes),
+            &data,
+            w,
+            h,
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
         let mut wr = ShardWriter::new(writer_cfg(dir.path(), "e", 10)).unwrap();
         wr.write(&RawSample::new("img0").with("png", bytes.clone()).with("cls", "7")).unwrap();
         wr.write(&RawSample::new("img1").with("png", bytes).with("cls", "2")).unwrap();
@@ -1283,7 +1413,10 @@ mod tests {
             std::fs::read(sub.join("x-000000.tar")).unwrap()
         };
         let bytes = match case {
-            "corrupt" => write(vec![good, RawSample::new("bad").with("jpg", b"\xff\xd8\xff\xe0 not a jpeg at all".to_vec()).with("cls", "0")]),
+            "corrupt" => write(vec![
+                good,
+                RawSample::new("bad").with("jpg", b"\xff\xd8\xff\xe0 not a jpeg at all".to_vec()).with("cls", "0"),
+            ]),
             "zero" => write(vec![good, RawSample::new("bad").with("png", Vec::new()).with("cls", "0")]),
             "unknown" => write(vec![good, RawSample::new("bad").with("bmpx", png(8, 8, 2)).with("cls", "0")]),
             "nolabel" => write(vec![good, RawSample::new("bad").with("png", png(8, 8, 3))]),
@@ -1382,7 +1515,8 @@ mod tests {
             w.write(&s).unwrap();
         }
         let m = w.finish(&[]).unwrap();
-        let shards: Vec<String> = m.shards.iter().map(|s| dir.path().join(&s.name).to_string_lossy().to_string()).collect();
+        let shards: Vec<String> =
+            m.shards.iter().map(|s| dir.path().join(&s.name).to_string_lossy().to_string()).collect();
         assert_eq!(m.shards.iter().map(|s| s.samples).collect::<Vec<_>>(), vec![9, 9, 4]);
         let l = Loader::new(shards.clone(), lcfg(2, 11), aug(), LoaderMode::Train, 0, 1, Device::Cpu).unwrap();
         let full: Vec<Batch> = l.epoch(1).unwrap().map(|b| b.unwrap()).collect();
@@ -1446,8 +1580,13 @@ mod tests {
                     let c = lcfg(readers, 9); // drop_last = false: every sample is delivered
                     let (mut partial, mut full) = (Vec::new(), Vec::new());
                     for rank in 0..world {
-                        let l = Loader::new(shards.clone(), c.clone(), aug(), LoaderMode::Train, rank, world, Device::Cpu).unwrap();
-                        assert_eq!(l.steps_per_epoch(epoch, &counts), steps_per_epoch(&counts, &c, LoaderMode::Train, world, epoch));
+                        let l =
+                            Loader::new(shards.clone(), c.clone(), aug(), LoaderMode::Train, rank, world, Device::Cpu)
+                                .unwrap();
+                        assert_eq!(
+                            l.steps_per_epoch(epoch, &counts),
+                            steps_per_epoch(&counts, &c, LoaderMode::Train, world, epoch)
+                        );
                         let got: Vec<usize> = l.epoch(epoch).unwrap().map(|b| b.unwrap().keys.len()).collect();
                         let n: usize = got.iter().sum();
                         assert_eq!(n as u64, rank_samples_in_epoch(&counts, &c, LoaderMode::Train, world, rank, epoch));
@@ -1455,9 +1594,17 @@ mod tests {
                         full.push(got.iter().filter(|k| **k == c.batch_size).count() as u64);
                     }
                     let what = format!("world {world} readers {readers} epoch {epoch}: {partial:?} {full:?}");
-                    assert_eq!(*partial.iter().min().unwrap(), steps_per_epoch(&counts, &c, LoaderMode::Train, world, epoch), "{what}");
+                    assert_eq!(
+                        *partial.iter().min().unwrap(),
+                        steps_per_epoch(&counts, &c, LoaderMode::Train, world, epoch),
+                        "{what}"
+                    );
                     let dl = LoaderConfig { drop_last: true, ..c.clone() };
-                    assert_eq!(*full.iter().min().unwrap(), steps_per_epoch(&counts, &dl, LoaderMode::Train, world, epoch), "{what}");
+                    assert_eq!(
+                        *full.iter().min().unwrap(),
+                        steps_per_epoch(&counts, &dl, LoaderMode::Train, world, epoch),
+                        "{what}"
+                    );
                 }
             }
         }
@@ -1465,7 +1612,9 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let e = Loader::new(vec!["ftp://b/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
+        let e = Loader::new(vec!["ftp://b/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 0, 1, Device::Cpu)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("ftp:// is not supported"));
         let mut c = lcfg(1, 0);
         c.remote_max_retry_secs = f64::NAN;
@@ -1475,10 +1624,12 @@ mod tests {
         c.batch_size = 0;
         let e = Loader::new(vec!["/x.tar".into()], c, aug(), LoaderMode::Train, 0, 1, Device::Cpu).err().unwrap();
         assert!(e.to_string().contains("loader.batch_size"));
-        let e = Loader::new(vec!["/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 2, 2, Device::Cpu).err().unwrap();
+        let e =
+            Loader::new(vec!["/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 2, 2, Device::Cpu).err().unwrap();
         assert!(e.to_string().contains("rank 2"));
         // a missing shard file is an unreadable shard, counted
-        let l = Loader::new(vec!["/nonexistent/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 0, 1, Device::Cpu).unwrap();
+        let l = Loader::new(vec!["/nonexistent/x.tar".into()], lcfg(1, 0), aug(), LoaderMode::Train, 0, 1, Device::Cpu)
+            .unwrap();
         assert_eq!(l.epoch(0).unwrap().count(), 0);
         assert_eq!(l.stats().skipped(SkipReason::UnreadableShard), 1);
     }
@@ -1503,10 +1654,23 @@ mod throughput {
             w.write(&load_folder_image(&root, p, *c, &classes).unwrap().to_sample()).unwrap();
         }
         let m = w.finish(&classes).unwrap();
-        let shards: Vec<String> = m.shards.iter().map(|s| dir.path().join(&s.name).to_string_lossy().to_string()).collect();
+        let shards: Vec<String> =
+            m.shards.iter().map(|s| dir.path().join(&s.name).to_string_lossy().to_string()).collect();
         for mode in [LoaderMode::Train, LoaderMode::Eval] {
-            let cfg = LoaderConfig { batch_size: 256, shuffle_buffer: 1000, shard_shuffle: true, workers: 2, readers: 2, prefetch_batches: 4, drop_last: false, seed: 0, strict_data: true, ..LoaderConfig::default() };
-            let l = Loader::new(shards.clone(), cfg, AugmentConfig::byol_small(32, 3), mode, 0, 1, Device::Cpu).unwrap();
+            let cfg = LoaderConfig {
+                batch_size: 256,
+                shuffle_buffer: 1000,
+                shard_shuffle: true,
+                workers: 2,
+                readers: 2,
+                prefetch_batches: 4,
+                drop_last: false,
+                seed: 0,
+                strict_data: true,
+                ..LoaderConfig::default()
+            };
+            let l =
+                Loader::new(shards.clone(), cfg, AugmentConfig::byol_small(32, 3), mode, 0, 1, Device::Cpu).unwrap();
             let t = Instant::now();
             let n: usize = l.epoch(0).unwrap().map(|b| b.unwrap().keys.len()).sum();
             let s = t.elapsed().as_secs_f64();

@@ -148,7 +148,10 @@ impl RemoteUrl {
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.is_empty() {
             let what = if provider == Provider::Http { "host" } else { "bucket or container" };
-            return Err(cfg(&format!("no {what} (expected {scheme}://{}/PATH/train-000000.tar)", what.replace(' ', "-").to_uppercase())));
+            return Err(cfg(&format!(
+                "no {what} (expected {scheme}://{}/PATH/train-000000.tar)",
+                what.replace(' ', "-").to_uppercase()
+            )));
         }
         if path.is_empty() || path.ends_with('/') {
             return Err(cfg("no object name; remote folders are not listed, name the shards with braces, e.g. PREFIX/train-{000000..000146}.tar"));
@@ -445,7 +448,9 @@ fn is_transient(e: &object_store::Error) -> bool {
         | E::NotImplemented { .. }
         | E::AlreadyExists { .. }
         | E::UnknownConfigurationKey { .. } => false,
-        other => !matches!(http_status(&one_line_error(other)), Some(s) if (400..500).contains(&s) && s != 408 && s != 429),
+        other => {
+            !matches!(http_status(&one_line_error(other)), Some(s) if (400..500).contains(&s) && s != 408 && s != 429)
+        }
     }
 }
 
@@ -555,7 +560,8 @@ impl Fetch {
             let err = match self.store.get_opts(&self.path, options).await {
                 Ok(r) if r.range.start == offset => return Ok(r),
                 Ok(r) => {
-                    let cause = format!("asked for bytes from {offset}, the server sent {}..{}", r.range.start, r.range.end);
+                    let cause =
+                        format!("asked for bytes from {offset}, the server sent {}..{}", r.range.start, r.range.end);
                     outage.fail(&self.opts, Failure::Fatal);
                     return Err(self.give_up(outage, offset, cause, Failure::Fatal));
                 }
@@ -765,7 +771,12 @@ impl RemoteSource {
     }
 
     /// As [`RemoteSource::new`] with an explicit environment (tests).
-    pub fn with_env(url: &str, opts: RemoteOptions, stats: Arc<RemoteStats>, env: &[(String, String)]) -> Result<RemoteSource> {
+    pub fn with_env(
+        url: &str,
+        opts: RemoteOptions,
+        stats: Arc<RemoteStats>,
+        env: &[(String, String)],
+    ) -> Result<RemoteSource> {
         let u = RemoteUrl::parse(url)?;
         let store = build_store(&u, &opts, env)?;
         Ok(RemoteSource { key: u.store_key(), provider: u.provider, store, opts: Arc::new(opts), stats })
@@ -791,7 +802,13 @@ impl RemoteSource {
         if u.store_key() != self.key {
             return Err(PipelineError::Internal(format!("shard {url} given to the source of {}", self.key)));
         }
-        Ok(Fetch { store: self.store.clone(), path: u.path, url: Arc::from(url), opts: self.opts.clone(), stats: self.stats.clone() })
+        Ok(Fetch {
+            store: self.store.clone(),
+            path: u.path,
+            url: Arc::from(url),
+            opts: self.opts.clone(),
+            stats: self.stats.clone(),
+        })
     }
 
     async fn open_stream(&self, url: &str) -> Result<ShardStream> {
@@ -901,7 +918,12 @@ pub(crate) struct SourceCache {
 }
 
 impl SourceCache {
-    pub(crate) fn get(&mut self, url: &str, opts: &RemoteOptions, stats: &Arc<RemoteStats>) -> Result<Arc<RemoteSource>> {
+    pub(crate) fn get(
+        &mut self,
+        url: &str,
+        opts: &RemoteOptions,
+        stats: &Arc<RemoteStats>,
+    ) -> Result<Arc<RemoteSource>> {
         let key = RemoteUrl::parse(url)?.store_key();
         if let Some(s) = self.sources.get(&key) {
             return Ok(s.clone());
@@ -968,13 +990,19 @@ mod tests {
     #[test]
     fn url_parsing_and_provider_selection() {
         let u = RemoteUrl::parse("s3://bucket/prefix/train-000001.tar").unwrap();
-        assert_eq!((u.provider, u.authority.as_str(), u.path.as_ref()), (Provider::S3, "bucket", "prefix/train-000001.tar"));
+        assert_eq!(
+            (u.provider, u.authority.as_str(), u.path.as_ref()),
+            (Provider::S3, "bucket", "prefix/train-000001.tar")
+        );
         assert_eq!(u.store_key(), "s3://bucket");
         assert_eq!(RemoteUrl::parse("gs://b/x.tar").unwrap().provider, Provider::Gcs);
         assert_eq!(RemoteUrl::parse("az://container/d/x.tar.zst").unwrap().provider, Provider::Azure);
         assert_eq!(RemoteUrl::parse("AZURE://container/x.tar").unwrap().scheme, "azure");
         let h = RemoteUrl::parse("http://127.0.0.1:8080/data/train%20a-000000.tar").unwrap();
-        assert_eq!((h.provider, h.authority.as_str(), h.path.as_ref()), (Provider::Http, "127.0.0.1:8080", "data/train a-000000.tar"));
+        assert_eq!(
+            (h.provider, h.authority.as_str(), h.path.as_ref()),
+            (Provider::Http, "127.0.0.1:8080", "data/train a-000000.tar")
+        );
         assert_eq!(RemoteUrl::parse("https://example.org/x.tar").unwrap().store_key(), "https://example.org");
 
         let e = RemoteUrl::parse("ftp://host/x.tar").unwrap_err();
@@ -997,12 +1025,24 @@ mod tests {
     fn builders_from_an_explicit_environment() {
         let o = RemoteOptions::default();
         // S3 with keys and a loopback endpoint builds without any network access.
-        let s3 = env(&[("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_ALLOW_HTTP", "true")]);
+        let s3 = env(&[
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]);
         let s = RemoteSource::with_env("s3://bkt/a/x.tar", o.clone(), Arc::default(), &s3).unwrap();
         assert_eq!((s.provider(), s.store_key()), (Provider::S3, "s3://bkt"));
         assert!(s.store.to_string().contains("bkt"), "{}", s.store);
         // GCS: a service-account file that does not exist is a clear, one-line error naming it.
-        let e = RemoteSource::with_env("gs://bkt/x.tar", o.clone(), Arc::default(), &env(&[("GOOGLE_SERVICE_ACCOUNT", "/nonexistent/sa.json")])).unwrap_err().to_string();
+        let e = RemoteSource::with_env(
+            "gs://bkt/x.tar",
+            o.clone(),
+            Arc::default(),
+            &env(&[("GOOGLE_SERVICE_ACCOUNT", "/nonexistent/sa.json")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("gs://bkt") && e.contains("GOOGLE_SERVICE_ACCOUNT") && !e.contains('\n'), "{e}");
         // Azure without an account name: clear error naming the variables to set.
         let e = RemoteSource::with_env("az://container/x.tar", o.clone(), Arc::default(), &[]).unwrap_err().to_string();
@@ -1020,7 +1060,12 @@ mod tests {
     #[test]
     fn client_options_keep_our_timeouts_and_take_env_client_keys() {
         let o = RemoteOptions::default();
-        let c = client_options(Provider::S3, "s3", &o, &env(&[("AWS_ALLOW_HTTP", "true"), ("AWS_TIMEOUT", "1s"), ("GOOGLE_ALLOW_HTTP", "false")]));
+        let c = client_options(
+            Provider::S3,
+            "s3",
+            &o,
+            &env(&[("AWS_ALLOW_HTTP", "true"), ("AWS_TIMEOUT", "1s"), ("GOOGLE_ALLOW_HTTP", "false")]),
+        );
         assert_eq!(c.get_config_value(&ClientConfigKey::AllowHttp).as_deref(), Some("true"));
         assert_eq!(c.get_config_value(&ClientConfigKey::Timeout), None, "whole-request timeout stays off");
         assert_eq!(c.get_config_value(&ClientConfigKey::ReadTimeout).as_deref(), Some("30s"));
@@ -1060,10 +1105,17 @@ mod tests {
 
     #[test]
     fn status_classification() {
-        assert_eq!(http_status("Error performing GET x in 1ms - Server returned non-2xx status code: 503 Service Unavailable: "), Some(503));
+        assert_eq!(
+            http_status(
+                "Error performing GET x in 1ms - Server returned non-2xx status code: 503 Service Unavailable: "
+            ),
+            Some(503)
+        );
         assert_eq!(http_status("HTTP error: error sending request"), None);
         assert_eq!(
-            tidy_cause("Generic HTTP error: Error performing GET http://h/x.tar in 297µs - HTTP error: error sending request"),
+            tidy_cause(
+                "Generic HTTP error: Error performing GET http://h/x.tar in 297µs - HTTP error: error sending request"
+            ),
             "Generic HTTP error: HTTP error: error sending request"
         );
         assert_eq!(
@@ -1078,10 +1130,16 @@ mod tests {
         assert!(!is_transient(&object_store::Error::NotFound { path: "x".into(), source: "404".into() }));
         assert!(!is_transient(&object_store::Error::Precondition { path: "x".into(), source: "412".into() }));
         // not found: the store's own variant, or a 404 in an error it did not classify
-        assert_eq!(Failure::of(&object_store::Error::NotFound { path: "x".into(), source: "404".into() }), Failure::NotFound);
+        assert_eq!(
+            Failure::of(&object_store::Error::NotFound { path: "x".into(), source: "404".into() }),
+            Failure::NotFound
+        );
         assert_eq!(Failure::of(&generic("Server returned non-2xx status code: 404 Not Found")), Failure::NotFound);
         assert_eq!(Failure::of(&generic("Server returned non-2xx status code: 403 Forbidden")), Failure::Fatal);
-        assert_eq!(Failure::of(&generic("Server returned non-2xx status code: 503 Service Unavailable")), Failure::Transient);
+        assert_eq!(
+            Failure::of(&generic("Server returned non-2xx status code: 503 Service Unavailable")),
+            Failure::Transient
+        );
     }
 
     #[test]

@@ -182,7 +182,10 @@ impl ShardWriter {
     /// or `manifest.json` and `overwrite` is false.
     pub fn new(cfg: ShardWriterConfig) -> Result<Self> {
         if cfg.prefix.is_empty() || cfg.prefix.contains(['/', '\\', '.']) {
-            return Err(PipelineError::config("prefix", format!("{:?} must be non-empty without '/', '\\' or '.'", cfg.prefix)));
+            return Err(PipelineError::config(
+                "prefix",
+                format!("{:?} must be non-empty without '/', '\\' or '.'", cfg.prefix),
+            ));
         }
         if cfg.samples_per_shard == Some(0) {
             return Err(PipelineError::config("samples_per_shard", "must be at least 1"));
@@ -191,7 +194,10 @@ impl ShardWriter {
             return Err(PipelineError::config("max_shard_bytes", "must be at least 1"));
         }
         if cfg.samples_per_shard.is_some() && cfg.max_shard_bytes.is_some() {
-            return Err(PipelineError::config("samples_per_shard", "set either samples_per_shard or max_shard_bytes, not both"));
+            return Err(PipelineError::config(
+                "samples_per_shard",
+                "set either samples_per_shard or max_shard_bytes, not both",
+            ));
         }
         let dir = &cfg.output_dir;
         if dir.exists() && !dir.is_dir() {
@@ -267,7 +273,10 @@ impl ShardWriter {
     /// sample has no member; [`PipelineError::Write`] on I/O failure.
     pub fn write(&mut self, sample: &RawSample) -> Result<()> {
         if sample.key.is_empty() || sample.key.rsplit('/').next().unwrap_or("").contains('.') {
-            return Err(PipelineError::config("sample key", format!("{:?} must be non-empty and its basename free of dots", sample.key)));
+            return Err(PipelineError::config(
+                "sample key",
+                format!("{:?} must be non-empty and its basename free of dots", sample.key),
+            ));
         }
         if sample.files.is_empty() {
             return Err(PipelineError::config("sample", format!("{} has no member", sample.key)));
@@ -409,7 +418,15 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 impl<R: Read> ShardReader<R> {
     /// Read tar from `reader`; `name` is used in errors (shard URL or file name).
     pub fn new(reader: R, name: &str) -> Self {
-        ShardReader { reader, name: name.to_string(), current: None, last_key: "<none>".into(), done: false, samples: 0, any_bytes: false }
+        ShardReader {
+            reader,
+            name: name.to_string(),
+            current: None,
+            last_key: "<none>".into(),
+            done: false,
+            samples: 0,
+            any_bytes: false,
+        }
     }
 
     /// Number of samples yielded so far.
@@ -428,7 +445,8 @@ impl<R: Read> ShardReader<R> {
 
     fn read_data(&mut self, size: u64) -> Result<Vec<u8>> {
         let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
-        let got = (&mut self.reader).take(size).read_to_end(&mut data).map_err(|e| self.bad(format!("read error: {e}")))?;
+        let got =
+            (&mut self.reader).take(size).read_to_end(&mut data).map_err(|e| self.bad(format!("read error: {e}")))?;
         if (got as u64) < size {
             return Err(self.bad(format!("truncated tar: member needs {size} bytes, only {got} left")));
         }
@@ -581,13 +599,17 @@ mod tests {
     /// 3 classes x 40 images of CIFAR-10 (first 40 files of airplane, automobile, bird) in a
     /// class-folder layout made of symlinks (the originals are read in place).
     fn cifar_subset() -> Option<tempfile::TempDir> {
-        assert!(Path::new(CIFAR).exists(), "{CIFAR} missing: the real photos live in ../shared/data beside the checkout");
+        assert!(
+            Path::new(CIFAR).exists(),
+            "{CIFAR} missing: the real photos live in ../shared/data beside the checkout"
+        );
         let d = tempfile::tempdir().unwrap();
         for class in ["airplane", "automobile", "bird"] {
             fs::create_dir_all(d.path().join(class)).unwrap();
             for i in 0..40 {
                 let name = format!("{i:04}.jpg");
-                std::os::unix::fs::symlink(Path::new(CIFAR).join(class).join(&name), d.path().join(class).join(&name)).unwrap();
+                std::os::unix::fs::symlink(Path::new(CIFAR).join(class).join(&name), d.path().join(class).join(&name))
+                    .unwrap();
             }
         }
         Some(d)
@@ -642,7 +664,11 @@ mod tests {
                 assert_eq!(info.name.ends_with(".tar.zst"), zstd);
             }
             // no temp files left behind
-            assert!(fs::read_dir(out.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+            assert!(fs::read_dir(out.path()).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")));
         }
     }
 
@@ -682,7 +708,8 @@ mod tests {
             names.push(e.path().unwrap().to_string_lossy().to_string());
         }
         assert_eq!(names, vec!["k1.cls".to_string(), "k1.txt".into(), format!("{long_key}.bin")]);
-        let back: Vec<RawSample> = open_shard_file(out.path().join("x-000000.tar")).unwrap().map(|r| r.unwrap()).collect();
+        let back: Vec<RawSample> =
+            open_shard_file(out.path().join("x-000000.tar")).unwrap().map(|r| r.unwrap()).collect();
         assert_eq!(back[1].key, long_key);
         assert_eq!(back[1].files["bin"], vec![7u8; 600]);
     }
@@ -702,7 +729,14 @@ mod tests {
         let mut buf = Vec::new();
         {
             let mut b = tar::Builder::new(&mut buf);
-            for (name, data) in [("a.jpg", &b"1"[..]), ("a.cls", b"0"), ("b.JPG", b"22"), ("b.cls", b"1"), ("a.jpg", b"3"), ("nodot", b"x")] {
+            for (name, data) in [
+                ("a.jpg", &b"1"[..]),
+                ("a.cls", b"0"),
+                ("b.JPG", b"22"),
+                ("b.cls", b"1"),
+                ("a.jpg", b"3"),
+                ("nodot", b"x"),
+            ] {
                 let mut h = tar::Header::new_ustar();
                 h.set_size(data.len() as u64);
                 h.set_mode(0o644);
@@ -749,7 +783,8 @@ mod tests {
         let mut w = ShardWriter::new(cfg).unwrap();
         w.write(&RawSample::new("only").with("txt", "x")).unwrap();
         w.finish(&[]).unwrap();
-        let names: BTreeSet<String> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        let names: BTreeSet<String> =
+            fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
         assert_eq!(names, ["manifest.json", "p-000000.tar"].iter().map(|s| s.to_string()).collect());
         // max_shard_bytes: each sample is 512 + 512 = 1024 tar bytes → 3 per 3500-byte shard
         let out2 = tempfile::tempdir().unwrap();

@@ -71,11 +71,17 @@ pub fn source_for(url: &str) -> Result<Arc<dyn ShardSource>> {
 /// source (one store and connection pool) built with `remote` and counting into `stats`.
 ///
 /// Errors: as [`source_for`].
-pub fn sources_for(urls: &[String], remote: &RemoteOptions, stats: &Arc<RemoteStats>) -> Result<Vec<Arc<dyn ShardSource>>> {
+pub fn sources_for(
+    urls: &[String],
+    remote: &RemoteOptions,
+    stats: &Arc<RemoteStats>,
+) -> Result<Vec<Arc<dyn ShardSource>>> {
     let local: Arc<dyn ShardSource> = Arc::new(LocalSource);
     let mut cache = SourceCache::default();
     urls.iter()
-        .map(|u| if is_remote(u) { Ok(cache.get(u, remote, stats)? as Arc<dyn ShardSource>) } else { Ok(local.clone()) })
+        .map(
+            |u| if is_remote(u) { Ok(cache.get(u, remote, stats)? as Arc<dyn ShardSource>) } else { Ok(local.clone()) },
+        )
         .collect()
 }
 
@@ -135,7 +141,11 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>> {
     if let Some((a, b)) = range {
         let lo: u64 = a.parse().map_err(|_| bad(pattern, "range bound too large"))?;
         let hi: u64 = b.parse().map_err(|_| bad(pattern, "range bound too large"))?;
-        let width = if (a.len() > 1 && a.starts_with('0')) || (b.len() > 1 && b.starts_with('0')) { a.len().max(b.len()) } else { 0 };
+        let width = if (a.len() > 1 && a.starts_with('0')) || (b.len() > 1 && b.starts_with('0')) {
+            a.len().max(b.len())
+        } else {
+            0
+        };
         if hi.abs_diff(lo) > 10_000_000 {
             return Err(bad(pattern, "range longer than 10 million"));
         }
@@ -215,7 +225,13 @@ pub fn expand_pattern(pattern: &str) -> Result<Vec<String>> {
         return Err(PipelineError::NoShards { pattern: pattern.to_string() });
     }
     if let Some(m) = missing {
-        return Err(PipelineError::read(m, std::io::Error::new(std::io::ErrorKind::NotFound, format!("shard listed by pattern {pattern} does not exist"))));
+        return Err(PipelineError::read(
+            m,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("shard listed by pattern {pattern} does not exist"),
+            ),
+        ));
     }
     Ok(out)
 }
@@ -226,8 +242,14 @@ mod tests {
 
     #[test]
     fn braces_ranges_and_lists() {
-        assert_eq!(expand_braces("d/t-{000008..000011}.tar").unwrap(), vec!["d/t-000008.tar", "d/t-000009.tar", "d/t-000010.tar", "d/t-000011.tar"]);
-        assert_eq!(expand_braces("{a,b}/x-{1..2}.tar").unwrap(), vec!["a/x-1.tar", "a/x-2.tar", "b/x-1.tar", "b/x-2.tar"]);
+        assert_eq!(
+            expand_braces("d/t-{000008..000011}.tar").unwrap(),
+            vec!["d/t-000008.tar", "d/t-000009.tar", "d/t-000010.tar", "d/t-000011.tar"]
+        );
+        assert_eq!(
+            expand_braces("{a,b}/x-{1..2}.tar").unwrap(),
+            vec!["a/x-1.tar", "a/x-2.tar", "b/x-1.tar", "b/x-2.tar"]
+        );
         assert_eq!(expand_braces("{9..11}").unwrap(), vec!["9", "10", "11"]);
         assert_eq!(expand_braces("{a,{b,c}d}").unwrap(), vec!["a", "bd", "cd"]);
         assert_eq!(expand_braces("plain.tar").unwrap(), vec!["plain.tar"]);
@@ -243,13 +265,22 @@ mod tests {
         }
         let d = dir.path().to_string_lossy().to_string();
         let all = expand_pattern(&d).unwrap();
-        assert_eq!(all, vec![format!("{d}/s-000000.tar"), format!("{d}/s-000001.tar.zst"), format!("{d}/s-000002.tar")]);
-        assert!(expand_pattern(&format!("{d}/s-{{000000..000002}}.tar")).unwrap_err().to_string().contains("s-000001.tar"));
+        assert_eq!(
+            all,
+            vec![format!("{d}/s-000000.tar"), format!("{d}/s-000001.tar.zst"), format!("{d}/s-000002.tar")]
+        );
+        assert!(expand_pattern(&format!("{d}/s-{{000000..000002}}.tar"))
+            .unwrap_err()
+            .to_string()
+            .contains("s-000001.tar"));
         assert_eq!(expand_pattern(&format!("{d}/s-{{000000,000002}}.tar")).unwrap().len(), 2);
         let err = expand_pattern(&format!("{d}/zz-{{000000..000009}}.tar")).unwrap_err();
         assert!(matches!(err, PipelineError::NoShards { .. }));
         assert!(err.to_string().contains("matches no shard"));
-        assert_eq!(expand_pattern("s3://bucket/a-{0..1}.tar").unwrap(), vec!["s3://bucket/a-0.tar", "s3://bucket/a-1.tar"]);
+        assert_eq!(
+            expand_pattern("s3://bucket/a-{0..1}.tar").unwrap(),
+            vec!["s3://bucket/a-0.tar", "s3://bucket/a-1.tar"]
+        );
         assert_eq!(expand_pattern("http://127.0.0.1:8/{a,b}/t-{8..10}.tar").unwrap().len(), 6);
         let e = expand_pattern("s3://bucket/train-*.tar").unwrap_err().to_string();
         assert!(e.contains("glob") && e.contains("braces"), "{e}");
@@ -265,7 +296,10 @@ mod tests {
         let e = source_for("ftp://b/a.tar").err().unwrap().to_string();
         assert!(e.contains("scheme ftp:// is not supported") && e.contains("s3://"), "{e}");
         // remote URLs of one bucket/host share one source; local paths get LocalSource
-        let urls: Vec<String> = ["http://127.0.0.1:9/a.tar", "/tmp/x.tar", "http://127.0.0.1:9/b.tar", "http://127.0.0.1:10/c.tar"].map(String::from).to_vec();
+        let urls: Vec<String> =
+            ["http://127.0.0.1:9/a.tar", "/tmp/x.tar", "http://127.0.0.1:9/b.tar", "http://127.0.0.1:10/c.tar"]
+                .map(String::from)
+                .to_vec();
         let s = sources_for(&urls, &RemoteOptions::default(), &Arc::default()).unwrap();
         assert!(Arc::ptr_eq(&s[0], &s[2]) && !Arc::ptr_eq(&s[0], &s[3]));
         assert_eq!((s[0].read_ahead(), s[1].read_ahead()), (2, 0));

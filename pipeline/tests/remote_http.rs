@@ -44,7 +44,9 @@ fn streams_every_sample_once_like_the_local_read() {
     assert_same_samples(&want, &got);
     assert_eq!(srv.gets(), 4, "one GET per shard");
     // the manifest next to the shards, read remotely
-    let m = dspnet_pipeline::remote::read_remote_manifest(&pattern, &dspnet_pipeline::remote::RemoteOptions::default()).unwrap().expect("a manifest beside the shards");
+    let m = dspnet_pipeline::remote::read_remote_manifest(&pattern, &dspnet_pipeline::remote::RemoteOptions::default())
+        .unwrap()
+        .expect("a manifest beside the shards");
     assert_eq!(m, dspnet_pipeline::shard::read_manifest(_dir.path()).unwrap());
 }
 
@@ -60,7 +62,8 @@ fn remote_manifest_missing_is_none_and_a_dead_server_fails_within_the_budget() {
     assert_eq!(srv.requests() - before, 1, "a 404 is not retried");
 
     srv.stop();
-    let opts = RemoteOptions { max_retries: 2, max_retry_time: Duration::from_secs_f64(1.5), ..RemoteOptions::default() };
+    let opts =
+        RemoteOptions { max_retries: 2, max_retry_time: Duration::from_secs_f64(1.5), ..RemoteOptions::default() };
     let t = Instant::now();
     let e = read_remote_manifest(&srv.url("data/t-000000.tar"), &opts).unwrap_err().to_string();
     let secs = t.elapsed().as_secs_f64();
@@ -80,18 +83,29 @@ fn connection_dropped_mid_shard_resumes_with_range_requests() {
     assert!(shard_bytes > 60_000, "shards of {shard_bytes} bytes");
     srv.cut_next(3, 20_000);
     let cfg = loader_cfg(8);
-    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu)
+        .unwrap();
     let mut got = BTreeMap::new();
     for b in l.epoch(0).unwrap() {
         let b = b.unwrap_or_else(|e| panic!("{e}"));
         let labels = Vec::<i64>::try_from(&b.labels).unwrap();
         for (i, k) in b.keys.iter().enumerate() {
-            got.entry(k.clone()).and_modify(|e: &mut (i64, tch::Tensor, usize)| e.2 += 1).or_insert((labels[i], b.view_a.get(i as i64), 1));
+            got.entry(k.clone()).and_modify(|e: &mut (i64, tch::Tensor, usize)| e.2 += 1).or_insert((
+                labels[i],
+                b.view_a.get(i as i64),
+                1,
+            ));
         }
     }
     assert_same_samples(&want, &got);
     let r = &l.stats().remote;
-    println!("cut mid-shard: {} | server gets={} range_gets={} cuts={}", l.stats().summary(), srv.gets(), srv.range_gets(), srv.cuts());
+    println!(
+        "cut mid-shard: {} | server gets={} range_gets={} cuts={}",
+        l.stats().summary(),
+        srv.gets(),
+        srv.range_gets(),
+        srv.cuts()
+    );
     assert_eq!(srv.cuts(), 3);
     assert_eq!(r.retries.load(Ordering::Relaxed), 3, "one retry per cut");
     assert_eq!(r.resumed.load(Ordering::Relaxed), 3, "each cut resumed with a range request");
@@ -107,13 +121,26 @@ fn server_down_for_a_while_mid_epoch_then_back() {
     // ~100 KB shards at 120 KB/s per response: every shard is still in flight when the server
     // goes down after the first batch.
     srv.throttle(120_000, Duration::ZERO);
-    let l = Loader::new(expand_pattern(&pattern).unwrap(), loader_cfg(10), eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let l = Loader::new(
+        expand_pattern(&pattern).unwrap(),
+        loader_cfg(10),
+        eval_aug(SIDE),
+        LoaderMode::Eval,
+        0,
+        1,
+        Device::Cpu,
+    )
+    .unwrap();
     let mut it = l.epoch(0).unwrap();
     let mut got = BTreeMap::new();
     let mut add = |b: dspnet_pipeline::loader::Batch| {
         let labels = Vec::<i64>::try_from(&b.labels).unwrap();
         for (i, k) in b.keys.iter().enumerate() {
-            got.entry(k.clone()).and_modify(|e: &mut (i64, tch::Tensor, usize)| e.2 += 1).or_insert((labels[i], b.view_a.get(i as i64), 1));
+            got.entry(k.clone()).and_modify(|e: &mut (i64, tch::Tensor, usize)| e.2 += 1).or_insert((
+                labels[i],
+                b.view_a.get(i as i64),
+                1,
+            ));
         }
     };
     add(it.next().unwrap().unwrap());
@@ -123,7 +150,11 @@ fn server_down_for_a_while_mid_epoch_then_back() {
         add(b.unwrap_or_else(|e| panic!("epoch failed although the server came back: {e}")));
     }
     back.join().unwrap();
-    println!("down 1.5 s mid-epoch: epoch finished {:.2} s after the outage began; {}", t.elapsed().as_secs_f64(), l.stats().summary());
+    println!(
+        "down 1.5 s mid-epoch: epoch finished {:.2} s after the outage began; {}",
+        t.elapsed().as_secs_f64(),
+        l.stats().summary()
+    );
     assert_same_samples(&want, &got);
     let r = &l.stats().remote;
     assert!(r.resumed.load(Ordering::Relaxed) >= 1, "a broken shard resumed with a range request");
@@ -138,7 +169,8 @@ fn server_down_for_good_ends_the_epoch_with_a_clear_error_within_the_budget() {
     let mut cfg = loader_cfg(10);
     cfg.remote_max_retries = 3;
     cfg.remote_max_retry_secs = 2.0;
-    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu)
+        .unwrap();
     let mut it = l.epoch(0).unwrap();
     assert!(it.next().unwrap().is_ok());
     srv.stop();
@@ -159,7 +191,16 @@ fn server_down_for_good_ends_the_epoch_with_a_clear_error_within_the_budget() {
     assert!(rest[..rest.len() - 1].iter().all(|b| b.is_ok()));
     assert!(secs < 2.0 + 3.0, "error after {secs:.1} s; budget 2 s (+ slack)");
     // a missing shard is not retried: the error says so at once
-    let l = Loader::new(vec![srv.url("data/t-000099.tar")], loader_cfg(10), eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let l = Loader::new(
+        vec![srv.url("data/t-000099.tar")],
+        loader_cfg(10),
+        eval_aug(SIDE),
+        LoaderMode::Eval,
+        0,
+        1,
+        Device::Cpu,
+    )
+    .unwrap();
     srv.resume();
     let t = Instant::now();
     let items: Vec<_> = l.epoch(0).unwrap().collect();
@@ -198,7 +239,11 @@ fn slow_server_read_ahead_keeps_the_consumer_fed() {
     };
     let (f0, t0, r0) = run(0);
     let (f3, t3, r3) = run(3);
-    println!("slow server: wait fraction without read-ahead {:.0}% ({t0:.2} s), with read_ahead = 3 {:.0}% ({t3:.2} s)", f0 * 100.0, f3 * 100.0);
+    println!(
+        "slow server: wait fraction without read-ahead {:.0}% ({t0:.2} s), with read_ahead = 3 {:.0}% ({t3:.2} s)",
+        f0 * 100.0,
+        f3 * 100.0
+    );
     println!("  without: {}", r0.summary());
     println!("  with:    {}", r3.summary());
     assert_eq!(r0.peak_open_shards.load(Ordering::Relaxed), 1, "no read-ahead: one shard open at a time");
@@ -218,14 +263,27 @@ fn read_ahead_buffer_is_bounded_in_bytes() {
     cfg.remote_read_ahead = 1;
     cfg.remote_read_ahead_bytes = 128 << 10;
     cfg.prefetch_batches = 1;
-    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg.clone(), eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let l = Loader::new(
+        expand_pattern(&pattern).unwrap(),
+        cfg.clone(),
+        eval_aug(SIDE),
+        LoaderMode::Eval,
+        0,
+        1,
+        Device::Cpu,
+    )
+    .unwrap();
     let mut got = BTreeMap::new();
     for b in l.epoch(0).unwrap() {
         let b = b.unwrap();
         std::thread::sleep(Duration::from_millis(30)); // slow consumer: buffers fill up
         let labels = Vec::<i64>::try_from(&b.labels).unwrap();
         for (i, k) in b.keys.iter().enumerate() {
-            got.entry(k.clone()).and_modify(|e: &mut (i64, tch::Tensor, usize)| e.2 += 1).or_insert((labels[i], b.view_a.get(i as i64), 1));
+            got.entry(k.clone()).and_modify(|e: &mut (i64, tch::Tensor, usize)| e.2 += 1).or_insert((
+                labels[i],
+                b.view_a.get(i as i64),
+                1,
+            ));
         }
     }
     assert_same_samples(&want, &got);

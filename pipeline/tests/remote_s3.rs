@@ -49,9 +49,13 @@ fn http(port: u16, method: &str, path: &str) -> std::io::Result<String> {
 
 fn start_moto() -> Option<(Server, u16)> {
     let py = root().join(".venv/bin/python");
-    let has_moto = py.exists() && Command::new(&py).args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success());
+    let has_moto =
+        py.exists() && Command::new(&py).args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success());
     if !has_moto {
-        assert!(std::env::var_os("CI").is_none(), "CI runs the S3 test: tools/setup.sh installs moto[server] into .venv");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the S3 test: tools/setup.sh installs moto[server] into .venv"
+        );
         eprintln!("skipping: moto[server] missing in {} (run tools/setup.sh)", py.display());
         return None;
     }
@@ -85,7 +89,14 @@ fn cifar_shards(dir: &Path, per_class: usize) -> Option<Vec<String>> {
     for c in 0..3i64 {
         chosen.extend(items.iter().filter(|(_, k)| *k == c).take(per_class).cloned());
     }
-    let cfg = ShardWriterConfig { output_dir: dir.to_path_buf(), prefix: "train".into(), samples_per_shard: Some(16), max_shard_bytes: None, zstd: false, overwrite: false };
+    let cfg = ShardWriterConfig {
+        output_dir: dir.to_path_buf(),
+        prefix: "train".into(),
+        samples_per_shard: Some(16),
+        max_shard_bytes: None,
+        zstd: false,
+        overwrite: false,
+    };
     let mut w = ShardWriter::new(cfg).unwrap();
     for (p, c) in &chosen {
         w.write(&load_folder_image(&src, p, *c, &classes).unwrap().to_sample()).unwrap();
@@ -136,7 +147,10 @@ fn s3_shards_from_moto_match_the_local_read() {
     for c in 0..3 {
         assert_eq!(got.values().filter(|(l, _, _)| *l == c).count(), 21);
     }
-    assert_eq!(read_remote_manifest(&pattern, &RemoteOptions::default()).unwrap(), Some(read_manifest(dir.path()).unwrap()));
+    assert_eq!(
+        read_remote_manifest(&pattern, &RemoteOptions::default()).unwrap(),
+        Some(read_manifest(dir.path()).unwrap())
+    );
 
     // A missing object and a missing bucket: one clear line each, not retried.
     let l = dspnet_pipeline::loader::Loader::new(
@@ -152,5 +166,8 @@ fn s3_shards_from_moto_match_the_local_read() {
     let items: Vec<_> = l.epoch(0).unwrap().collect();
     let msg = items.last().unwrap().as_ref().err().expect("error").to_string();
     println!("missing S3 object: {msg}");
-    assert!(msg.contains("train-000099.tar") && msg.contains("1 attempt(s)") && msg.contains("does not exist"), "{msg}");
+    assert!(
+        msg.contains("train-000099.tar") && msg.contains("1 attempt(s)") && msg.contains("does not exist"),
+        "{msg}"
+    );
 }

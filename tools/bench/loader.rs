@@ -79,9 +79,12 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// Creates `$TMPDIR/dspnet-bench-TAG-PID-NANOS`; the error names the folder and the fix.
     pub fn new(tag: &str) -> Result<Self, String> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let p = std::env::temp_dir().join(format!("dspnet-bench-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).map_err(|e| format!("cannot create temporary folder {}: {e}; set TMPDIR to a writable folder", p.display()))?;
+        std::fs::create_dir_all(&p).map_err(|e| {
+            format!("cannot create temporary folder {}: {e}; set TMPDIR to a writable folder", p.display())
+        })?;
         Ok(TempDir(p))
     }
 }
@@ -161,11 +164,24 @@ pub fn cifar_jpegs(data: &Path, n: usize) -> Result<Vec<(Vec<u8>, i64)>, String>
 }
 
 /// Write `(bytes, label)` JPEG samples as `.jpg` + `.cls` shards; returns the shard paths.
-fn write_shards(dir: &Path, prefix: &str, samples: impl Iterator<Item = (Vec<u8>, i64)>, per_shard: usize) -> Result<Vec<String>, String> {
-    let cfg = ShardWriterConfig { output_dir: dir.to_path_buf(), prefix: prefix.into(), samples_per_shard: Some(per_shard), max_shard_bytes: None, zstd: false, overwrite: false };
+fn write_shards(
+    dir: &Path,
+    prefix: &str,
+    samples: impl Iterator<Item = (Vec<u8>, i64)>,
+    per_shard: usize,
+) -> Result<Vec<String>, String> {
+    let cfg = ShardWriterConfig {
+        output_dir: dir.to_path_buf(),
+        prefix: prefix.into(),
+        samples_per_shard: Some(per_shard),
+        max_shard_bytes: None,
+        zstd: false,
+        overwrite: false,
+    };
     let mut w = ShardWriter::new(cfg).map_err(|e| e.to_string())?;
     for (i, (bytes, label)) in samples.enumerate() {
-        w.write(&RawSample::new(format!("{prefix}{i:07}")).with("jpg", bytes).with("cls", label.to_string())).map_err(|e| e.to_string())?;
+        w.write(&RawSample::new(format!("{prefix}{i:07}")).with("jpg", bytes).with("cls", label.to_string()))
+            .map_err(|e| e.to_string())?;
     }
     let m = w.finish(&[]).map_err(|e| e.to_string())?;
     Ok(m.shards.iter().map(|s| dir.join(&s.name).to_string_lossy().to_string()).collect())
@@ -181,9 +197,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Images/s of our loader (Train mode, twin views) over `shards`: one warm-up epoch, then the
 /// median of `epochs` timed epochs (from `Loader::epoch` to the last batch).
-pub fn loader_images_per_s(shards: &[String], augment: &AugmentConfig, batch_size: usize, epochs: usize) -> Result<f64, String> {
+pub fn loader_images_per_s(
+    shards: &[String],
+    augment: &AugmentConfig,
+    batch_size: usize,
+    epochs: usize,
+) -> Result<f64, String> {
     let cfg = LoaderConfig { batch_size, workers: LOADER_WORKERS, drop_last: false, ..LoaderConfig::default() };
-    let loader = Loader::new(shards.to_vec(), cfg, augment.clone(), LoaderMode::Train, 0, 1, tch::Device::Cpu).map_err(|e| e.to_string())?;
+    let loader = Loader::new(shards.to_vec(), cfg, augment.clone(), LoaderMode::Train, 0, 1, tch::Device::Cpu)
+        .map_err(|e| e.to_string())?;
     let mut rates = Vec::new();
     for epoch in 0..=epochs as u64 {
         let t = Instant::now();
@@ -242,7 +264,13 @@ pub struct PeerResult {
 
 /// Run `tools/bench/peer_loader.py` with `.venv/bin/python` over `shards` (the same files), with
 /// the views of `augment`. `Ok(None)` when torch or torchvision is not installed.
-pub fn run_peer(shards: &[String], augment: &AugmentConfig, images: usize, batch_size: usize, tmp: &Path) -> Result<Option<PeerResult>, String> {
+pub fn run_peer(
+    shards: &[String],
+    augment: &AugmentConfig,
+    images: usize,
+    batch_size: usize,
+    tmp: &Path,
+) -> Result<Option<PeerResult>, String> {
     let root = checkout_root();
     let python = root.join(".venv/bin/python");
     let script = root.join("tools/bench/peer_loader.py");
@@ -250,7 +278,8 @@ pub fn run_peer(shards: &[String], augment: &AugmentConfig, images: usize, batch
         return Ok(None);
     }
     let cfg_path = tmp.join(format!("augment-{}.json", augment.image_size));
-    std::fs::write(&cfg_path, serde_json::to_vec(augment).map_err(|e| e.to_string())?).map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
+    std::fs::write(&cfg_path, serde_json::to_vec(augment).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
     let mut cmd = Command::new(&python);
     cmd.arg(&script)
         .arg("--augment")
@@ -269,9 +298,14 @@ pub fn run_peer(shards: &[String], augment: &AugmentConfig, images: usize, batch
         return Ok(None); // torch / torchvision missing
     }
     if !out.status.success() {
-        return Err(format!("peer_loader.py failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")));
+        return Err(format!(
+            "peer_loader.py failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ));
     }
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or("peer_loader.py printed no JSON line")?;
+    let line =
+        stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or("peer_loader.py printed no JSON line")?;
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("peer_loader.py output: {e}"))?;
     let ips = v["images_per_s"].as_f64().ok_or("peer_loader.py output lacks images_per_s")?;
     let detail = format!(
@@ -314,7 +348,8 @@ pub fn run_loader_bench(quick: bool) -> Result<Vec<Figure>, String> {
     let coco = coco_jpegs(&data)?;
     let n_coco = coco.len();
     let dir224 = tmp.0.join("coco");
-    let shards224 = write_shards(&dir224, "coco", (0..plan.coco_repeats).flat_map(|_| coco.iter().map(|b| (b.clone(), 0))), 256)?;
+    let shards224 =
+        write_shards(&dir224, "coco", (0..plan.coco_repeats).flat_map(|_| coco.iter().map(|b| (b.clone(), 0))), 256)?;
     let aug224 = AugmentConfig::byol_224();
     let ours224 = loader_images_per_s(&shards224, &aug224, 64, plan.epochs)?;
     let refs: Vec<&[u8]> = coco.iter().map(|b| b.as_slice()).collect();
@@ -331,28 +366,73 @@ pub fn run_loader_bench(quick: bool) -> Result<Vec<Figure>, String> {
     let dec32 = decode_images_per_s(&refs32, threads, plan.epochs.max(2))?;
     let peer32 = run_peer(&shards32, &aug32, plan.peer_images_32, 256, &tmp.0)?;
 
-    let ours_note = |n: usize| format!("{threads} decode/augment worker threads (+ merge, batch and 2 shard-reader threads), {n} samples per epoch, median of {} epochs", plan.epochs);
-    figs.push(Figure::new("224 px twin views, full BYOL augment (ours)", ours224, "images/s", format!("COCO128 photos x{}: {}", plan.coco_repeats, ours_note(n_coco * plan.coco_repeats))));
-    figs.push(Figure::new("224 px decode-only ceiling", dec224, "images/s", format!("full decode of the {n_coco} COCO128 JPEGs to RGB8 on {threads} threads, our decoder")));
+    let ours_note = |n: usize| {
+        format!("{threads} decode/augment worker threads (+ merge, batch and 2 shard-reader threads), {n} samples per epoch, median of {} epochs", plan.epochs)
+    };
+    figs.push(Figure::new(
+        "224 px twin views, full BYOL augment (ours)",
+        ours224,
+        "images/s",
+        format!("COCO128 photos x{}: {}", plan.coco_repeats, ours_note(n_coco * plan.coco_repeats)),
+    ));
+    figs.push(Figure::new(
+        "224 px decode-only ceiling",
+        dec224,
+        "images/s",
+        format!("full decode of the {n_coco} COCO128 JPEGs to RGB8 on {threads} threads, our decoder"),
+    ));
     let frac = ours224 / dec224;
     figs.push(Figure::new("224 px ours / decode ceiling", frac * 100.0, "%", "target >= 60%").target(frac >= 0.6));
-    figs.push(Figure::new("32 px twin views, BYOL CIFAR augment (ours)", ours32, "images/s", format!("CIFAR-10 train JPEGs: {}", ours_note(cifar.len()))));
-    figs.push(Figure::new("32 px decode-only ceiling", dec32, "images/s", format!("full decode of {} CIFAR-10 JPEGs on {threads} threads, our decoder", cifar.len())));
+    figs.push(Figure::new(
+        "32 px twin views, BYOL CIFAR augment (ours)",
+        ours32,
+        "images/s",
+        format!("CIFAR-10 train JPEGs: {}", ours_note(cifar.len())),
+    ));
+    figs.push(Figure::new(
+        "32 px decode-only ceiling",
+        dec32,
+        "images/s",
+        format!("full decode of {} CIFAR-10 JPEGs on {threads} threads, our decoder", cifar.len()),
+    ));
     match peer224 {
         Some(p) => {
-            figs.push(Figure::new("224 px twin views (peer: PyTorch DataLoader + torchvision)", p.images_per_s, "images/s", format!("{}, {} images, lightly's BYOLTransform recipe with our config's parameters", p.detail, plan.peer_images_224)));
+            figs.push(Figure::new(
+                "224 px twin views (peer: PyTorch DataLoader + torchvision)",
+                p.images_per_s,
+                "images/s",
+                format!(
+                    "{}, {} images, lightly's BYOLTransform recipe with our config's parameters",
+                    p.detail, plan.peer_images_224
+                ),
+            ));
             let r = ours224 / p.images_per_s;
             figs.push(Figure::new("224 px ours / peer", r, "x", "target >= 3x").target(r >= 3.0));
         }
-        None => figs.push(Figure::new("224 px peer", f64::NAN, "images/s", "not measured: .venv with torch and torchvision not found (run tools/setup.sh)")),
+        None => figs.push(Figure::new(
+            "224 px peer",
+            f64::NAN,
+            "images/s",
+            "not measured: .venv with torch and torchvision not found (run tools/setup.sh)",
+        )),
     }
     match peer32 {
         Some(p) => {
-            figs.push(Figure::new("32 px twin views (peer: PyTorch DataLoader + torchvision)", p.images_per_s, "images/s", format!("{}, {} images", p.detail, plan.peer_images_32)));
+            figs.push(Figure::new(
+                "32 px twin views (peer: PyTorch DataLoader + torchvision)",
+                p.images_per_s,
+                "images/s",
+                format!("{}, {} images", p.detail, plan.peer_images_32),
+            ));
             let r = ours32 / p.images_per_s;
             figs.push(Figure::new("32 px ours / peer", r, "x", "target >= 10x").target(r >= 10.0));
         }
-        None => figs.push(Figure::new("32 px peer", f64::NAN, "images/s", "not measured: .venv with torch and torchvision not found (run tools/setup.sh)")),
+        None => figs.push(Figure::new(
+            "32 px peer",
+            f64::NAN,
+            "images/s",
+            "not measured: .venv with torch and torchvision not found (run tools/setup.sh)",
+        )),
     }
     Ok(figs)
 }

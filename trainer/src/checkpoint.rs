@@ -156,10 +156,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 pub fn save(run_dir: &Path, tensors: &[(String, Tensor)], mut state: CheckpointState) -> Result<(), TrainerError> {
     settle(run_dir)?;
     let tmp = run_dir.join(".checkpoint.tmp.safetensors");
-    let named: Vec<(&str, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.to_device(tch::Device::Cpu).contiguous()))
-        .collect();
+    let named: Vec<(&str, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.as_str(), t.to_device(tch::Device::Cpu).contiguous())).collect();
     let written = (|| -> Result<String, TrainerError> {
         Tensor::write_safetensors(&named, &tmp)?;
         let bytes = std::fs::read(&tmp).map_err(|e| TrainerError::io(&tmp, e))?;
@@ -250,9 +248,8 @@ pub fn load(run_dir: &Path) -> Result<Checkpoint, TrainerError> {
         }
     }
     drop(bytes);
-    let list = Tensor::read_safetensors(&path).map_err(|e| {
-        TrainerError::Checkpoint(format!("{} is not a readable safetensors file: {e}", path.display()))
-    })?;
+    let list = Tensor::read_safetensors(&path)
+        .map_err(|e| TrainerError::Checkpoint(format!("{} is not a readable safetensors file: {e}", path.display())))?;
     Ok(Checkpoint { state, tensors: list.into_iter().collect(), path })
 }
 
@@ -284,8 +281,7 @@ pub fn restore_vars(vs: &tch::nn::VarStore, ckpt: &Checkpoint, prefix: &str) -> 
 
 /// The VarStore's variables as `prefix.name` tensors (for [`save`]).
 pub fn prefixed(vs: &tch::nn::VarStore, prefix: &str) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> =
-        vs.variables().into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t)).collect();
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t)).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -313,7 +309,8 @@ mod tests {
         }
         // many more: every value of the two schedules of that run
         for step in 0..2340u64 {
-            for v in [crate::schedule::lr_at(step, 2340, 390, 0.5), crate::schedule::ema_rate_at(step, 2340, 0.99, 1.0)] {
+            for v in [crate::schedule::lr_at(step, 2340, 390, 0.5), crate::schedule::ema_rate_at(step, 2340, 0.99, 1.0)]
+            {
                 let back: f64 = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
                 assert_eq!(back.to_bits(), v.to_bits(), "step {step}: {v:?} read back as {back:?}");
             }

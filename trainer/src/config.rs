@@ -287,15 +287,10 @@ impl RunConfig {
     ///
     /// Errors: unreadable file, TOML syntax, unknown or mistyped key (named), invalid values.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, TrainerError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            TrainerError::Config(format!("cannot read config {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrainerError::Config(format!("cannot read config {}: {e}", path.display())))?;
         let mut value: toml::Value = toml::from_str(&text).map_err(|e| {
-            TrainerError::Config(format!(
-                "config {} is not valid TOML: {}",
-                path.display(),
-                one_line(&e.to_string())
-            ))
+            TrainerError::Config(format!("config {} is not valid TOML: {}", path.display(), one_line(&e.to_string())))
         })?;
         for o in overrides {
             apply_override(&mut value, o)?;
@@ -356,7 +351,11 @@ impl RunConfig {
     /// logging, checkpoint frequency, evaluation settings).
     ///
     /// Errors: any other key differs; the message names the keys and both values.
-    pub fn for_resume(run: &RunConfig, requested: &RunConfig, run_config_path: &Path) -> Result<RunConfig, TrainerError> {
+    pub fn for_resume(
+        run: &RunConfig,
+        requested: &RunConfig,
+        run_config_path: &Path,
+    ) -> Result<RunConfig, TrainerError> {
         let diffs = run.differences(requested);
         let fixed: Vec<&String> = diffs
             .iter()
@@ -412,12 +411,9 @@ impl RunConfig {
             None => model_widths,
             Some(ws) => {
                 for &w in ws {
-                    model_widths.index_of(w).map_err(|e| {
-                        TrainerError::Config(format!("method.train_widths: {e}"))
-                    })?;
+                    model_widths.index_of(w).map_err(|e| TrainerError::Config(format!("method.train_widths: {e}")))?;
                 }
-                WidthList::new(ws.clone())
-                    .map_err(|e| TrainerError::Config(format!("method.train_widths: {e}")))?
+                WidthList::new(ws.clone()).map_err(|e| TrainerError::Config(format!("method.train_widths: {e}")))?
             }
         };
         Ok(list)
@@ -504,17 +500,25 @@ impl RunConfig {
                 self.augment.channels, self.model.in_channels
             )));
         }
-        self.augment
-            .validate()
-            .map_err(|e| TrainerError::Config(format!("augment: {e}")))?;
+        self.augment.validate().map_err(|e| TrainerError::Config(format!("augment: {e}")))?;
         Ok(())
     }
 }
 
 /// Config keys (or whole sections) a resumed run may change: they affect speed, logging and
 /// evaluation, not the trained weights.
-pub const RESUME_MAY_CHANGE: &[&str] =
-    &["train.threads", "train.log_every", "train.checkpoint_every", "loader.workers", "loader.prefetch_batches", "loader.remote_read_ahead", "loader.remote_read_ahead_bytes", "loader.remote_max_retries", "loader.remote_max_retry_secs", "eval"];
+pub const RESUME_MAY_CHANGE: &[&str] = &[
+    "train.threads",
+    "train.log_every",
+    "train.checkpoint_every",
+    "loader.workers",
+    "loader.prefetch_batches",
+    "loader.remote_read_ahead",
+    "loader.remote_read_ahead_bytes",
+    "loader.remote_max_retries",
+    "loader.remote_max_retry_secs",
+    "eval",
+];
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -524,9 +528,9 @@ fn one_line(s: &str) -> String {
 /// an error naming it; the value is parsed as TOML (`0.5`, `[0.25, 1.0]`, `true`, `"x"`) and
 /// falls back to a bare string.
 pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), TrainerError> {
-    let (key, raw) = item.split_once('=').ok_or_else(|| {
-        TrainerError::Config(format!("--set {item}: expected key=value, e.g. --set optim.lr=0.5"))
-    })?;
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| TrainerError::Config(format!("--set {item}: expected key=value, e.g. --set optim.lr=0.5")))?;
     let key = key.trim();
     let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
         .ok()
@@ -535,9 +539,9 @@ pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), TrainerE
     let parts: Vec<&str> = key.split('.').collect();
     let mut node = root;
     for (i, part) in parts.iter().enumerate() {
-        let table = node.as_table_mut().ok_or_else(|| {
-            TrainerError::Config(format!("--set {key}: {} is not a section", parts[..i].join(".")))
-        })?;
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| TrainerError::Config(format!("--set {key}: {} is not a section", parts[..i].join("."))))?;
         if i + 1 == parts.len() {
             if !table.contains_key(*part) && !optional_key(&parts) {
                 return Err(TrainerError::Config(format!(
@@ -558,11 +562,22 @@ pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), TrainerE
 fn optional_key(parts: &[&str]) -> bool {
     matches!(
         parts,
-        ["method", "train_widths" | "random_widths" | "loss_weights" | "ema_final" | "distill_target" | "narrow_warmup_epochs" | "narrow_predictor"]
-            | ["heads", "bn"]
+        [
+            "method",
+            "train_widths"
+                | "random_widths"
+                | "loss_weights"
+                | "ema_final"
+                | "distill_target"
+                | "narrow_warmup_epochs"
+                | "narrow_predictor"
+        ] | ["heads", "bn"]
             | ["optim", "lars_eta"]
             | ["train", "skip_nonfinite_steps" | "sync_bn" | "dist_timeout_sec"]
-            | ["loader", "remote_read_ahead" | "remote_read_ahead_bytes" | "remote_max_retries" | "remote_max_retry_secs"]
+            | [
+                "loader",
+                "remote_read_ahead" | "remote_read_ahead_bytes" | "remote_max_retries" | "remote_max_retry_secs"
+            ]
     )
 }
 
@@ -580,12 +595,8 @@ mod tests {
         apply_override(&mut v, "optim.lr=0.5").unwrap();
         apply_override(&mut v, "method.train_widths=[0.5, 1.0]").unwrap();
         assert_eq!(v["optim"]["lr"].as_float(), Some(0.5));
-        let ws: Vec<f64> = v["method"]["train_widths"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_float().unwrap())
-            .collect();
+        let ws: Vec<f64> =
+            v["method"]["train_widths"].as_array().unwrap().iter().map(|x| x.as_float().unwrap()).collect();
         assert_eq!(ws, vec![0.5, 1.0]);
     }
 
@@ -709,10 +720,19 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cifar10-small.toml");
         let epochs = preset().train.epochs;
         let cases = [
-            ("method.distill_target=\"nope\"", "method.distill_target = \"nope\" is unknown; use \"teacher\" or \"online\""),
-            ("method.narrow_predictor=both", "method.narrow_predictor = \"both\" is unknown; use \"shared\" or \"separate\""),
+            (
+                "method.distill_target=\"nope\"",
+                "method.distill_target = \"nope\" is unknown; use \"teacher\" or \"online\"",
+            ),
+            (
+                "method.narrow_predictor=both",
+                "method.narrow_predictor = \"both\" is unknown; use \"shared\" or \"separate\"",
+            ),
             ("heads.bn=\"group\"", "heads.bn = \"group\" is unknown; use \"switchable\" or \"shared\""),
-            ("method.narrow_warmup_epochs=-0.5", "method.narrow_warmup_epochs = -0.5 must be a number in [0, train.epochs"),
+            (
+                "method.narrow_warmup_epochs=-0.5",
+                "method.narrow_warmup_epochs = -0.5 must be a number in [0, train.epochs",
+            ),
         ];
         for (set, needle) in cases {
             let e = RunConfig::load(&path, &[set.to_string()]).unwrap_err().to_string();
@@ -722,9 +742,10 @@ mod tests {
         assert!(e.contains("method.narrow_warmup_epochs") && e.contains("lower it"), "{e}");
         assert!(RunConfig::load(&path, &[format!("method.narrow_warmup_epochs={}", epochs - 0.5)]).is_ok());
         // online targets need the largest width among the trained ones
-        let e = RunConfig::load(&path, &["method.distill_target=online".into(), "method.train_widths=[0.25, 0.5]".into()])
-            .unwrap_err()
-            .to_string();
+        let e =
+            RunConfig::load(&path, &["method.distill_target=online".into(), "method.train_widths=[0.25, 0.5]".into()])
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("method.distill_target = \"online\"") && e.contains("largest width 1"), "{e}");
     }
 }

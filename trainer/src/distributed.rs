@@ -57,11 +57,8 @@ pub fn join(trainer: &mut DspnetTrainer, cfg: &RunConfig) -> Result<Option<Arc<P
         }
         b => b,
     };
-    let options = DistOptions {
-        timeout: Duration::from_secs_f64(cfg.train.dist_timeout_sec),
-        backend,
-        ..Default::default()
-    };
+    let options =
+        DistOptions { timeout: Duration::from_secs_f64(cfg.train.dist_timeout_sec), backend, ..Default::default() };
     let Some(group) = ProcessGroup::from_env(&options)? else {
         return Ok(None);
     };

@@ -151,12 +151,8 @@ impl DspnetTrainer {
         let online = Branch::new(cfg, device, true)?;
         let teacher = Branch::new(cfg, device, false)?;
         copy_into_teacher(&teacher, &online)?;
-        let params: Vec<(String, Tensor)> = online
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
+        let params: Vec<(String, Tensor)> =
+            online.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         let optimizer = Optimizer::new(&cfg.optim, params);
         let widths = cfg.train_widths()?.as_slice().to_vec();
         let loss_weights = cfg.method.loss_weights.clone().unwrap_or_else(|| vec![1.0; widths.len()]);
@@ -320,8 +316,7 @@ mod tests {
     fn step_trains_every_width_largest_first_and_updates_teacher() {
         let cfg = tiny(&[0.25, 0.5, 0.75, 1.0]);
         let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
-        let before: Vec<(String, Tensor)> =
-            t.teacher.vs.variables().into_iter().map(|(n, v)| (n, v.copy())).collect();
+        let before: Vec<(String, Tensor)> = t.teacher.vs.variables().into_iter().map(|(n, v)| (n, v.copy())).collect();
         let online_before = t.online.vs.variables()["backbone.conv1.weight"].copy();
         let (a, b) = views();
         let s = t.step(&a, &b, 0).unwrap();
@@ -430,8 +425,9 @@ mod tests {
     /// `ℓ(q_a, t_b) + ℓ(q_b, t_a)` for `[2n, D]` predictions and targets.
     fn symmetric_loss(q: &Tensor, t: &Tensor) -> f64 {
         let n = q.size()[0] / 2;
-        (regression_loss(&q.narrow(0, 0, n), &t.narrow(0, n, n)) + regression_loss(&q.narrow(0, n, n), &t.narrow(0, 0, n)))
-            .double_value(&[])
+        (regression_loss(&q.narrow(0, 0, n), &t.narrow(0, n, n))
+            + regression_loss(&q.narrow(0, n, n), &t.narrow(0, 0, n)))
+        .double_value(&[])
     }
 
     #[test]
@@ -468,9 +464,16 @@ mod tests {
         let want_full = symmetric_loss(&q_full, &z);
         let s = t.step(&a, &b, 0).unwrap();
         assert_eq!(s.losses.iter().map(|(w, _)| *w).collect::<Vec<_>>(), vec![1.0, 0.5]);
-        assert!((s.losses[0].1 - want_full).abs() < 1e-5, "full width keeps the teacher target: {} vs {want_full}", s.losses[0].1);
+        assert!(
+            (s.losses[0].1 - want_full).abs() < 1e-5,
+            "full width keeps the teacher target: {} vs {want_full}",
+            s.losses[0].1
+        );
         assert!((s.losses[1].1 - want_half).abs() < 1e-5, "width 0.5: {} vs {want_half}", s.losses[1].1);
-        assert!((teacher_half - want_half).abs() > 1e-2, "teacher and online targets must differ here: {teacher_half} vs {want_half}");
+        assert!(
+            (teacher_half - want_half).abs() > 1e-2,
+            "teacher and online targets must differ here: {teacher_half} vs {want_half}"
+        );
 
         // the default (teacher) on the same weights gives the teacher-target loss instead
         let mut cfg_t = cfg.clone();
@@ -505,7 +508,10 @@ mod tests {
             assert_eq!(s.losses.len(), 1, "step {step}: {:?}", s.losses);
             assert_eq!(s.losses[0].0, 1.0);
         }
-        assert!(t_var(&t, "backbone.bn1.w0_25.weight").equal(&before), "a narrow-only parameter moved during the warm-up");
+        assert!(
+            t_var(&t, "backbone.bn1.w0_25.weight").equal(&before),
+            "a narrow-only parameter moved during the warm-up"
+        );
         assert!(!t_var(&t, "backbone.bn1.w1_00.weight").equal(&full_before), "the full width trained");
         assert_eq!(t.sandwich_rng_word_pos(), pos0, "the warm-up drew from the sandwich generator");
         let s = t.step(&a, &b, 2).unwrap();
@@ -543,7 +549,11 @@ mod tests {
                     .filter(|(k, v)| k.starts_with(prefix) && v.requires_grad())
                     .map(|(_, v)| {
                         let g = v.grad();
-                        if g.defined() { g.abs().sum(Kind::Double).double_value(&[]) } else { 0.0 }
+                        if g.defined() {
+                            g.abs().sum(Kind::Double).double_value(&[])
+                        } else {
+                            0.0
+                        }
                     })
                     .sum()
             };
@@ -560,14 +570,26 @@ mod tests {
         cfg.validate().unwrap();
         let t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
         let names: Vec<String> = crate::run::checkpoint_tensors(&t).into_iter().map(|(n, _)| n).collect();
-        for want in ["online.predictor_narrow.fc1.weight", "online.predictor_narrow.bn1.running_var", "online.projector.bn1.weight", "teacher.projector.bn1.running_mean"] {
+        for want in [
+            "online.predictor_narrow.fc1.weight",
+            "online.predictor_narrow.bn1.running_var",
+            "online.projector.bn1.weight",
+            "teacher.projector.bn1.running_mean",
+        ] {
             assert!(names.iter().any(|n| n == want), "{want} missing");
         }
-        let bad: Vec<&String> =
-            names.iter().filter(|n| n.starts_with("teacher.predictor") || n.contains("projector.bn1.w0_") || n.contains("predictor.bn1.w1_")).collect();
+        let bad: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                n.starts_with("teacher.predictor") || n.contains("projector.bn1.w0_") || n.contains("predictor.bn1.w1_")
+            })
+            .collect();
         assert!(bad.is_empty(), "{bad:?}");
         let dir = tempfile::tempdir().unwrap();
-        let state = crate::checkpoint::CheckpointState { sandwich_rng_word_pos: "0".into(), ..crate::checkpoint::CheckpointState::basic(0, 10, "fp32") };
+        let state = crate::checkpoint::CheckpointState {
+            sandwich_rng_word_pos: "0".into(),
+            ..crate::checkpoint::CheckpointState::basic(0, 10, "fp32")
+        };
         crate::checkpoint::save(dir.path(), &crate::run::checkpoint_tensors(&t), state).unwrap();
         let mut u = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
         tch::no_grad(|| {
@@ -583,9 +605,15 @@ mod tests {
         // a default-config trainer's checkpoint lacks them: refused with the name
         let plain = DspnetTrainer::new(&tiny(&[0.5, 1.0]), Device::Cpu, 10, 10, 4).unwrap();
         let d2 = tempfile::tempdir().unwrap();
-        let state = crate::checkpoint::CheckpointState { sandwich_rng_word_pos: "0".into(), ..crate::checkpoint::CheckpointState::basic(0, 10, "fp32") };
+        let state = crate::checkpoint::CheckpointState {
+            sandwich_rng_word_pos: "0".into(),
+            ..crate::checkpoint::CheckpointState::basic(0, 10, "fp32")
+        };
         crate::checkpoint::save(d2.path(), &crate::run::checkpoint_tensors(&plain), state).unwrap();
-        let e = crate::run::restore_trainer(&mut u, &crate::checkpoint::load(d2.path()).unwrap()).err().expect("refused").to_string();
+        let e = crate::run::restore_trainer(&mut u, &crate::checkpoint::load(d2.path()).unwrap())
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains("lacks online."), "{e}");
     }
 }

@@ -117,7 +117,15 @@ pub fn reset_bn_stats(vs: &nn::VarStore, prefix: &str, width: f64) -> usize {
 ///
 /// Shapes: `train` `[N, D]`, `train_labels` `[N]` i64 in `0..classes`, `test` `[M, D]`,
 /// `test_labels` `[M]`. Memory: chunks of 512 test rows (512·N floats at a time).
-pub fn knn_top1(train: &Tensor, train_labels: &Tensor, test: &Tensor, test_labels: &Tensor, k: i64, t: f64, classes: i64) -> f64 {
+pub fn knn_top1(
+    train: &Tensor,
+    train_labels: &Tensor,
+    test: &Tensor,
+    test_labels: &Tensor,
+    k: i64,
+    t: f64,
+    classes: i64,
+) -> f64 {
     tch::no_grad(|| {
         let norm = |x: &Tensor| x / x.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
         let train = norm(train);
@@ -218,7 +226,10 @@ mod tests {
         let mk = |n: i64| {
             let x0 = Tensor::randn([n, 4], (Kind::Float, Device::Cpu));
             let x1 = Tensor::randn([n, 4], (Kind::Float, Device::Cpu)) + 8.0;
-            let y = Tensor::cat(&[Tensor::zeros([n], (Kind::Int64, Device::Cpu)), Tensor::ones([n], (Kind::Int64, Device::Cpu))], 0);
+            let y = Tensor::cat(
+                &[Tensor::zeros([n], (Kind::Int64, Device::Cpu)), Tensor::ones([n], (Kind::Int64, Device::Cpu))],
+                0,
+            );
             (Tensor::cat(&[x0, x1], 0), y)
         };
         let (xs, ys) = mk(200);

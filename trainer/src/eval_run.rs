@@ -50,7 +50,9 @@ impl std::str::FromStr for Protocol {
             "knn" => Ok(Protocol::Knn),
             "linear" => Ok(Protocol::Linear),
             "semi" => Ok(Protocol::Semi),
-            p => Err(TrainerError::Config(format!("--protocol {p}: unknown protocol; use knn, linear, semi or a list like knn,linear,semi"))),
+            p => Err(TrainerError::Config(format!(
+                "--protocol {p}: unknown protocol; use knn, linear, semi or a list like knn,linear,semi"
+            ))),
         }
     }
 }
@@ -276,7 +278,12 @@ fn prepare_semi(s: &SemiSettings, loader: &Loader) -> Result<SemiData, TrainerEr
     }
     for path in &s.subset_files {
         let sf = semi::read_subset_file(path, &pool.keys)?;
-        subsets.push(SemiSubset { protocol: semi::file_protocol(path), fraction: None, file: Some((path.clone(), sf.sha256)), indices: sf.indices });
+        subsets.push(SemiSubset {
+            protocol: semi::file_protocol(path),
+            fraction: None,
+            file: Some((path.clone(), sf.sha256)),
+            indices: sf.indices,
+        });
     }
     for (i, a) in subsets.iter().enumerate() {
         if subsets[..i].iter().any(|b| b.protocol == a.protocol) {
@@ -289,7 +296,11 @@ fn prepare_semi(s: &SemiSettings, loader: &Loader) -> Result<SemiData, TrainerEr
     let mut union: Vec<usize> = subsets.iter().flat_map(|s| s.indices.iter().copied()).collect();
     union.sort_unstable();
     union.dedup();
-    tracing::info!(pool = pool.keys.len(), labelled = union.len(), "protocol semi: keeping the views of the labelled subsets");
+    tracing::info!(
+        pool = pool.keys.len(),
+        labelled = union.len(),
+        "protocol semi: keeping the views of the labelled subsets"
+    );
     let views = semi::gather_views(loader, &pool, &union)?;
     let rows = union.iter().enumerate().map(|(r, &i)| (i, r as i64)).collect();
     let classes = pool.labels.iter().copied().max().unwrap_or(0) + 1;
@@ -299,7 +310,12 @@ fn prepare_semi(s: &SemiSettings, loader: &Loader) -> Result<SemiData, TrainerEr
 /// A fresh backbone: PyTorch-default random initialisation drawn after `manual_seed(train.seed)`
 /// (the same weights as the `random` branch of the feature protocols), with the checkpoint's
 /// online backbone (weights and BN statistics) loaded over it for `pretrained`.
-fn fresh_backbone(cfg: &RunConfig, ckpt: &checkpoint::Checkpoint, init: &str, device: Device) -> Result<(nn::VarStore, SlimResNet), TrainerError> {
+fn fresh_backbone(
+    cfg: &RunConfig,
+    ckpt: &checkpoint::Checkpoint,
+    init: &str,
+    device: Device,
+) -> Result<(nn::VarStore, SlimResNet), TrainerError> {
     let vs = nn::VarStore::new(device);
     tch::manual_seed(cfg.train.seed as i64);
     let backbone = SlimResNet::new(&(vs.root() / "backbone"), &cfg.model)?;
@@ -340,12 +356,20 @@ fn semi_records(
         let present: Vec<usize> = per_class.iter().copied().filter(|&n| n > 0).collect();
         for init in &inits {
             for &w in widths {
-                tracing::info!(init, width = w, protocol = sub.protocol.as_str(), images = label_vec.len(), "fine-tuning");
+                tracing::info!(
+                    init,
+                    width = w,
+                    protocol = sub.protocol.as_str(),
+                    images = label_vec.len(),
+                    "fine-tuning"
+                );
                 let (vs, backbone) = fresh_backbone(cfg, ckpt, init, req.device)?;
                 let head = semi::Head::zeros(backbone.feature_dim(w), data.classes, req.device);
-                let stats = semi::fine_tune(&backbone, vs.trainable_variables(), &head, w, &views, &labels, s, seed, format)?;
+                let stats =
+                    semi::fine_tune(&backbone, vs.trainable_variables(), &head, w, &views, &labels, s, seed, format)?;
                 let pred = semi::predict(&backbone, &head, w, &views, cfg.eval.batch_size as i64, format)?;
-                let train_top1 = 100.0 * pred.eq_tensor(&labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+                let train_top1 =
+                    100.0 * pred.eq_tensor(&labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
                 let (top1, test_images) = semi::test_top1(&backbone, &head, w, test_loader, format)?;
                 tracing::info!(init, width = w, protocol = sub.protocol.as_str(), top1, train_top1, "result");
                 let settings = json!({

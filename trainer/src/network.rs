@@ -46,7 +46,15 @@ impl Branch {
             norm,
         )?;
         let predictor_at = |name: &str| {
-            SlimMlpHead::with_norm(&(&root / name), cfg.heads.out_dim, false, cfg.heads.hidden, cfg.heads.out_dim, &widths, norm)
+            SlimMlpHead::with_norm(
+                &(&root / name),
+                cfg.heads.out_dim,
+                false,
+                cfg.heads.hidden,
+                cfg.heads.out_dim,
+                &widths,
+                norm,
+            )
         };
         let predictor = if with_predictor { Some(predictor_at("predictor")?) } else { None };
         let predictor_narrow = if with_predictor && cfg.method.narrow_predictor == NarrowPredictor::Separate {
@@ -88,7 +96,8 @@ impl Branch {
     /// `predictor_narrow` when the branch has one and `width` is below the largest. Errors if
     /// built without predictor.
     pub fn predict(&self, projection: &Tensor, width: f64, train: bool) -> Result<Tensor, TrainerError> {
-        let narrow = self.predictor_narrow.as_ref().filter(|_| width < self.largest - dspnet_model::slimmable::WIDTH_TOLERANCE);
+        let narrow =
+            self.predictor_narrow.as_ref().filter(|_| width < self.largest - dspnet_model::slimmable::WIDTH_TOLERANCE);
         let p = narrow
             .or(self.predictor.as_ref())
             .ok_or_else(|| TrainerError::Config("this branch has no predictor".into()))?;

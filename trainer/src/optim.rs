@@ -29,12 +29,7 @@ impl Optimizer {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let params = params
             .into_iter()
-            .map(|(name, value)| Param {
-                adapt: value.dim() > 1,
-                momentum: value.zeros_like(),
-                name,
-                value,
-            })
+            .map(|(name, value)| Param { adapt: value.dim() > 1, momentum: value.zeros_like(), name, value })
             .collect();
         Optimizer { kind: cfg.kind, momentum: cfg.momentum, weight_decay: cfg.weight_decay, eta: cfg.lars_eta, params }
     }

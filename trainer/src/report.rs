@@ -59,7 +59,10 @@ pub fn plot(records: &[EvalRecord], path: &Path, title: &str) -> Result<(), Trai
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(56)
-            .build_cartesian_2d((xmin * 0.8..xmax * 1.25).log_scale(), (ymin - 2.0).max(0.0)..(ymax + 2.0).min(100.0))?;
+            .build_cartesian_2d(
+                (xmin * 0.8..xmax * 1.25).log_scale(),
+                (ymin - 2.0).max(0.0)..(ymax + 2.0).min(100.0),
+            )?;
         chart.configure_mesh().x_desc("MFLOPs (multiply-accumulates, log scale)").y_desc("top-1 (%)").draw()?;
         let mut series: Vec<(String, String)> = Vec::new();
         for r in records {
@@ -107,12 +110,20 @@ mod tests {
 
     #[test]
     fn table_has_a_row_per_width_and_a_column_per_series() {
-        let rs = vec![rec(1.0, "knn", "pretrained", 80.0), rec(0.5, "knn", "pretrained", 70.0), rec(0.5, "knn", "random", 60.5)];
+        let rs = vec![
+            rec(1.0, "knn", "pretrained", 80.0),
+            rec(0.5, "knn", "pretrained", 70.0),
+            rec(0.5, "knn", "random", 60.5),
+        ];
         let t = table(&rs);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].contains("knn (pretrained)") && lines[0].contains("knn (random)"));
-        assert!(lines[1].trim_start().starts_with("1.000") && lines[1].contains("80.00") && lines[1].trim_end().ends_with('-'));
+        assert!(
+            lines[1].trim_start().starts_with("1.000")
+                && lines[1].contains("80.00")
+                && lines[1].trim_end().ends_with('-')
+        );
         assert!(lines[2].contains("70.00") && lines[2].contains("60.50"));
     }
 }

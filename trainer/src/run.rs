@@ -120,7 +120,9 @@ pub fn rank_and_world() -> Result<(usize, usize), TrainerError> {
         match std::env::var(name) {
             Err(_) => Ok(default),
             Ok(v) => v.trim().parse().map_err(|_| {
-                TrainerError::Config(format!("environment variable {name}={v} is not a whole number; unset it or fix the launcher"))
+                TrainerError::Config(format!(
+                    "environment variable {name}={v} is not a whole number; unset it or fix the launcher"
+                ))
             }),
         }
     };
@@ -370,15 +372,8 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
         })
         .collect();
     let shard_samples = manifest_shard_samples(&shards, &cfg.loader)?;
-    let loader = Loader::new(
-        shards.clone(),
-        cfg.loader.clone(),
-        cfg.augment.clone(),
-        LoaderMode::Train,
-        rank,
-        world,
-        device,
-    )?;
+    let loader =
+        Loader::new(shards.clone(), cfg.loader.clone(), cfg.augment.clone(), LoaderMode::Train, rank, world, device)?;
     let no_full_batch = |epoch: u64| {
         TrainerError::Config(format!(
             "epoch {epoch} gave no full batch: the shards hold fewer than loader.batch_size = {} usable samples per rank; lower loader.batch_size or check the data",
@@ -425,9 +420,8 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
     if let Some(ck) = &resumed {
         let st = &ck.state;
         let state_path = req.run_dir.join(checkpoint::STATE);
-        let refuse = |what: String| {
-            TrainerError::Checkpoint(format!("cannot resume {}: {what}", req.run_dir.display()))
-        };
+        let refuse =
+            |what: String| TrainerError::Checkpoint(format!("cannot resume {}: {what}", req.run_dir.display()));
         let Some(position) = st.position_in_epoch else {
             return Err(refuse(format!(
                 "{} was written by a dspnet without exact resume (no stream position); start a new run",
@@ -444,13 +438,21 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
             )));
         }
         if loader.shard_order(st.epoch) != st.shard_order {
-            return Err(refuse(format!("the shard order of epoch {} differs from the recorded one; the shard list or loader seed changed", st.epoch)));
+            return Err(refuse(format!(
+                "the shard order of epoch {} differs from the recorded one; the shard list or loader seed changed",
+                st.epoch
+            )));
         }
         if st.step >= total_steps {
-            return Err(refuse(format!("it already finished all {total_steps} planned steps; evaluate it with dspnet-eval")));
+            return Err(refuse(format!(
+                "it already finished all {total_steps} planned steps; evaluate it with dspnet-eval"
+            )));
         }
         if req.max_steps.is_some_and(|m| m <= st.step) {
-            return Err(refuse(format!("its checkpoint is at step {} already; pass a --max-steps above it or none", st.step)));
+            return Err(refuse(format!(
+                "its checkpoint is at step {} already; pass a --max-steps above it or none",
+                st.step
+            )));
         }
         restore_trainer(&mut trainer, ck)?;
         if st.step > 0 && (trainer.lr_at(st.step - 1) != st.lr || trainer.ema_rate_at(st.step - 1) != st.ema_tau) {
@@ -569,8 +571,13 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                                 append_jsonl(m, &line).map_err(|e| TrainerError::io(&metrics_path, e))?;
                             }
                             if req.progress {
-                                let losses: Vec<String> = stats.losses.iter().map(|(w, l)| format!("{w}:{l:.3}")).collect();
-                                bar.set_message(format!("{ips:.0} img/s  wait {:.0}%  loss {}", wait_frac * 100.0, losses.join(" ")));
+                                let losses: Vec<String> =
+                                    stats.losses.iter().map(|(w, l)| format!("{w}:{l:.3}")).collect();
+                                bar.set_message(format!(
+                                    "{ips:.0} img/s  wait {:.0}%  loss {}",
+                                    wait_frac * 100.0,
+                                    losses.join(" ")
+                                ));
                             }
                             window = (Instant::now(), 0, Duration::ZERO);
                         }
@@ -578,7 +585,9 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                     Err(TrainerError::NonFinite(msg)) => {
                         let Some(snapshot) = snapshot else {
                             let kept = match last_saved {
-                                Some(s) => format!("the last good checkpoint (step {s}) in {} is kept", req.run_dir.display()),
+                                Some(s) => {
+                                    format!("the last good checkpoint (step {s}) in {} is kept", req.run_dir.display())
+                                }
                                 None => "no checkpoint had been saved yet".to_string(),
                             };
                             return Err(TrainerError::NonFinite(format!(
@@ -595,7 +604,8 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
                         }
                         skipped += 1;
                         tracing::warn!(skipped_total = skipped, "skipping the step: {msg}");
-                        let line = json!({"step": step, "epoch": pos.epoch, "skipped_nonfinite": skipped, "skip_reason": msg});
+                        let line =
+                            json!({"step": step, "epoch": pos.epoch, "skipped_nonfinite": skipped, "skip_reason": msg});
                         if let Some(m) = metrics.as_mut() {
                             append_jsonl(m, &line).map_err(|e| TrainerError::io(&metrics_path, e))?;
                         }
@@ -934,7 +944,10 @@ mod tests {
         let mut w = Calls(Vec::new());
         append_jsonl(&mut w, &v).unwrap();
         assert_eq!(w.0.len(), 1, "{:?}", w.0);
-        assert_eq!(String::from_utf8(w.0[0].clone()).unwrap(), "{\"loss\":[{\"loss\":0.5,\"width\":0.25}],\"note\":\"a \\\"quoted\\\" string\",\"step\":5}\n");
+        assert_eq!(
+            String::from_utf8(w.0[0].clone()).unwrap(),
+            "{\"loss\":[{\"loss\":0.5,\"width\":0.25}],\"note\":\"a \\\"quoted\\\" string\",\"step\":5}\n"
+        );
     }
 
     #[test]

@@ -262,7 +262,10 @@ pub fn read_subset_file(path: &Path, keys: &[String]) -> Result<SubsetFile, Trai
         chosen.extend(hit);
     }
     if lines == 0 {
-        return Err(TrainerError::Config(format!("--subset-file {}: no key in the file (one sample key per line)", path.display())));
+        return Err(TrainerError::Config(format!(
+            "--subset-file {}: no key in the file (one sample key per line)",
+            path.display()
+        )));
     }
     let mut indices: Vec<usize> = chosen.into_iter().collect();
     indices.sort_unstable();
@@ -327,7 +330,9 @@ pub fn gather_views(loader: &Loader, pool: &LabelledPool, wanted: &[usize]) -> R
         }
     }
     if next < wanted.len() {
-        return Err(TrainerError::Config("the training shards changed while reading them (fewer samples than before)".into()));
+        return Err(TrainerError::Config(
+            "the training shards changed while reading them (fewer samples than before)".into(),
+        ));
     }
     Ok(Tensor::cat(&rows, 0))
 }
@@ -343,12 +348,21 @@ pub fn augment_batch(views: &Tensor, scale_min: f64, rng: &mut ChaCha8Rng) -> Re
     tch::no_grad(|| -> Result<(), TrainerError> {
         for i in 0..b {
             let img = views.get(i);
-            let c = random_resized_crop_box(w as u32, h as u32, (scale_min as f32, 1.0), (CROP_RATIO.0 as f32, CROP_RATIO.1 as f32), rng);
-            let crop = img.narrow(1, c.top as i64, c.height as i64).narrow(2, c.left as i64, c.width as i64).unsqueeze(0);
+            let c = random_resized_crop_box(
+                w as u32,
+                h as u32,
+                (scale_min as f32, 1.0),
+                (CROP_RATIO.0 as f32, CROP_RATIO.1 as f32),
+                rng,
+            );
+            let crop =
+                img.narrow(1, c.top as i64, c.height as i64).narrow(2, c.left as i64, c.width as i64).unsqueeze(0);
             let mut v = if (c.width as i64, c.height as i64) == (w, h) {
                 crop
             } else {
-                crop.to_kind(Kind::Float).f_internal_upsample_bilinear2d_aa([h, w], false, None, None)?.to_kind(views.kind())
+                crop.to_kind(Kind::Float)
+                    .f_internal_upsample_bilinear2d_aa([h, w], false, None, None)?
+                    .to_kind(views.kind())
             };
             if rng.gen_bool(0.5) {
                 v = v.flip([3]);
@@ -469,7 +483,9 @@ pub fn fine_tune(
 ) -> Result<FineTuneStats, TrainerError> {
     let n = views.size()[0] as usize;
     if n < 2 {
-        return Err(TrainerError::Config(format!("protocol semi needs at least 2 labelled images, the subset has {n}")));
+        return Err(TrainerError::Config(format!(
+            "protocol semi needs at least 2 labelled images, the subset has {n}"
+        )));
     }
     let device = head.vs.device();
     let format = ComputeFormat { channels_last: false, ..format };
@@ -517,7 +533,14 @@ pub fn fine_tune(
 
 /// Predicted classes `[N]` i64 (CPU) of `views` `[N, C, S, S]` with the width's BN in eval mode,
 /// in chunks of `chunk` images, without gradients.
-pub fn predict(backbone: &SlimResNet, head: &Head, width: f64, views: &Tensor, chunk: i64, format: ComputeFormat) -> Result<Tensor, TrainerError> {
+pub fn predict(
+    backbone: &SlimResNet,
+    head: &Head,
+    width: f64,
+    views: &Tensor,
+    chunk: i64,
+    format: ComputeFormat,
+) -> Result<Tensor, TrainerError> {
     let device = head.vs.device();
     let n = views.size()[0];
     let mut out = Vec::new();
@@ -537,7 +560,13 @@ pub fn predict(backbone: &SlimResNet, head: &Head, width: f64, views: &Tensor, c
 
 /// Top-1 in percent and image count of the fine-tuned network on every labelled test image the
 /// loader delivers (eval-mode BN). Errors: loader or model errors; no labelled test image.
-pub fn test_top1(backbone: &SlimResNet, head: &Head, width: f64, loader: &Loader, format: ComputeFormat) -> Result<(f64, i64), TrainerError> {
+pub fn test_top1(
+    backbone: &SlimResNet,
+    head: &Head,
+    width: f64,
+    loader: &Loader,
+    format: ComputeFormat,
+) -> Result<(f64, i64), TrainerError> {
     let (mut correct, mut total) = (0i64, 0i64);
     for batch in loader.epoch(0)? {
         let batch = batch?;
@@ -652,12 +681,15 @@ mod tests {
 
     #[test]
     fn subset_file_matches_keys_and_names_unknown_ones() {
-        let keys: Vec<String> =
-            ["airplane_0000", "airplane_0001", "n01440764_n01440764_10026", "cat_0001", "dog_0001"].iter().map(|s| s.to_string()).collect();
+        let keys: Vec<String> = ["airplane_0000", "airplane_0001", "n01440764_n01440764_10026", "cat_0001", "dog_0001"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("list.txt");
         // exact, extension + sanitising, ImageNet-style suffix, a comment, a blank line, a repeat
-        std::fs::write(&f, "# my subset\nairplane_0000\n\nairplane_0001.jpg\nn01440764_10026.JPEG\nairplane_0000\n").unwrap();
+        std::fs::write(&f, "# my subset\nairplane_0000\n\nairplane_0001.jpg\nn01440764_10026.JPEG\nairplane_0000\n")
+            .unwrap();
         let s = read_subset_file(&f, &keys).unwrap();
         assert_eq!(s.indices, vec![0, 1, 2]);
         // sha256 of the bytes, computed independently
@@ -666,7 +698,10 @@ mod tests {
         assert_eq!(s.sha256.len(), 64);
         std::fs::write(&f, "airplane_0000\nairplane_0002\n").unwrap();
         let e = read_subset_file(&f, &keys).unwrap_err().to_string();
-        assert!(e.contains("list.txt") && e.contains("line 2") && e.contains("airplane_0002") && !e.contains('\n'), "{e}");
+        assert!(
+            e.contains("list.txt") && e.contains("line 2") && e.contains("airplane_0002") && !e.contains('\n'),
+            "{e}"
+        );
         // "0001" ends several keys: ambiguous
         std::fs::write(&f, "0001\n").unwrap();
         let e = read_subset_file(&f, &keys).unwrap_err().to_string();
@@ -756,14 +791,21 @@ mod tests {
         let backbone = SlimResNet::new(&(vs.root() / "backbone"), &cfg.model).unwrap();
         let n = 16;
         let noise = Tensor::randn([2 * n, 1, 28, 28], (Kind::Float, Device::Cpu)) * 0.5;
-        let sign = Tensor::cat(&[Tensor::ones([n], (Kind::Float, Device::Cpu)), Tensor::ones([n], (Kind::Float, Device::Cpu)) * -1.0], 0);
+        let sign = Tensor::cat(
+            &[Tensor::ones([n], (Kind::Float, Device::Cpu)), Tensor::ones([n], (Kind::Float, Device::Cpu)) * -1.0],
+            0,
+        );
         let views = noise + sign.view([2 * n, 1, 1, 1]) * 1.5;
-        let labels = Tensor::cat(&[Tensor::zeros([n], (Kind::Int64, Device::Cpu)), Tensor::ones([n], (Kind::Int64, Device::Cpu))], 0);
+        let labels = Tensor::cat(
+            &[Tensor::zeros([n], (Kind::Int64, Device::Cpu)), Tensor::ones([n], (Kind::Int64, Device::Cpu))],
+            0,
+        );
         let settings = SemiSettings { epochs: 8, batch: 16, backbone_lr: 0.05, head_lr: 0.5, ..Default::default() };
         let format = ComputeFormat { kind: Kind::Float, channels_last: false, autocast: false };
         let w = 0.5;
         let head = Head::zeros(backbone.feature_dim(w), 2, Device::Cpu);
-        let stats = fine_tune(&backbone, vs.trainable_variables(), &head, w, &views, &labels, &settings, 1, format).unwrap();
+        let stats =
+            fine_tune(&backbone, vs.trainable_variables(), &head, w, &views, &labels, &settings, 1, format).unwrap();
         assert!((stats.first_loss - 2f64.ln()).abs() < 1e-5, "first loss {}", stats.first_loss);
         assert_eq!(stats.steps, 16);
         assert_eq!(stats.epoch_losses.len(), 8);

@@ -64,7 +64,8 @@ fn trainer(cfg: &RunConfig) -> DspnetTrainer {
 }
 
 fn variables(t: &DspnetTrainer) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = t.online.vs.variables().into_iter().map(|(n, x)| (format!("online.{n}"), x)).collect();
+    let mut v: Vec<(String, Tensor)> =
+        t.online.vs.variables().into_iter().map(|(n, x)| (format!("online.{n}"), x)).collect();
     v.extend(t.teacher.vs.variables().into_iter().map(|(n, x)| (format!("teacher.{n}"), x)));
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v

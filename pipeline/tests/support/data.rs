@@ -22,17 +22,36 @@ pub fn noise_png(side: u32, seed: u64) -> Vec<u8> {
         })
         .collect();
     let mut out = Vec::new();
-    image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut out), &data, side, side, image::ExtendedColorType::Rgb8).unwrap();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut out),
+        &data,
+        side,
+        side,
+        image::ExtendedColorType::Rgb8,
+    )
+    .unwrap();
     out
 }
 
 /// Write `n_shards` × `per_shard` labelled samples `k00000…` (label = index % 10) as
 /// `DIR/t-000000.tar …`; returns the shard file names.
 pub fn noise_shards(dir: &Path, n_shards: usize, per_shard: usize, side: u32) -> Vec<String> {
-    let cfg = ShardWriterConfig { output_dir: dir.to_path_buf(), prefix: "t".into(), samples_per_shard: Some(per_shard), max_shard_bytes: None, zstd: false, overwrite: false };
+    let cfg = ShardWriterConfig {
+        output_dir: dir.to_path_buf(),
+        prefix: "t".into(),
+        samples_per_shard: Some(per_shard),
+        max_shard_bytes: None,
+        zstd: false,
+        overwrite: false,
+    };
     let mut w = ShardWriter::new(cfg).unwrap();
     for i in 0..n_shards * per_shard {
-        w.write(&RawSample::new(format!("k{i:05}")).with("png", noise_png(side, i as u64)).with("cls", (i % 10).to_string())).unwrap();
+        w.write(
+            &RawSample::new(format!("k{i:05}"))
+                .with("png", noise_png(side, i as u64))
+                .with("cls", (i % 10).to_string()),
+        )
+        .unwrap();
     }
     let m = w.finish(&[]).unwrap();
     m.shards.iter().map(|s| s.name.clone()).collect()
@@ -40,7 +59,18 @@ pub fn noise_shards(dir: &Path, n_shards: usize, per_shard: usize, side: u32) ->
 
 /// Loader settings for the tests: Eval-style order, one reader stream unless told otherwise.
 pub fn loader_cfg(batch: usize) -> LoaderConfig {
-    LoaderConfig { batch_size: batch, shuffle_buffer: 0, shard_shuffle: false, workers: 2, readers: 1, prefetch_batches: 2, drop_last: false, seed: 0, strict_data: true, ..LoaderConfig::default() }
+    LoaderConfig {
+        batch_size: batch,
+        shuffle_buffer: 0,
+        shard_shuffle: false,
+        workers: 2,
+        readers: 1,
+        prefetch_batches: 2,
+        drop_last: false,
+        seed: 0,
+        strict_data: true,
+        ..LoaderConfig::default()
+    }
 }
 
 /// Evaluation transform at the images' own size (no resampling).
@@ -64,7 +94,10 @@ pub fn eval_by_key(shards: Vec<String>, cfg: LoaderConfig, side: u32) -> BTreeMa
 }
 
 /// Assert `got` holds exactly the samples of `want`, each once, same label, same pixels.
-pub fn assert_same_samples(want: &BTreeMap<String, (i64, Tensor, usize)>, got: &BTreeMap<String, (i64, Tensor, usize)>) {
+pub fn assert_same_samples(
+    want: &BTreeMap<String, (i64, Tensor, usize)>,
+    got: &BTreeMap<String, (i64, Tensor, usize)>,
+) {
     assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>(), "sample keys differ");
     for (k, (label, view, n)) in got {
         assert_eq!(*n, 1, "sample {k} delivered {n} times");

@@ -50,7 +50,12 @@ impl Httpd {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().thread_name("test-httpd").build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("test-httpd")
+            .build()
+            .unwrap();
         let ctl = Arc::new(Ctl::default());
         ctl.up.store(true, Ordering::SeqCst);
         let c = ctl.clone();
@@ -107,7 +112,11 @@ impl Httpd {
     fn wait_listening(&self, want: bool) {
         let t = Instant::now();
         while self.ctl.listening.load(Ordering::SeqCst) != want {
-            assert!(t.elapsed() < Duration::from_secs(10), "test server did not {}", if want { "start" } else { "stop" });
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "test server did not {}",
+                if want { "start" } else { "stop" }
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -247,7 +256,9 @@ async fn handle(req: Request<Incoming>, ctl: Arc<Ctl>) -> Result<Response<Body>,
         .header(hyper::header::ACCEPT_RANGES, "bytes")
         .header(hyper::header::LAST_MODIFIED, "Tue, 01 Sep 2026 00:00:00 GMT");
     if range.is_some() {
-        resp = resp.status(StatusCode::PARTIAL_CONTENT).header(hyper::header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", end - 1));
+        resp = resp
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(hyper::header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", end - 1));
         ctl.range_gets.fetch_add(1, Ordering::SeqCst);
     } else {
         resp = resp.status(StatusCode::OK);
@@ -256,7 +267,11 @@ async fn handle(req: Request<Incoming>, ctl: Arc<Ctl>) -> Result<Response<Body>,
     if req.method() == Method::HEAD {
         return Ok(resp.body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync()).unwrap());
     }
-    let cut = ctl.cuts_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok().then(|| ctl.cut_after.load(Ordering::SeqCst));
+    let cut = ctl
+        .cuts_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+        .then(|| ctl.cut_after.load(Ordering::SeqCst));
     let body = data.slice(start as usize..end as usize);
     struct St {
         body: Bytes,
