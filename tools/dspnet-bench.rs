@@ -39,9 +39,10 @@
 mod loader;
 
 use clap::Parser;
+use dspnet_core::machine::cpu_has_native_bf16;
 use dspnet_pipeline::shard::{RawSample, ShardWriter, ShardWriterConfig};
 use dspnet_trainer::config::{Method, RunConfig};
-use dspnet_trainer::dspnet::{cpu_has_native_bf16, ComputeFormat, DspnetTrainer};
+use dspnet_trainer::dspnet::{ComputeFormat, DspnetTrainer};
 use dspnet_trainer::run::{train, TrainRequest};
 use serde_json::{json, Value};
 use std::io::Write;

@@ -27,6 +27,10 @@ pub enum ModelError {
     #[error("synchronised batch norm: {0}")]
     Distributed(String),
 
+    /// A `--device` value that is malformed or names a device libtorch cannot see.
+    #[error("{0}")]
+    Device(String),
+
     /// An error raised by libtorch during a forward pass.
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),

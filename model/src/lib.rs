@@ -14,6 +14,8 @@
 //! * [`heads`]: the slimmable BYOL projector/predictor MLP.
 //! * [`autocast`]: a scope guard for libtorch's CPU autocast (bf16 mixed precision on the CPU
 //!   device), which tch does not expose.
+//! * [`precision`]: the forward pass's numeric format ([`ComputeFormat`]: fp32, bf16,
+//!   channels_last) and `--device` parsing.
 //! * [`sync`]: cross-replica batch statistics for synchronised batch norm (data parallel).
 //!
 //! Width is always an explicit `f64` argument; a width not in the model's list is a
@@ -22,6 +24,7 @@
 pub mod autocast;
 pub mod error;
 pub mod heads;
+pub mod precision;
 pub mod resnet;
 pub mod slimmable;
 pub mod sync;
@@ -29,6 +32,7 @@ pub mod sync;
 pub use autocast::{cpu_autocast_state, with_cpu_autocast, CpuAutocast};
 pub use error::{ModelError, Result};
 pub use heads::{HeadNorm, SlimMlpHead};
+pub use precision::{parse_device, ComputeFormat};
 pub use resnet::{Depth, ResNetConfig, SlimResNet, Stem};
 pub use slimmable::{
     is_channels_last, slim_channels, to_channels_last, width_tag, SharedBatchNorm, SlimConv2d, SlimLinear,

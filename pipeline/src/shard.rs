@@ -166,13 +166,6 @@ fn is_shard_file(name: &str) -> bool {
     name.ends_with(".tar") || name.ends_with(".tar.zst") || name.ends_with(".tar.gz") || name == MANIFEST_NAME
 }
 
-fn fsync_dir(dir: &Path) {
-    // Best effort: persist the rename. Not every filesystem supports fsync on a folder.
-    if let Ok(f) = File::open(dir) {
-        let _ = f.sync_all();
-    }
-}
-
 impl ShardWriter {
     /// Prepare `cfg.output_dir` (created if missing).
     ///
@@ -261,8 +254,13 @@ impl ShardWriter {
         file.sync_all().map_err(werr)?;
         drop(file);
         fs::rename(&open.tmp_path, &open.final_path).map_err(|e| PipelineError::write(&open.final_path, e))?;
-        fsync_dir(&self.cfg.output_dir);
-        self.shards.push(ShardInfo { name: open.name, samples: open.samples, bytes, sha256: hex(&hasher.finalize()) });
+        dspnet_core::fs::sync_dir(&self.cfg.output_dir);
+        self.shards.push(ShardInfo {
+            name: open.name,
+            samples: open.samples,
+            bytes,
+            sha256: dspnet_core::fs::hex(&hasher.finalize()),
+        });
         Ok(())
     }
 
@@ -331,16 +329,10 @@ impl ShardWriter {
             total_samples: self.shards.iter().map(|s| s.samples).sum(),
             shards: std::mem::take(&mut self.shards),
         };
-        let dir = &self.cfg.output_dir;
-        let tmp = dir.join(format!(".{MANIFEST_NAME}.tmp"));
-        let path = dir.join(MANIFEST_NAME);
         let mut json = serde_json::to_vec_pretty(&manifest).map_err(|e| PipelineError::Internal(e.to_string()))?;
         json.push(b'\n');
-        let mut f = File::create(&tmp).map_err(|e| PipelineError::write(&tmp, e))?;
-        f.write_all(&json).and_then(|_| f.sync_all()).map_err(|e| PipelineError::write(&tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(|e| PipelineError::write(&path, e))?;
-        fsync_dir(dir);
+        dspnet_core::fs::write_atomic(&self.cfg.output_dir.join(MANIFEST_NAME), &json)
+            .map_err(|e| PipelineError::write(e.path, e.source))?;
         Ok(manifest)
     }
 }
@@ -354,11 +346,6 @@ impl Drop for ShardWriter {
             let _ = fs::remove_file(path);
         }
     }
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Split a member path into (key, lower-case extension) like Python webdataset's `base_plus_ext`
@@ -660,7 +647,7 @@ mod tests {
             for info in &m.shards {
                 let bytes = fs::read(out.path().join(&info.name)).unwrap();
                 assert_eq!(bytes.len() as u64, info.bytes);
-                assert_eq!(hex(&Sha256::digest(&bytes)), info.sha256);
+                assert_eq!(dspnet_core::fs::sha256_hex(&bytes), info.sha256);
                 assert_eq!(info.name.ends_with(".tar.zst"), zstd);
             }
             // no temp files left behind

@@ -8,89 +8,12 @@ use crate::loss::regression_loss;
 use crate::network::{copy_into_teacher, ema_update, Branch};
 use crate::optim::Optimizer;
 use crate::sandwich::sandwich_widths;
-use crate::schedule::{ema_rate_at, lr_at};
+use dspnet_core::schedule::{cosine_ramp, warmup_cosine};
+pub use dspnet_model::ComputeFormat;
 use dspnet_model::WidthList;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
-
-/// Numeric format of the forward pass.
-///
-/// The fast path (Micikevicius et al. 2018, "Mixed Precision Training", with bf16 instead of
-/// fp16, so no loss scaling): bf16 activations, convolutions and BN inputs (BN statistics and
-/// affine stay fp32 inside libtorch's mixed kernel), fp32 master weights, fp32 heads and loss;
-/// images in channels_last so oneDNN runs its NHWC kernels without layout conversions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ComputeFormat {
-    /// `Kind::Float` or `Kind::BFloat16` for images, convolutions and BN (weights stay fp32
-    /// master copies; heads and losses are fp32).
-    pub kind: Kind,
-    /// Images (and so convolution activations) in channels_last memory format.
-    pub channels_last: bool,
-    /// How bf16 is reached: `false` (the default) casts the images and, in every
-    /// `SlimConv2d`, the weight slice explicitly; `true` keeps images fp32 and runs the backbone
-    /// inside a CPU autocast region ([`dspnet_model::CpuAutocast`]), where libtorch inserts the
-    /// same casts. CPU only; `dspnet-bench` measures both.
-    pub autocast: bool,
-}
-
-impl ComputeFormat {
-    /// Resolves `train.precision` ("fp32", "bf16", "auto") and `train.channels_last`. "auto" is
-    /// bf16 on CUDA and on CPUs that report AMX or AVX512-BF16 (where oneDNN runs bf16
-    /// convolutions natively), fp32 elsewhere (without them oneDNN emulates bf16, measured about
-    /// 4x slower than fp32 on an AVX-512 Xeon: docs/results.md). bf16 uses explicit casts.
-    pub fn resolve(precision: &str, channels_last: bool, device: Device) -> Self {
-        let bf16 = match precision {
-            "bf16" => true,
-            "fp32" => false,
-            _ => device.is_cuda() || cpu_has_native_bf16(),
-        };
-        ComputeFormat { kind: if bf16 { Kind::BFloat16 } else { Kind::Float }, channels_last, autocast: false }
-    }
-
-    /// Casts a batch of images `[B, C, H, W]` to this format (kept fp32 under autocast, whose
-    /// first convolution casts them).
-    pub fn apply(&self, images: &Tensor) -> Tensor {
-        let x = if self.autocast { images.to_kind(Kind::Float) } else { images.to_kind(self.kind) };
-        if self.channels_last {
-            dspnet_model::to_channels_last(&x)
-        } else {
-            x
-        }
-    }
-
-    /// Runs a backbone forward `f`: inside a CPU autocast region to `self.kind` when
-    /// `self.autocast` (and the kind is not fp32), directly otherwise.
-    ///
-    /// Errors: autocast requested for a non-CPU device, or libtorch refusing the switch.
-    pub fn run_backbone<T>(&self, device: Device, f: impl FnOnce() -> T) -> Result<T, TrainerError> {
-        if !self.autocast || self.kind == Kind::Float {
-            return Ok(f());
-        }
-        if device != Device::Cpu {
-            return Err(TrainerError::Config(format!(
-                "the autocast compute format is CPU-only (device {device:?}); use the default explicit casts"
-            )));
-        }
-        Ok(dspnet_model::with_cpu_autocast(self.kind, f)?)
-    }
-
-    /// "fp32" or "bf16" ("bf16-autocast" for the autocast variant).
-    pub fn name(&self) -> &'static str {
-        match (self.kind, self.autocast) {
-            (Kind::BFloat16, false) => "bf16",
-            (Kind::BFloat16, true) => "bf16-autocast",
-            _ => "fp32",
-        }
-    }
-}
-
-/// True when /proc/cpuinfo lists AMX-BF16 or AVX512-BF16 (x86 Linux); false elsewhere.
-pub fn cpu_has_native_bf16() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| s.contains(" amx_bf16") || s.contains(" avx512_bf16"))
-        .unwrap_or(false)
-}
 
 /// What one step did, per trained width (largest first).
 #[derive(Clone, Debug, Default)]
@@ -181,12 +104,12 @@ impl DspnetTrainer {
 
     /// Learning rate at optimiser step `step`.
     pub fn lr_at(&self, step: u64) -> f64 {
-        lr_at(step, self.total_steps, self.warmup_steps, self.base_lr)
+        warmup_cosine(step, self.total_steps, self.warmup_steps, self.base_lr)
     }
 
     /// EMA rate of the momentum teacher after optimiser step `step` (0-based).
     pub fn ema_rate_at(&self, step: u64) -> f64 {
-        ema_rate_at(step, self.total_steps, self.ema_base, self.ema_final)
+        cosine_ramp(step, self.total_steps, self.ema_base, self.ema_final)
     }
 
     /// State of the sandwich rule's generator: the ChaCha8 word position (its seed comes from
@@ -238,7 +161,7 @@ impl DspnetTrainer {
         // distill_target = online: the full width's own projection of both views, detached
         let mut online_target: Option<Tensor> = None;
         let lr = self.lr_at(step);
-        let tau = ema_rate_at(step, self.total_steps, self.ema_base, self.ema_final);
+        let tau = cosine_ramp(step, self.total_steps, self.ema_base, self.ema_final);
         let mut stats = StepStats { lr, tau, ..Default::default() };
         self.optimizer.zero_grad();
         for &w in &chosen {

@@ -19,7 +19,6 @@ pub mod optim;
 pub mod report;
 pub mod run;
 pub mod sandwich;
-pub mod schedule;
 pub mod semi;
 
 pub use error::TrainerError;
