@@ -14,8 +14,9 @@
 //! - bad input: one line `error: ...`, exit code 2.
 
 use dspnet_model::{Depth, Stem};
-use dspnet_trainer::checkpoint::{self, CheckpointState};
-use dspnet_trainer::config::RunConfig;
+use dspnet_run::checkpoint::{self, CheckpointState};
+use dspnet_run::layout::CONFIG;
+use dspnet_run::RunConfig;
 use dspnet_trainer::network::Branch;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -128,7 +129,7 @@ fn synthetic_run(
     });
     let run_dir = dir.to_path_buf();
     std::fs::create_dir_all(&run_dir).unwrap();
-    checkpoint::write_atomic(&run_dir, checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
+    dspnet_core::fs::write_atomic(&run_dir.join(CONFIG), cfg.to_toml().as_bytes()).unwrap();
     // the online network only (what dspnet-export reads); real runs also hold teacher.* and optim.*
     let tensors = checkpoint::prefixed(&online.vs, "online");
     let state =
@@ -506,4 +507,86 @@ fn bad_export_input_is_one_line_and_exit_2() {
     let j = swap(&r18, &r18, "bad-results");
     std::fs::write(j.join("results.json"), b"[{\"width\": 0.5").unwrap();
     assert_one_line_error(&run(EXPORT, &[j.to_str().unwrap(), "--all", "--out", o]), "results.json");
+}
+
+/// A run written through the trainer's checkpoint code: the state dict has torchvision/timm
+/// names only (no width tags), one BN (5 tensors with num_batches_tracked) per conv, slices
+/// of the online weights, and the BN of the requested width; results.json is read.
+#[test]
+fn state_dict_of_a_saved_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = include_str!("../configs/cifar10-small.toml");
+    let mut cfg = RunConfig::from_toml_str(text, "cifar10-small.toml").unwrap();
+    cfg.model.base_channels = 4;
+    cfg.heads.hidden = 8;
+    cfg.heads.out_dim = 4;
+    cfg.method.train_widths = Some(vec![0.5, 1.0]);
+    let online = Branch::new(&cfg, Device::Cpu, true).unwrap();
+    dspnet_core::fs::write_atomic(&dir.path().join(CONFIG), cfg.to_toml().as_bytes()).unwrap();
+    let state = CheckpointState { version: "test".into(), ..CheckpointState::basic(3, 9, "fp32") };
+    checkpoint::save(dir.path(), &checkpoint::prefixed(&online.vs, "online"), state).unwrap();
+    let results = r#"[{"width": 0.5, "params": 1, "flops": 2, "protocol": "knn", "top1": 41.5, "init": "pretrained", "settings": {}},
+                      {"width": 0.5, "params": 1, "flops": 2, "protocol": "knn", "top1": 30.0, "init": "random", "settings": {}}]"#;
+    std::fs::write(dir.path().join("results.json"), results).unwrap();
+    let run = dspnet_deploy::load_run(dir.path()).unwrap();
+    assert_eq!(run.top1(0.5, "knn"), Some(41.5));
+    assert_eq!(run.top1(0.5, "linear"), None);
+    assert_eq!(run.results_for(1.0).len(), 0);
+    assert!(
+        matches!(run.check_width(0.25), Err(dspnet_deploy::DeployError::Width(_))),
+        "0.25 is in model.widths but not trained"
+    );
+    let sd = dspnet_deploy::export::timm_state_dict(&run, 0.5).unwrap();
+    let convs = sd.iter().filter(|(_, t)| t.dim() == 4).count();
+    assert_eq!(convs, 1 + 8 * 2 + 3, "stem + 8 BasicBlocks x 2 convs + 3 downsamples");
+    assert_eq!(sd.len(), convs * 6);
+    assert!(sd.iter().all(|(n, _)| !n.contains(".w0_") && !n.contains(".w1_")));
+    assert!(sd.windows(2).all(|p| p[0].0 < p[1].0), "sorted by name");
+    let get = |k: &str| &sd.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1;
+    assert_eq!(get("bn1.num_batches_tracked").kind(), Kind::Int64);
+    assert_eq!(get("bn1.num_batches_tracked").size(), Vec::<i64>::new());
+    let full = &online.vs.variables()["backbone.layer4.0.conv1.weight"]; // [32, 16, 3, 3]
+    assert!(get("layer4.0.conv1.weight").equal(&full.narrow(0, 0, 16).narrow(1, 0, 8)));
+    assert!(get("layer2.1.bn2.bias").equal(&online.vs.variables()["backbone.layer2.1.bn2.w0_50.bias"]));
+    assert!(matches!(dspnet_deploy::export::timm_state_dict(&run, 0.25), Err(dspnet_deploy::DeployError::Width(_))));
+    // export: files and the record
+    let out = dir.path().join("exp");
+    let s = dspnet_deploy::export_loaded(&run, 0.5, &out, false).unwrap();
+    assert_eq!(s.dir, out.join("w0_50"));
+    assert_eq!((s.params, s.macs), (run.params(0.5), run.macs(0.5)));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.dir.join(dspnet_deploy::export::MODEL_JSON)).unwrap()).unwrap();
+    assert_eq!(meta["eval_results"][0]["top1"], 41.5);
+    assert_eq!(meta["random_init_baselines"][0]["top1"], 30.0);
+    assert_eq!(meta["source"]["step"], 3);
+    assert!(!s.dir.join(dspnet_deploy::export::REFERENCE).exists());
+}
+
+/// The ablation heads (`method.narrow_predictor = "separate"`: `online.predictor_narrow.*`;
+/// `heads.bn = "shared"`: one BN per head) are in the checkpoint and ignored by export like
+/// `online.predictor.*`: the exported state dict is the backbone's alone.
+#[test]
+fn export_ignores_the_narrow_predictor_and_shared_head_bn() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = include_str!("../configs/cifar10-small.toml");
+    let mut cfg = RunConfig::from_toml_str(text, "cifar10-small.toml").unwrap();
+    cfg.model.base_channels = 4;
+    cfg.heads.hidden = 8;
+    cfg.heads.out_dim = 4;
+    cfg.method.narrow_predictor = dspnet_run::config::NarrowPredictor::Separate;
+    cfg.heads.bn = dspnet_run::config::HeadBn::Shared;
+    let online = Branch::new(&cfg, Device::Cpu, true).unwrap();
+    let tensors = checkpoint::prefixed(&online.vs, "online");
+    assert!(tensors.iter().any(|(n, _)| n == "online.predictor_narrow.fc1.weight"));
+    assert!(tensors.iter().any(|(n, _)| n == "online.projector.bn1.running_var"));
+    dspnet_core::fs::write_atomic(&dir.path().join(CONFIG), cfg.to_toml().as_bytes()).unwrap();
+    let state = CheckpointState { version: "test".into(), ..CheckpointState::basic(3, 9, "fp32") };
+    checkpoint::save(dir.path(), &tensors, state).unwrap();
+    let run = dspnet_deploy::load_run(dir.path()).unwrap();
+    let sd = dspnet_deploy::export::timm_state_dict(&run, 0.5).unwrap();
+    assert!(sd.iter().all(|(n, _)| !n.contains("predictor") && !n.contains("projector")));
+    let get = |k: &str| &sd.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1;
+    assert!(get("layer2.1.bn2.bias").equal(&online.vs.variables()["backbone.layer2.1.bn2.w0_50.bias"]));
+    let s = dspnet_deploy::export_loaded(&run, 0.5, &dir.path().join("exp"), false).unwrap();
+    assert_eq!(s.params, run.params(0.5));
 }

@@ -4,7 +4,7 @@
 //! the bad-input contract of both binaries (one line, exit code 2).
 
 use dspnet_model::SlimResNet;
-use dspnet_trainer::config::RunConfig;
+use dspnet_run::RunConfig;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -155,7 +155,7 @@ fn profile_and_select_on_a_tiny_real_run() {
     for w in widths {
         let width = w["width"].as_f64().unwrap();
         assert_eq!(w["params"].as_i64().unwrap(), net.num_params(width), "{w}");
-        assert_eq!(w["flops"].as_u64().unwrap(), net.flops(width, 32, 32), "{w}");
+        assert_eq!(w["flops"].as_u64().unwrap(), net.macs(width, 32, 32), "{w}");
         let rec = results.as_array().unwrap().iter().find(|x| x["width"].as_f64() == Some(width)).unwrap();
         assert_eq!(w["params"], rec["params"]);
         assert_eq!(w["flops"], rec["flops"]);
@@ -190,7 +190,7 @@ fn profile_and_select_on_a_tiny_real_run() {
     assert_eq!((png.width(), png.height()), (800, 560));
 
     // ---- dspnet-select, each budget kind, latency reused from profile.json
-    let mflops = |w: f64| net.flops(w, 32, 32) as f64 / 1e6;
+    let mflops = |w: f64| net.macs(w, 32, 32) as f64 / 1e6;
     let params = |w: f64| net.num_params(w) as f64;
     let latency = |w: f64| {
         widths.iter().find(|x| x["width"].as_f64() == Some(w)).unwrap()["batches"][0]["median_ms"].as_f64().unwrap()

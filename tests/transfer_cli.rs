@@ -14,8 +14,9 @@
 //! skipped with a message when missing, failing when `CI` is set.
 
 use dspnet_model::{Depth, Stem};
-use dspnet_trainer::checkpoint::{self, CheckpointState};
-use dspnet_trainer::config::RunConfig;
+use dspnet_run::checkpoint::{self, CheckpointState};
+use dspnet_run::layout::CONFIG;
+use dspnet_run::RunConfig;
 use dspnet_trainer::network::Branch;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -108,7 +109,7 @@ fn synthetic_run(dir: &Path, in_channels: i64) -> PathBuf {
     tch::manual_seed(11);
     let online = Branch::new(&cfg, Device::Cpu, true).unwrap();
     std::fs::create_dir_all(dir).unwrap();
-    checkpoint::write_atomic(dir, checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
+    dspnet_core::fs::write_atomic(&dir.join(CONFIG), cfg.to_toml().as_bytes()).unwrap();
     let tensors = checkpoint::prefixed(&online.vs, "online");
     let state =
         CheckpointState { epoch: 1, finished: true, version: "test".into(), ..CheckpointState::basic(3, 3, "fp32") };

@@ -41,7 +41,7 @@ pub fn finish(result: Result<(), DeployError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.to_string().replace('\n', " "));
+            eprintln!("error: {}", dspnet_core::cli::error_line(&e));
             ExitCode::from(exit_code(&e))
         }
     }

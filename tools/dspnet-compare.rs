@@ -14,7 +14,7 @@
 use clap::Parser;
 use dspnet_compare::plan::preset;
 use dspnet_compare::{run_compare, CompareError, CompareRequest, Plan};
-use dspnet_trainer::cli::{init_logging, on_interrupt};
+use dspnet_core::cli::{exit_with, init_logging, on_interrupt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -149,11 +149,5 @@ fn main() -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     let first = "interrupt: the running training saves a checkpoint and stops; rerun with --resume to continue (Ctrl-C again to abort)";
     on_interrupt(stop.clone(), if args.child_train.is_some() { None } else { Some(first) });
-    match run(args, stop) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", e.to_string().replace('\n', " "));
-            ExitCode::from(2)
-        }
-    }
+    exit_with(run(args, stop))
 }

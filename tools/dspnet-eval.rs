@@ -11,20 +11,19 @@
 //! records are named `semi-1%`, `semi-10%` or `semi-<subset file stem>`) and
 //! RUN/accuracy_vs_flops.png.
 //!
-//! Transfer protocols (issue 7): `--protocol detection,segmentation [--coco DIR]
-//! [--transfer-preset cpu]` exports each width to RUN/export, fine-tunes a Faster R-CNN with FPN
-//! / an FCN-style segmentation head on it with the venv's `python -m dspnet_export.transfer`
-//! (COCO box mAP / mIoU) and APPENDS the records to RUN/results.json (`dspnet_deploy::transfer`).
+//! Transfer protocols: `--protocol detection,segmentation [--coco DIR] [--transfer-preset cpu]`
+//! exports each width to RUN/export, fine-tunes a Faster R-CNN with FPN / an FCN-style
+//! segmentation head on it with the venv's `python -m dspnet_export.transfer` (COCO box mAP /
+//! mIoU). Every protocol's records are merged into RUN/results.json: a record of the same width,
+//! protocol and init is replaced, every other record kept (`dspnet_eval::evaluate`).
 
 use clap::Parser;
-use dspnet_deploy::transfer::{run_transfer, PythonTool, TransferProtocol, TransferRequest};
-use dspnet_deploy::DeployError;
+use dspnet_core::cli::{exit_with, init_logging};
+use dspnet_eval::report::table;
+use dspnet_eval::semi::SemiSettings;
+use dspnet_eval::{evaluate, EvalError, EvalRequest, Protocol, TransferSettings};
+use dspnet_model::parse_device;
 use dspnet_pipeline::source::expand_pattern;
-use dspnet_trainer::cli::{init_logging, parse_device};
-use dspnet_trainer::eval_run::{evaluate_run, EvalRequest, Protocol};
-use dspnet_trainer::report::table;
-use dspnet_trainer::semi::SemiSettings;
-use dspnet_trainer::TrainerError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -103,38 +102,13 @@ struct Args {
     semi_crop_scale: f64,
 }
 
-/// Errors of this binary: all are printed as one line `error: ...` with exit code 2.
-#[derive(Debug)]
-enum EvalError {
-    Trainer(TrainerError),
-    Deploy(DeployError),
-}
-
-impl From<TrainerError> for EvalError {
-    fn from(e: TrainerError) -> Self {
-        EvalError::Trainer(e)
-    }
-}
-
-impl From<DeployError> for EvalError {
-    fn from(e: DeployError) -> Self {
-        EvalError::Deploy(e)
-    }
-}
-
-impl std::fmt::Display for EvalError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EvalError::Trainer(e) => e.fmt(f),
-            EvalError::Deploy(e) => e.fmt(f),
-        }
-    }
-}
-
-fn shards(value: Option<String>, option: &str) -> Result<Vec<String>, TrainerError> {
-    let v = value
-        .ok_or_else(|| TrainerError::Config(format!("{option} is needed by the knn, linear and semi protocols")))?;
-    Ok(expand_pattern(&v)?)
+/// The shards of `value`, or none when the option is absent (the protocols that read shards
+/// say which option they need).
+fn shards(value: Option<String>) -> Result<Vec<String>, EvalError> {
+    Ok(match value {
+        Some(v) => expand_pattern(&v)?,
+        None => Vec::new(),
+    })
 }
 
 /// ../shared/data/coco128 beside the checkout that holds the running binary, if present.
@@ -144,93 +118,48 @@ fn default_coco() -> Option<PathBuf> {
 }
 
 fn run(args: Args) -> Result<(), EvalError> {
-    let mut transfer = Vec::new();
-    let mut protocols = Vec::new();
-    for name in args.protocol.split(',') {
-        match TransferProtocol::parse(name) {
-            Some(p) => transfer.push(p),
-            None => protocols.push(name.parse::<Protocol>().map_err(|e| match e {
-                TrainerError::Config(m) => {
-                    TrainerError::Config(format!("{m}; transfer protocols: detection, segmentation"))
-                }
-                e => e,
-            })?),
-        }
-    }
-    let run_dir = args.run.clone();
-    let mut transfer_job = None;
-    if !transfer.is_empty() {
-        // checked before the (long) knn/linear evaluation starts
-        let coco = args.coco.clone().or_else(default_coco).ok_or_else(|| {
-            DeployError::Usage(
-                "--coco DIR is needed by the detection/segmentation protocols (a COCO128-layout or COCO folder)".into(),
-            )
-        })?;
-        let req = TransferRequest {
-            protocols: transfer,
-            widths: args.widths.clone(),
-            coco,
-            preset: args.transfer_preset.clone(),
-            random_init: args.random_init,
-            seed: 0,
-            extra_args: args.transfer_arg.clone(),
-        };
-        req.validate()?;
-        let python = PythonTool::find()?;
-        python.check()?;
-        transfer_job = Some((req, python));
-    }
-    let mut records = Vec::new();
-    if !protocols.is_empty() {
-        let req = EvalRequest {
-            train_shards: shards(args.train_shards, "--train-shards")?,
-            test_shards: shards(args.test_shards, "--test-shards")?,
-            protocols,
-            widths: args.widths,
-            random_init: args.random_init,
-            calibrate_bn: args.calibrate_bn,
-            device: parse_device(&args.device)?,
-            run_dir: run_dir.clone(),
-            semi: SemiSettings {
-                label_fractions: match (args.label_fractions, args.subset_file.is_empty()) {
-                    (Some(f), _) => f,
-                    (None, true) => SemiSettings::default().label_fractions,
-                    (None, false) => Vec::new(),
-                },
-                subset_files: args.subset_file,
-                subset_seed: args.subset_seed,
-                epochs: args.semi_epochs,
-                batch: args.semi_batch,
-                backbone_lr: args.semi_lr,
-                head_lr: args.semi_head_lr,
-                momentum: args.semi_momentum,
-                weight_decay: args.semi_weight_decay,
-                crop_scale_min: args.semi_crop_scale,
+    let protocols = Protocol::parse_list(&args.protocol)?;
+    let transfer = args.coco.clone().or_else(default_coco).map(|coco| TransferSettings {
+        coco,
+        preset: args.transfer_preset.clone(),
+        seed: 0,
+        extra_args: args.transfer_arg.clone(),
+    });
+    let req = EvalRequest {
+        run_dir: args.run.clone(),
+        train_shards: shards(args.train_shards)?,
+        test_shards: shards(args.test_shards)?,
+        protocols,
+        widths: args.widths,
+        random_init: args.random_init,
+        calibrate_bn: args.calibrate_bn,
+        device: parse_device(&args.device)?,
+        semi: SemiSettings {
+            label_fractions: match (args.label_fractions, args.subset_file.is_empty()) {
+                (Some(f), _) => f,
+                (None, true) => SemiSettings::default().label_fractions,
+                (None, false) => Vec::new(),
             },
-        };
-        records = evaluate_run(&req)?;
-    }
-    let results = run_dir.join("results.json");
-    if let Some((req, python)) = transfer_job {
-        let loaded = dspnet_deploy::load_run(&run_dir)?;
-        run_transfer(&loaded, &req, &python)?;
-        // every record of the file (earlier ones included), read as EvalRecord for the table
-        let text = std::fs::read_to_string(&results).map_err(|e| DeployError::io(&results, e))?;
-        records = serde_json::from_str(&text)
-            .map_err(|e| DeployError::Run(format!("{}: {e}; delete it and rerun dspnet-eval", results.display())))?;
-    }
-    print!("{}", table(&records));
-    println!("results: {}", results.display());
+            subset_files: args.subset_file,
+            subset_seed: args.subset_seed,
+            epochs: args.semi_epochs,
+            batch: args.semi_batch,
+            backbone_lr: args.semi_lr,
+            head_lr: args.semi_head_lr,
+            momentum: args.semi_momentum,
+            weight_decay: args.semi_weight_decay,
+            crop_scale_min: args.semi_crop_scale,
+        },
+        transfer,
+    };
+    evaluate(&req)?;
+    // every record of the file (earlier ones of other widths, protocols or inits included)
+    print!("{}", table(&dspnet_run::results::read(&args.run)?));
+    println!("results: {}", args.run.join(dspnet_run::layout::RESULTS).display());
     Ok(())
 }
 
 fn main() -> ExitCode {
     init_logging();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", e.to_string().replace('\n', " "));
-            ExitCode::from(2)
-        }
-    }
+    exit_with(run(Args::parse()))
 }

@@ -47,18 +47,12 @@ fn run(args: Args) -> Result<(), DeployError> {
     println!("{:>6}  {:>12}  {:>14}  {:>8}  folder", "width", "params", "MACs", "features");
     for w in widths {
         let s = export_loaded(&run, w, &args.out, args.reference)?;
-        println!("{:>6}  {:>12}  {:>14}  {:>8}  {}", w, s.params, s.flops, s.feature_dim, s.dir.display());
+        println!("{:>6}  {:>12}  {:>14}  {:>8}  {}", w, s.params, s.macs, s.feature_dim, s.dir.display());
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    dspnet_trainer::cli::init_logging();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", e.to_string().replace('\n', " "));
-            ExitCode::from(2)
-        }
-    }
+    dspnet_core::cli::init_logging();
+    dspnet_core::cli::exit_with(run(Args::parse()))
 }

@@ -99,7 +99,7 @@ fn run(args: Args) -> Result<(), DeployError> {
 }
 
 fn main() -> ExitCode {
-    dspnet_trainer::cli::init_logging();
+    dspnet_core::cli::init_logging();
     match deploy_cli::parse_args::<Args>() {
         Ok(args) => deploy_cli::finish(run(args)),
         Err(code) => code,

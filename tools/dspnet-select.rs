@@ -72,7 +72,7 @@ fn run(args: Args) -> Result<(), DeployError> {
         return Err(DeployError::Usage("--repeats 0: give at least 1 timed pass".into()));
     }
     let run = load_run(&args.run)?;
-    let results = args.run.join(dspnet_deploy::run::RESULTS);
+    let results = args.run.join(dspnet_run::layout::RESULTS);
     let widths = run.trained_widths.as_slice().to_vec();
     if !widths.iter().any(|&w| run.top1(w, metric.name()).is_some()) {
         let what = if run.results.is_empty() {
@@ -92,7 +92,7 @@ fn run(args: Args) -> Result<(), DeployError> {
         .map(|&w| WidthRow {
             width: w,
             params: run.params(w),
-            flops: run.flops(w),
+            flops: run.macs(w),
             latency_ms: f64::NAN,
             top1: run.top1(w, metric.name()),
         })
@@ -158,7 +158,7 @@ fn run(args: Args) -> Result<(), DeployError> {
 }
 
 fn main() -> ExitCode {
-    dspnet_trainer::cli::init_logging();
+    dspnet_core::cli::init_logging();
     match deploy_cli::parse_args::<Args>() {
         Ok(args) => deploy_cli::finish(run(args)),
         Err(code) => code,

@@ -125,29 +125,19 @@ fn run(args: &Args) -> Result<Manifest, PipelineError> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
+    dspnet_core::cli::init_logging_at("warn");
     let start = Instant::now();
-    match run(&args) {
-        Ok(m) => {
-            let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
-            println!(
-                "dspnet-shard: {} samples, {} shards, {} bytes, {} classes, {:.2} s -> {}",
-                m.total_samples,
-                m.shards.len(),
-                bytes,
-                m.class_names.len(),
-                start.elapsed().as_secs_f64(),
-                args.output.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let result = run(&args).map(|m| {
+        let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
+        println!(
+            "dspnet-shard: {} samples, {} shards, {} bytes, {} classes, {:.2} s -> {}",
+            m.total_samples,
+            m.shards.len(),
+            bytes,
+            m.class_names.len(),
+            start.elapsed().as_secs_f64(),
+            args.output.display()
+        );
+    });
+    dspnet_core::cli::exit_with(result)
 }

@@ -12,12 +12,12 @@
 //! Exit code 2 with one line on bad input.
 
 use clap::Parser;
+use dspnet_core::cli::{exit_with, init_logging, on_interrupt, shell_word, EXIT_INTERRUPTED};
+use dspnet_model::parse_device;
 use dspnet_pipeline::source::expand_pattern;
-use dspnet_trainer::checkpoint::CONFIG;
-use dspnet_trainer::cli::{exit_with, init_logging, on_interrupt, parse_device, shell_word};
-use dspnet_trainer::config::RunConfig;
-use dspnet_trainer::run::{train, TrainRequest};
-use dspnet_trainer::TrainerError;
+use dspnet_run::layout::CONFIG;
+use dspnet_run::{RunConfig, RunDir};
+use dspnet_trainer::{train, TrainRequest, TrainerError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -64,19 +64,23 @@ struct Args {
 
 /// The run's own config, with harmless changes from --config/--set (see `RunConfig::for_resume`).
 fn resume_config(run: &std::path::Path, config: Option<&PathBuf>, sets: &[String]) -> Result<RunConfig, TrainerError> {
-    let path = run.join(CONFIG);
-    let text = std::fs::read_to_string(&path).map_err(|_| {
-        TrainerError::Config(format!(
-            "--resume {}: not a dspnet run directory ({CONFIG} missing); give the --out of an earlier dspnet-stream-train",
-            run.display()
-        ))
-    })?;
-    let own = RunConfig::from_toml_str(&text, &path.display().to_string())?;
+    let dir = RunDir::new(run);
+    if !dir.file(CONFIG).exists() {
+        return Err(TrainerError::option(
+            "--resume",
+            format!(
+                "--resume {}: not a dspnet run directory ({CONFIG} missing); give the --out of an earlier dspnet-stream-train",
+                run.display()
+            ),
+        ));
+    }
+    let own = dir.read_config()?;
     if config.is_none() && sets.is_empty() {
         return Ok(own);
     }
+    let path = dir.file(CONFIG);
     let requested = RunConfig::load(config.unwrap_or(&path), sets)?;
-    RunConfig::for_resume(&own, &requested, &path)
+    Ok(RunConfig::for_resume(&own, &requested, &path)?)
 }
 
 /// Trains; `Ok(true)` when Ctrl-C stopped the run early (its checkpoint is saved).
@@ -145,7 +149,7 @@ fn main() -> ExitCode {
     init_logging();
     let args = Args::parse();
     match run(args) {
-        Ok(true) => ExitCode::from(130), // 128 + SIGINT, the shell's code for an interrupted command
+        Ok(true) => ExitCode::from(EXIT_INTERRUPTED), // 128 + SIGINT, the shell's code for an interrupted command
         other => exit_with(other.map(|_| ())),
     }
 }

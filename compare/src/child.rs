@@ -16,10 +16,10 @@
 //! (`process_seconds`: exec, libtorch start-up, network set-up, final checkpoint).
 
 use crate::error::{CompareError, Result};
-use dspnet_trainer::checkpoint::{write_atomic, STATE};
-use dspnet_trainer::cli::parse_device;
-use dspnet_trainer::config::RunConfig;
-use dspnet_trainer::run::{train, TrainRequest};
+use dspnet_model::parse_device;
+use dspnet_run::layout::STATE;
+use dspnet_run::RunConfig;
+use dspnet_trainer::{train, TrainRequest};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -67,14 +67,6 @@ pub struct ChildRecord {
     pub steps_per_epoch: u64,
 }
 
-/// A field of /proc/self/status in bytes (`VmRSS`, `VmHWM`); `None` off Linux.
-pub fn status_bytes(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
-    let kb: u64 = line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// Asks the kernel to send this process SIGINT when its parent dies (Linux `PR_SET_PDEATHSIG`),
 /// so that a training child does not outlive a killed `dspnet-compare` and keep writing into its
 /// run folder: SIGINT is the Ctrl-C the child already handles (checkpoint, then stop). If the
@@ -106,7 +98,7 @@ pub fn child_train(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<()> {
     let config = RunConfig::from_toml_str(&req.config_toml, &req_path.display().to_string())?;
     let device = parse_device(&req.device)?;
     let _ = std::fs::remove_file(run_dir.join(CHILD_RECORD));
-    let baseline = status_bytes("VmRSS").unwrap_or(0);
+    let baseline = dspnet_core::memory::status_bytes("VmRSS").unwrap_or(0);
     use std::io::IsTerminal;
     let summary = train(TrainRequest {
         config,
@@ -122,7 +114,7 @@ pub fn child_train(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<()> {
     if summary.interrupted {
         return Err(CompareError::SubRun(format!("training in {} was interrupted", run_dir.display())));
     }
-    let peak = status_bytes("VmHWM").unwrap_or(0);
+    let peak = dspnet_core::memory::status_bytes("VmHWM").unwrap_or(0);
     let state_path = run_dir.join(STATE);
     let state: serde_json::Value =
         std::fs::read(&state_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
@@ -142,6 +134,6 @@ pub fn child_train(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<()> {
         total_steps: state["total_steps"].as_u64().unwrap_or(0),
         steps_per_epoch: state["steps_per_epoch"].as_u64().unwrap_or(0),
     };
-    write_atomic(run_dir, CHILD_RECORD, &serde_json::to_vec_pretty(&record).expect("json"))?;
+    dspnet_core::fs::write_atomic(&run_dir.join(CHILD_RECORD), &serde_json::to_vec_pretty(&record).expect("json"))?;
     Ok(())
 }

@@ -18,8 +18,8 @@
 
 use crate::error::{CompareError, Result};
 use dspnet_model::{slim_channels, WidthList};
-use dspnet_trainer::config::RunConfig;
-use dspnet_trainer::network::Branch;
+use dspnet_run::backbone::Backbone;
+use dspnet_run::RunConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -44,15 +44,14 @@ fn heads_macs(feature_dim: i64, hidden_full: i64, out_dim: i64, width: f64, pred
 }
 
 /// Counts [`ForwardMacs`] for the networks `cfg` trains, at the training resolution
-/// (`augment.image_size`). Builds one branch on the CPU to read the backbone's counts.
+/// (`augment.image_size`). Builds the backbone on the CPU to read its counts.
 ///
 /// Errors: an invalid model configuration.
 pub fn forward_macs(cfg: &RunConfig) -> Result<ForwardMacs> {
-    let branch = Branch::new(cfg, tch::Device::Cpu, false)?;
+    let backbone = Backbone::random(cfg, tch::Device::Cpu)?.net;
     let img = cfg.augment.image_size as i64;
-    let bb = |w: f64| branch.backbone.flops(w, img, img);
-    let head =
-        |w: f64, pred: bool| heads_macs(branch.backbone.feature_dim(w), cfg.heads.hidden, cfg.heads.out_dim, w, pred);
+    let bb = |w: f64| backbone.macs(w, img, img);
+    let head = |w: f64, pred: bool| heads_macs(backbone.feature_dim(w), cfg.heads.hidden, cfg.heads.out_dim, w, pred);
     let teacher_w = WidthList::new(cfg.model.widths.clone())?.largest();
     let trained = cfg.train_widths()?;
     Ok(ForwardMacs {

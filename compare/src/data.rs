@@ -83,7 +83,7 @@ pub fn prepare_split(data: &DataSection, split: &str, per_class: usize, out: &Pa
         writer.write(&img.to_sample())?;
     }
     let manifest = writer.finish(&classes)?;
-    dspnet_trainer::checkpoint::write_atomic(&dir, "subset.json", &serde_json::to_vec_pretty(&want).expect("json"))?;
+    dspnet_core::fs::write_atomic(&dir.join("subset.json"), &serde_json::to_vec_pretty(&want).expect("json"))?;
     tracing::info!(images = manifest.total_samples, folder = %dir.display(), "sharded the {split} subset");
     Ok(dir)
 }

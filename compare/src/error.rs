@@ -12,9 +12,15 @@ pub enum CompareError {
     /// A training or evaluation sub-run that failed or was interrupted.
     #[error("{0}")]
     SubRun(String),
-    /// Errors from the trainer (config validation, training, evaluation).
+    /// Errors from the trainer (training a sub-run).
     #[error(transparent)]
     Trainer(#[from] dspnet_trainer::TrainerError),
+    /// Errors of a run directory (configuration, checkpoint, results).
+    #[error(transparent)]
+    Run(#[from] dspnet_run::RunError),
+    /// Errors of the evaluation of a sub-run.
+    #[error(transparent)]
+    Eval(#[from] dspnet_eval::EvalError),
     /// Errors from the data pipeline (shards, image folders).
     #[error(transparent)]
     Pipeline(#[from] dspnet_pipeline::PipelineError),
@@ -22,18 +28,14 @@ pub enum CompareError {
     #[error(transparent)]
     Model(#[from] dspnet_model::ModelError),
     /// File-system errors with the path involved.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] dspnet_core::PathError),
 }
 
 impl CompareError {
     /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        CompareError::Io { path: path.as_ref().display().to_string(), source }
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        CompareError::File(dspnet_core::PathError::new(path, source))
     }
 }
 

@@ -5,7 +5,7 @@
 //! your own data with one command: it trains (a) DSPNet once over a width list and (b) plain
 //! BYOL (Grill et al. 2020) separately at each width, each one-by-one network truly that width
 //! ([`plan`]), on the same shards with the same augmentations, optimiser, epochs and seed;
-//! evaluates every network with the same protocols (`dspnet_trainer::eval_run`); measures each
+//! evaluates every network with the same protocols (`dspnet_eval`); measures each
 //! training's wall time, counted training FLOPs ([`cost`]) and peak memory (each training in its
 //! own child process, [`child`]); optionally re-runs the one-by-one networks within DSPNet's
 //! wall time ("same total budget"); and writes `compare.json`, `report.md` and `compare.png`

@@ -17,9 +17,10 @@
 //! run time against the DSPNet run's records), and nothing wider is stored or computed.
 
 use crate::error::{CompareError, Result};
+use dspnet_eval::Protocol;
 use dspnet_model::slim_channels;
-use dspnet_trainer::config::{apply_override, Method, RunConfig};
-use dspnet_trainer::eval_run::Protocol;
+use dspnet_run::config::{apply_override, Method};
+use dspnet_run::RunConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -101,7 +102,7 @@ pub struct Plan {
     pub compare: CompareSection,
     /// Widths compared, ascending.
     pub widths: Vec<f64>,
-    /// Protocol names, each accepted by `dspnet_trainer::eval_run::Protocol`.
+    /// Protocol names, each accepted by `dspnet_eval::Protocol` (not the transfer ones).
     pub protocols: Vec<String>,
     pub same_budget: bool,
     /// Where the config came from (file or preset), for messages and the report.
@@ -187,7 +188,11 @@ impl Plan {
             return Err(CompareError::Config("--protocols is empty; use e.g. --protocols knn,linear".into()));
         }
         for p in &protocols {
-            p.parse::<Protocol>()?;
+            if p.parse::<Protocol>()?.is_transfer() {
+                return Err(CompareError::Config(format!(
+                    "--protocols {p}: dspnet-compare evaluates knn, linear and semi; run dspnet-eval --protocol {p} on its run folders"
+                )));
+            }
         }
         let same_budget = same_budget || compare.same_budget;
         let plan = Plan { base, compare, widths: ws, protocols, same_budget, origin: origin.to_string() };
@@ -211,8 +216,8 @@ impl Plan {
         Plan::parse(&text, &path.display().to_string(), sets, widths, protocols, same_budget)
     }
 
-    /// The protocols as the trainer's evaluation takes them.
-    pub fn trainer_protocols(&self) -> Result<Vec<Protocol>> {
+    /// The protocols as the evaluation takes them.
+    pub fn eval_protocols(&self) -> Result<Vec<Protocol>> {
         Ok(self.protocols.iter().map(|p| p.parse()).collect::<std::result::Result<Vec<Protocol>, _>>()?)
     }
 
@@ -318,7 +323,7 @@ mod tests {
             let plan = Plan::parse(text, name, &[], None, None, false).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(plan.widths.last(), Some(&1.0), "{name}");
             assert_eq!(plan.base.train.log_every, 1);
-            assert!(plan.trainer_protocols().unwrap().len() >= 2, "{name}");
+            assert!(plan.eval_protocols().unwrap().len() >= 2, "{name}");
         }
         let gpu = Plan::parse(preset("gpu").unwrap().1, "gpu", &[], None, None, false).unwrap();
         assert_eq!(gpu.base.loader.batch_size, 512);
@@ -344,7 +349,7 @@ mod tests {
         let img = dsp.augment.image_size as i64;
         for w in [0.25] {
             assert_eq!(a.num_params(w), b.num_params(1.0));
-            assert_eq!(a.flops(w, img, img), b.flops(1.0, img, img));
+            assert_eq!(a.macs(w, img, img), b.macs(1.0, img, img));
             assert_eq!(a.feature_dim(w), b.feature_dim(1.0));
         }
         let stored: i64 = vs_b.trainable_variables().iter().map(|t| t.numel() as i64).sum();
@@ -405,9 +410,9 @@ mod tests {
         for &w in &plain.widths {
             let (a, b) = (one_by_one_config(&plain.base, w).unwrap(), one_by_one_config(&ablated.base, w).unwrap());
             assert_eq!(a.to_toml(), b.to_toml(), "width {w}");
-            assert_eq!(b.method.distill_target, dspnet_trainer::config::DistillTarget::Teacher);
-            assert_eq!(b.method.narrow_predictor, dspnet_trainer::config::NarrowPredictor::Shared);
-            assert_eq!(b.heads.bn, dspnet_trainer::config::HeadBn::Switchable);
+            assert_eq!(b.method.distill_target, dspnet_run::config::DistillTarget::Teacher);
+            assert_eq!(b.method.narrow_predictor, dspnet_run::config::NarrowPredictor::Shared);
+            assert_eq!(b.heads.bn, dspnet_run::config::HeadBn::Switchable);
             assert_eq!(b.method.narrow_warmup_epochs, 0.0);
         }
     }

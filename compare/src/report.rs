@@ -5,8 +5,7 @@
 
 use crate::cost::{ratio, BudgetSplit};
 use crate::error::{CompareError, Result};
-use dspnet_trainer::checkpoint::write_atomic;
-use dspnet_trainer::eval::EvalRecord;
+use dspnet_run::EvalRecord;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -160,31 +159,16 @@ pub struct Machine {
 impl Machine {
     /// CPU model and load average now (`threads` empty, `load_end` = `load_start`).
     pub fn now() -> Self {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let load = load_average();
+        use dspnet_core::machine;
+        let load = machine::load_average();
         Machine {
-            cpu_model,
-            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: machine::cpu_model(),
+            logical_cpus: machine::logical_cpus(),
             threads: Vec::new(),
             load_start: load.clone(),
             load_end: load,
         }
     }
-}
-
-/// The three load averages of /proc/loadavg (empty when unreadable).
-pub fn load_average() -> Vec<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect())
-        .unwrap_or_default()
 }
 
 /// Everything `compare.json` holds.
@@ -290,7 +274,7 @@ pub fn build(meta: Meta, dspnet: &SubRun, one: &[SubRun], budget: Option<(Budget
             results.push(ResultRow {
                 width: w,
                 params: d.params,
-                mflops: d.flops as f64 / 1e6,
+                mflops: d.macs as f64 / 1e6,
                 protocol: p.clone(),
                 dspnet_top1: d.top1,
                 one_by_one_top1: o.top1,
@@ -476,11 +460,12 @@ pub fn plot(c: &Comparison, path: &Path) -> Result<()> {
             recs.push(EvalRecord {
                 width: r.width,
                 params: r.params,
-                flops: (r.mflops * 1e6).round() as u64,
+                macs: (r.mflops * 1e6).round() as u64,
                 protocol: r.protocol.clone(),
                 top1,
                 init: init.into(),
                 settings: serde_json::Value::Null,
+                extra: Default::default(),
             })
         };
         push("DSPNet", r.dspnet_top1);
@@ -492,23 +477,18 @@ pub fn plot(c: &Comparison, path: &Path) -> Result<()> {
     if recs.is_empty() {
         return Err(CompareError::SubRun("no evaluation result to plot".into()));
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map_or("compare.png".into(), |n| n.to_string_lossy().to_string());
-    let tmp = dir.join(format!(".{name}.tmp.png"));
-    dspnet_trainer::report::plot(&recs, &tmp, "DSPNet vs one-by-one BYOL: top-1 against MFLOPs")?;
-    let synced = std::fs::File::open(&tmp).and_then(|f| f.sync_all());
-    if let Err(e) = synced {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(CompareError::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| CompareError::io(path, e))?;
+    dspnet_eval::report::plot(&recs, path, "DSPNet vs one-by-one BYOL: top-1 against MFLOPs")
+        .map_err(|e| CompareError::SubRun(e.to_string()))?;
     Ok(())
 }
 
 /// Writes compare.json, report.md and compare.png into `out`, each atomically.
 pub fn write_all(c: &Comparison, out: &Path) -> Result<()> {
-    write_atomic(out, "compare.json", &serde_json::to_vec_pretty(c).expect("comparison serialises"))?;
-    write_atomic(out, "report.md", markdown(c).as_bytes())?;
+    dspnet_core::fs::write_atomic(
+        &out.join("compare.json"),
+        &serde_json::to_vec_pretty(c).expect("comparison serialises"),
+    )?;
+    dspnet_core::fs::write_atomic(&out.join("report.md"), markdown(c).as_bytes())?;
     plot(c, &out.join("compare.png"))
 }
 
@@ -546,11 +526,12 @@ mod tests {
         EvalRecord {
             width,
             params: (width * 100.0) as i64,
-            flops: (width * 2e6) as u64,
+            macs: (width * 2e6) as u64,
             protocol: protocol.into(),
             top1,
             init: "pretrained".into(),
             settings: serde_json::json!({}),
+            extra: Default::default(),
         }
     }
 

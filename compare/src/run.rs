@@ -36,13 +36,13 @@ use crate::cost::{forward_macs, same_budget_split, train_macs, width_steps};
 use crate::error::{CompareError, Result};
 use crate::plan::{one_by_one_config, same_budget_config, Plan};
 use crate::report::{build, write_all, Comparison, Machine, Meta, SubRun, TrainRecord};
+use dspnet_eval::{evaluate, EvalRequest};
+use dspnet_model::parse_device;
 use dspnet_model::width_tag;
 use dspnet_pipeline::source::{expand_pattern, is_remote};
-use dspnet_trainer::checkpoint::{write_atomic, METRICS};
-use dspnet_trainer::cli::parse_device;
-use dspnet_trainer::config::RunConfig;
-use dspnet_trainer::eval::EvalRecord;
-use dspnet_trainer::eval_run::{evaluate_run, EvalRequest};
+use dspnet_run::layout::METRICS;
+use dspnet_run::EvalRecord;
+use dspnet_run::RunConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -240,7 +240,7 @@ impl Ctx<'_> {
             shards: self.train_shards.clone(),
             device: self.req.device.clone(),
         };
-        write_atomic(&dir, REQUEST, &serde_json::to_vec_pretty(&request).expect("json"))?;
+        dspnet_core::fs::write_atomic(&dir.join(REQUEST), &serde_json::to_vec_pretty(&request).expect("json"))?;
         tracing::info!(run = name, "training");
         let t0 = Instant::now();
         let status =
@@ -302,7 +302,7 @@ impl Ctx<'_> {
             skipped_nonfinite: child.skipped_nonfinite,
             config_toml: toml,
         };
-        write_atomic(&dir, TRAIN_RECORD, &serde_json::to_vec_pretty(&record).expect("json"))?;
+        dspnet_core::fs::write_atomic(&dir.join(TRAIN_RECORD), &serde_json::to_vec_pretty(&record).expect("json"))?;
         self.trained.push(name.to_string());
         Ok(record)
     }
@@ -360,24 +360,21 @@ impl Ctx<'_> {
             return Err(self.interrupted());
         }
         tracing::info!(run = name, "evaluating");
-        let mut records = evaluate_run(&EvalRequest {
-            run_dir: dir.clone(),
-            train_shards: self.train_shards.clone(),
-            test_shards: self.test_shards.clone(),
-            protocols: self.req.plan.trainer_protocols()?,
-            widths: None,
-            random_init: false,
-            calibrate_bn: false,
-            device: parse_device(&self.req.device)?,
-            semi: dspnet_trainer::semi::SemiSettings::default(),
-        })?;
+        let mut request = EvalRequest::new(
+            dir.clone(),
+            self.train_shards.clone(),
+            self.test_shards.clone(),
+            parse_device(&self.req.device)?,
+        );
+        request.protocols = self.req.plan.eval_protocols()?;
+        let mut records = evaluate(&request)?;
         for r in &mut records {
             if let Some(i) = config_widths.iter().position(|w| (w - r.width).abs() <= 1e-9) {
                 r.width = nominal[i];
             }
         }
         let file = EvalFile { protocols: self.req.plan.protocols.clone(), records: records.clone() };
-        write_atomic(&dir, EVAL_RECORD, &serde_json::to_vec_pretty(&file).expect("json"))?;
+        dspnet_core::fs::write_atomic(&dir.join(EVAL_RECORD), &serde_json::to_vec_pretty(&file).expect("json"))?;
         Ok(records)
     }
 }
@@ -388,10 +385,10 @@ fn check_same_network(dspnet: &[EvalRecord], one: &[EvalRecord], width: f64, nam
     let d = dspnet.iter().find(|r| (r.width - width).abs() <= 1e-9);
     for o in one {
         if let Some(d) = d {
-            if (d.params, d.flops) != (o.params, o.flops) {
+            if (d.params, d.macs) != (o.params, o.macs) {
                 return Err(CompareError::SubRun(format!(
                     "{name}: the one-by-one network has {} parameters and {} MACs, DSPNet's sub-network at width {width} has {} and {}; they must be the same network",
-                    o.params, o.flops, d.params, d.flops
+                    o.params, o.macs, d.params, d.macs
                 )));
             }
         }
@@ -423,7 +420,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     std::fs::create_dir_all(out).map_err(|e| {
         CompareError::Config(format!("--out {}: cannot create it: {e}; choose a writable folder", out.display()))
     })?;
-    dspnet_trainer::run::check_writable(out)?;
+    dspnet_run::layout::check_writable(out)?;
     let mut machine = Machine::now();
 
     let baseline = match &req.baseline_from {
@@ -491,7 +488,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         }
     }
     let batch = req.plan.base.loader.batch_size;
-    if let Some(n) = dspnet_trainer::run::manifest_samples(&train_shards, &req.plan.base.loader)? {
+    if let Some(n) = dspnet_trainer::session::manifest_samples(&train_shards, &req.plan.base.loader)? {
         if n < batch as u64 {
             return Err(CompareError::Config(format!(
                 "the training shards hold {n} images, fewer than one batch (loader.batch_size = {batch}); use more images or --set loader.batch_size=N"
@@ -535,7 +532,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
             )));
         }
         Some(_) => {}
-        None => write_atomic(out, PLAN, &serde_json::to_vec_pretty(&record).expect("json"))?,
+        None => dspnet_core::fs::write_atomic(&out.join(PLAN), &serde_json::to_vec_pretty(&record).expect("json"))?,
     }
 
     let mut ctx = Ctx {
@@ -581,7 +578,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         None
     };
 
-    machine.load_end = crate::report::load_average();
+    machine.load_end = dspnet_core::machine::load_average();
     let meta = Meta {
         command: req.command.clone(),
         code_version: code_version(),

@@ -16,10 +16,15 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// overrides the default `info`. Also lets a closed stdout (`dspnet-... | head`) end the
 /// process quietly, as it does for C tools, instead of a panic on the broken pipe.
 pub fn init_logging() {
+    init_logging_at("info");
+}
+
+/// [`init_logging`] with `default` (e.g. `warn`) as the level when `RUST_LOG` is unset.
+pub fn init_logging_at(default: &str) {
     quiet_broken_pipe();
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -37,6 +37,10 @@ mod tests {
         assert!((warmup_cosine(4, 104, 4, 1.0) - 1.0).abs() < 1e-12);
         assert!((warmup_cosine(54, 104, 4, 1.0) - 0.5).abs() < 1e-12);
         assert!(warmup_cosine(104, 104, 4, 1.0).abs() < 1e-12);
+        // no warm-up as a factor (the semi-supervised fine-tuning's): 1, 1/2, 0
+        assert_eq!(warmup_cosine(0, 10, 0, 1.0), 1.0);
+        assert!((warmup_cosine(5, 10, 0, 1.0) - 0.5).abs() < 1e-12);
+        assert!(warmup_cosine(10, 10, 0, 1.0).abs() < 1e-12);
         // no warm-up: a quarter of the way, (1 + cos(π/4))/2 = 0.853553...
         assert!((warmup_cosine(25, 100, 0, 2.0) - 2.0 * 0.853_553_390_593_273_7).abs() < 1e-12);
     }

@@ -1,7 +1,6 @@
 //! Errors of the deploy crate. Every `Display` is one line naming the file, folder or option and
 //! the fix; binaries print it after `error: ` and exit with code 2.
 
-use dspnet_trainer::TrainerError;
 use thiserror::Error;
 
 /// Everything loading a run, exporting, profiling and selecting can fail with.
@@ -34,9 +33,9 @@ pub enum DeployError {
     /// bad input: `dspnet-select` exits with code 1 on it.
     #[error("{0}")]
     NoWidthFits(String),
-    /// Errors from the trainer crate (configuration, checkpoints).
+    /// Errors of the run directory (configuration, checkpoint, results).
     #[error(transparent)]
-    Trainer(#[from] TrainerError),
+    RunDir(#[from] dspnet_run::RunError),
     /// Errors from the model crate.
     #[error(transparent)]
     Model(#[from] dspnet_model::ModelError),
@@ -44,18 +43,14 @@ pub enum DeployError {
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     /// File-system errors with the path involved.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] dspnet_core::PathError),
 }
 
 impl DeployError {
     /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        DeployError::Io { path: path.as_ref().display().to_string(), source }
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        DeployError::File(dspnet_core::PathError::new(path, source))
     }
 }
 

@@ -18,13 +18,11 @@
 
 use crate::error::{DeployError, Result};
 use crate::run::{load_run, LoadedRun};
+use dspnet_core::fs::{sha256_hex, write_atomic};
 use dspnet_model::{width_tag, Depth, ResNetConfig, SlimResNet, Stem};
-use dspnet_trainer::checkpoint::write_atomic;
-use dspnet_trainer::TrainerError;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -52,7 +50,7 @@ pub struct ExportSummary {
     /// Parameters of the sub-network (conv weights + BN affine, no classifier).
     pub params: i64,
     /// Convolution multiply-accumulates of one image at the run's input size.
-    pub flops: u64,
+    pub macs: u64,
     /// Pooled feature dimension (channels of layer4's output).
     pub feature_dim: i64,
     /// Side of the square input in pixels.
@@ -310,20 +308,9 @@ pub fn safetensors_bytes(tensors: &[(String, Tensor)], metadata: &[(&str, String
         .map_err(|e| DeployError::Unsupported(format!("safetensors serialisation failed: {e}")))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn out_err(dir: &Path) -> impl Fn(TrainerError) -> DeployError + '_ {
+fn out_err(dir: &Path) -> impl Fn(dspnet_core::PathError) -> DeployError + '_ {
     move |e| {
-        let detail = match e {
-            TrainerError::Io { path, source } => format!("{path}: {source}"),
-            e => e.to_string(),
-        };
-        DeployError::Output(format!(
-            "--out {}: cannot write the export ({detail}); pass a writable folder",
-            dir.display()
-        ))
+        DeployError::Output(format!("--out {}: cannot write the export ({e}); pass a writable folder", dir.display()))
     }
 }
 
@@ -364,13 +351,13 @@ pub fn export_loaded(run: &LoadedRun, width: f64, out_dir: &Path, reference: boo
     })?;
     let size = run.image_size();
     let params = run.params(width);
-    let flops = run.flops(width);
+    let flops = run.macs(width);
     let version = code_version();
     let meta = [("width", width.to_string()), ("dspnet_version", version.clone())];
 
     let weights = safetensors_bytes(&timm_state_dict(run, width)?, &meta)?;
     let weights_sha = sha256_hex(&weights);
-    write_atomic(&dir, MODEL_WEIGHTS, &weights).map_err(out_err(out_dir))?;
+    write_atomic(&dir.join(MODEL_WEIGHTS), &weights).map_err(out_err(out_dir))?;
     drop(weights);
 
     let strides = feature_strides(cfg.model.stem);
@@ -389,7 +376,7 @@ pub fn export_loaded(run: &LoadedRun, width: f64, out_dir: &Path, reference: boo
             "outputs": {"pooled": tensors[1].1.size(), "layer1": tensors[2].1.size(), "layer2": tensors[3].1.size(), "layer3": tensors[4].1.size(), "layer4": tensors[5].1.size()},
             "mode": "eval (running BN statistics)",
         });
-        write_atomic(&dir, REFERENCE, &bytes).map_err(out_err(out_dir))?;
+        write_atomic(&dir.join(REFERENCE), &bytes).map_err(out_err(out_dir))?;
     } else if ref_path.exists() {
         std::fs::remove_file(&ref_path).map_err(|e| {
             DeployError::Output(format!(
@@ -469,15 +456,13 @@ pub fn export_loaded(run: &LoadedRun, width: f64, out_dir: &Path, reference: boo
         "files": files,
     });
     let text = serde_json::to_vec_pretty(&doc).expect("model.json serialises");
-    write_atomic(&dir, MODEL_JSON, &text).map_err(out_err(out_dir))?;
-    Ok(ExportSummary { width, dir, params, flops, feature_dim: arch.feature_dim, input_size: size, reference })
+    write_atomic(&dir.join(MODEL_JSON), &text).map_err(out_err(out_dir))?;
+    Ok(ExportSummary { width, dir, params, macs: flops, feature_dim: arch.feature_dim, input_size: size, reference })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dspnet_trainer::checkpoint::{self, CheckpointState};
-    use dspnet_trainer::config::RunConfig;
 
     fn cfg(depth: Depth, stem: Stem, base: i64) -> ResNetConfig {
         ResNetConfig { depth, stem, in_channels: 3, base_channels: base, widths: vec![0.25, 0.5, 0.75, 1.0] }
@@ -594,83 +579,5 @@ mod tests {
         assert_eq!((n.dtype(), n.shape(), n.data()), (safetensors::Dtype::I64, &[][..], &[0u8; 8][..]));
         let bad = [("x".to_string(), Tensor::from_slice(&[1u8]))];
         assert!(matches!(safetensors_bytes(&bad, &[]), Err(DeployError::Unsupported(_))));
-    }
-
-    /// A run written through the trainer's checkpoint code: the state dict has torchvision/timm
-    /// names only (no width tags), one BN (5 tensors with num_batches_tracked) per conv, slices
-    /// of the online weights, and the BN of the requested width; results.json is read.
-    #[test]
-    fn state_dict_of_a_saved_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = include_str!("../../configs/cifar10-small.toml");
-        let mut cfg = RunConfig::from_toml_str(text, "cifar10-small.toml").unwrap();
-        cfg.model.base_channels = 4;
-        cfg.heads.hidden = 8;
-        cfg.heads.out_dim = 4;
-        cfg.method.train_widths = Some(vec![0.5, 1.0]);
-        let online = dspnet_trainer::network::Branch::new(&cfg, tch::Device::Cpu, true).unwrap();
-        checkpoint::write_atomic(dir.path(), checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
-        let state = CheckpointState { version: "test".into(), ..CheckpointState::basic(3, 9, "fp32") };
-        checkpoint::save(dir.path(), &checkpoint::prefixed(&online.vs, "online"), state).unwrap();
-        let results = r#"[{"width": 0.5, "params": 1, "flops": 2, "protocol": "knn", "top1": 41.5, "init": "pretrained", "settings": {}},
-                          {"width": 0.5, "params": 1, "flops": 2, "protocol": "knn", "top1": 30.0, "init": "random", "settings": {}}]"#;
-        std::fs::write(dir.path().join("results.json"), results).unwrap();
-        let run = load_run(dir.path()).unwrap();
-        assert_eq!(run.top1(0.5, "knn"), Some(41.5));
-        assert_eq!(run.top1(0.5, "linear"), None);
-        assert_eq!(run.results_for(1.0).len(), 0);
-        assert!(matches!(run.check_width(0.25), Err(DeployError::Width(_))), "0.25 is in model.widths but not trained");
-        let sd = timm_state_dict(&run, 0.5).unwrap();
-        let convs = sd.iter().filter(|(_, t)| t.dim() == 4).count();
-        assert_eq!(convs, 1 + 8 * 2 + 3, "stem + 8 BasicBlocks x 2 convs + 3 downsamples");
-        assert_eq!(sd.len(), convs * 6);
-        assert!(sd.iter().all(|(n, _)| !n.contains(".w0_") && !n.contains(".w1_")));
-        assert!(sd.windows(2).all(|p| p[0].0 < p[1].0), "sorted by name");
-        let get = |k: &str| &sd.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1;
-        assert_eq!(get("bn1.num_batches_tracked").kind(), Kind::Int64);
-        assert_eq!(get("bn1.num_batches_tracked").size(), Vec::<i64>::new());
-        let full = &online.vs.variables()["backbone.layer4.0.conv1.weight"]; // [32, 16, 3, 3]
-        assert!(get("layer4.0.conv1.weight").equal(&full.narrow(0, 0, 16).narrow(1, 0, 8)));
-        assert!(get("layer2.1.bn2.bias").equal(&online.vs.variables()["backbone.layer2.1.bn2.w0_50.bias"]));
-        assert!(matches!(timm_state_dict(&run, 0.25), Err(DeployError::Width(_))));
-        // export: files and the record
-        let out = dir.path().join("exp");
-        let s = export_loaded(&run, 0.5, &out, false).unwrap();
-        assert_eq!(s.dir, out.join("w0_50"));
-        assert_eq!((s.params, s.flops), (run.params(0.5), run.flops(0.5)));
-        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(s.dir.join(MODEL_JSON)).unwrap()).unwrap();
-        assert_eq!(meta["eval_results"][0]["top1"], 41.5);
-        assert_eq!(meta["random_init_baselines"][0]["top1"], 30.0);
-        assert_eq!(meta["source"]["step"], 3);
-        assert!(!s.dir.join(REFERENCE).exists());
-    }
-
-    /// The ablation heads (`method.narrow_predictor = "separate"`: `online.predictor_narrow.*`;
-    /// `heads.bn = "shared"`: one BN per head) are in the checkpoint and ignored by export like
-    /// `online.predictor.*`: the exported state dict is the backbone's alone.
-    #[test]
-    fn export_ignores_the_narrow_predictor_and_shared_head_bn() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = include_str!("../../configs/cifar10-small.toml");
-        let mut cfg = RunConfig::from_toml_str(text, "cifar10-small.toml").unwrap();
-        cfg.model.base_channels = 4;
-        cfg.heads.hidden = 8;
-        cfg.heads.out_dim = 4;
-        cfg.method.narrow_predictor = dspnet_trainer::config::NarrowPredictor::Separate;
-        cfg.heads.bn = dspnet_trainer::config::HeadBn::Shared;
-        let online = dspnet_trainer::network::Branch::new(&cfg, tch::Device::Cpu, true).unwrap();
-        let tensors = checkpoint::prefixed(&online.vs, "online");
-        assert!(tensors.iter().any(|(n, _)| n == "online.predictor_narrow.fc1.weight"));
-        assert!(tensors.iter().any(|(n, _)| n == "online.projector.bn1.running_var"));
-        checkpoint::write_atomic(dir.path(), checkpoint::CONFIG, cfg.to_toml().as_bytes()).unwrap();
-        let state = CheckpointState { version: "test".into(), ..CheckpointState::basic(3, 9, "fp32") };
-        checkpoint::save(dir.path(), &tensors, state).unwrap();
-        let run = load_run(dir.path()).unwrap();
-        let sd = timm_state_dict(&run, 0.5).unwrap();
-        assert!(sd.iter().all(|(n, _)| !n.contains("predictor") && !n.contains("projector")));
-        let get = |k: &str| &sd.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1;
-        assert!(get("layer2.1.bn2.bias").equal(&online.vs.variables()["backbone.layer2.1.bn2.w0_50.bias"]));
-        let s = export_loaded(&run, 0.5, &dir.path().join("exp"), false).unwrap();
-        assert_eq!(s.params, run.params(0.5));
     }
 }

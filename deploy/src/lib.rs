@@ -8,16 +8,16 @@
 //!   `results.json` records. Shared by `dspnet-export`, `dspnet-profile` and `dspnet-select`.
 //! * [`export`]: [`export_width`] writes one width as timm's `ResNet` state dict
 //!   (`model.safetensors`), `model.json` (timm constructor arguments, stem, input size,
-//!   normalisation, params, FLOPs, known results, source, code version) and optionally
+//!   normalisation, params, MACs, known results, source, code version) and optionally
 //!   `reference.safetensors` (the Rust network's pooled features and stage feature maps on a
 //!   fixed input).
-//! * [`profile`]: per width params, FLOPs, measured latency (median / p90), images/s and peak
+//! * [`profile`]: per width params, MACs, measured latency (median / p90), images/s and peak
 //!   memory on this machine (`dspnet-profile`: table, `profile.json`, accuracy-vs-latency plot).
 //! * [`select`]: the most accurate width within a latency, MFLOPs or parameter budget
 //!   (`dspnet-select`).
-//! * [`transfer`]: detection and segmentation transfer of every width through the Python tool
-//!   `dspnet_export.transfer` (`dspnet-eval --protocol detection,segmentation`), records
-//!   appended to `results.json`.
+//!
+//! Detection and segmentation transfer of the exported widths is an evaluation protocol:
+//! `dspnet-eval` runs it (crate `dspnet-eval`).
 //!
 //! The Python side (`tools/python/dspnet_export`) loads an export into timm, builds multi-scale
 //! backbones for torchvision detection and exports ONNX.
@@ -27,7 +27,6 @@ pub mod export;
 pub mod profile;
 pub mod run;
 pub mod select;
-pub mod transfer;
 
 pub use error::{DeployError, Result};
 pub use export::{export_loaded, export_width, ExportSummary};

@@ -27,9 +27,9 @@
 
 use crate::error::{DeployError, Result};
 use crate::run::LoadedRun;
+use dspnet_model::ComputeFormat;
 use dspnet_model::ResNetConfig;
-use dspnet_trainer::dspnet::ComputeFormat;
-use dspnet_trainer::eval::EvalRecord;
+use dspnet_run::EvalRecord;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
@@ -70,20 +70,12 @@ pub struct Machine {
 impl Machine {
     /// Describes this machine.
     pub fn this() -> Self {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
-        let logical_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Machine { cpu_model, logical_cpus, hostname }
+        use dspnet_core::machine;
+        Machine {
+            cpu_model: machine::cpu_model(),
+            logical_cpus: machine::logical_cpus(),
+            hostname: machine::hostname(),
+        }
     }
 }
 
@@ -244,75 +236,6 @@ impl Profile {
     }
 }
 
-/// Median of `xs` (mean of the two middle values for an even count); `None` when empty.
-pub fn median(xs: &[f64]) -> Option<f64> {
-    percentile(xs, 50.0)
-}
-
-/// The `p`-th percentile (0..=100) of `xs` by linear interpolation between the closest ranks
-/// (Hyndman & Fan 1996 definition 7, numpy's default): with the values sorted ascending,
-/// `h = (n - 1) p / 100`, result `x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h])`.
-/// `None` when `xs` is empty or `p` is outside 0..=100 or NaN.
-pub fn percentile(xs: &[f64], p: f64) -> Option<f64> {
-    if xs.is_empty() || !(0.0..=100.0).contains(&p) {
-        return None;
-    }
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let h = (v.len() - 1) as f64 * p / 100.0;
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(v.len() - 1);
-    Some(v[lo] + (h - lo as f64) * (v[hi] - v[lo]))
-}
-
-/// Peak resident memory around a piece of work (module docs).
-pub mod peak_rss {
-    /// A field of /proc/self/status in bytes (`VmRSS`, `VmHWM`, ...).
-    pub fn status_bytes(field: &str) -> Option<u64> {
-        let s = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
-        let kb: u64 = line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()?;
-        Some(kb * 1024)
-    }
-
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn trim_heap() {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: glibc's malloc_trim only releases free heap pages; it has no preconditions.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
-
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    fn trim_heap() {}
-
-    /// A started measurement: the resident size when it began.
-    #[derive(Debug)]
-    pub struct Measurement {
-        baseline: u64,
-    }
-
-    impl Measurement {
-        /// Returns freed heap memory to the OS, resets the peak resident size to the current one
-        /// and records it. `None` when `/proc/self/clear_refs` or `/proc/self/status` is not
-        /// usable (not Linux, or a restricted `/proc`).
-        pub fn start() -> Option<Self> {
-            trim_heap();
-            std::fs::write("/proc/self/clear_refs", "5").ok()?;
-            let baseline = status_bytes("VmRSS")?;
-            Some(Measurement { baseline })
-        }
-
-        /// Peak resident size since [`Self::start`] minus the resident size at the start, bytes.
-        pub fn peak_delta(&self) -> Option<u64> {
-            Some(status_bytes("VmHWM")?.saturating_sub(self.baseline))
-        }
-    }
-}
-
 /// Resolves and applies the libtorch thread count: `requested`, else the run's `train.threads`
 /// when > 0, else libtorch's default. Returns what `tch::get_num_threads` then reports.
 ///
@@ -363,7 +286,7 @@ pub fn measure(
         for _ in 0..warmup {
             let _ = run.backbone.forward_t(&x, width, false)?;
         }
-        let mem = peak_rss::Measurement::start();
+        let mem = dspnet_core::memory::PeakRss::start();
         let mut ms = Vec::with_capacity(repeats);
         for _ in 0..repeats {
             let t0 = Instant::now();
@@ -373,12 +296,12 @@ pub fn measure(
         }
         Ok((ms, mem.and_then(|m| m.peak_delta())))
     })?;
-    let median_ms = median(&ms).expect("repeats >= 1");
+    let median_ms = dspnet_core::stats::median(&ms).expect("repeats >= 1");
     Ok(BatchLatency {
         batch_size,
         repeats,
         median_ms,
-        p90_ms: percentile(&ms, 90.0).expect("repeats >= 1"),
+        p90_ms: dspnet_core::stats::percentile(&ms, 90.0).expect("repeats >= 1"),
         min_ms: ms.iter().copied().fold(f64::INFINITY, f64::min),
         max_ms: ms.iter().copied().fold(0.0, f64::max),
         images_per_s: batch_size as f64 / (median_ms / 1e3),
@@ -448,7 +371,7 @@ pub fn profile_run(run: &LoadedRun, settings: &ProfileSettings) -> Result<Profil
             width: w,
             width_tag: dspnet_model::width_tag(w),
             params: run.params(w),
-            flops: run.flops(w),
+            flops: run.macs(w),
             weight_bytes,
             batches,
         });
@@ -482,11 +405,10 @@ pub fn profile_run(run: &LoadedRun, settings: &ProfileSettings) -> Result<Profil
 /// [`DeployError::Output`] naming the file when it cannot be written.
 pub fn write_profile(profile: &Profile, path: &Path) -> Result<()> {
     let json = serde_json::to_vec_pretty(profile).expect("a Profile serialises");
-    let dir = parent_dir(path);
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+    path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         DeployError::Output(format!("--out {}: not a file name; pass e.g. RUN/profile.json", path.display()))
     })?;
-    dspnet_trainer::checkpoint::write_atomic(dir, name, &json).map_err(|e| {
+    dspnet_core::fs::write_atomic(path, &json).map_err(|e| {
         DeployError::Output(format!(
             "cannot write {} ({e}); make the folder writable or pass --out FILE",
             path.display()
@@ -600,8 +522,7 @@ pub fn markdown_table(profile: &Profile, records: &[EvalRecord]) -> String {
 /// [`DeployError::Output`]: the font (Debian fonts-dejavu-core) is missing or the PNG cannot be
 /// written.
 pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &Path) -> Result<bool> {
-    use plotters::prelude::*;
-    let font = dspnet_trainer::report::FONT;
+    use dspnet_core::plot::{Legend, LineChart, Series};
     let pts_of = |init: &str, proto: &str| -> Vec<(f64, f64, f64)> {
         let mut v: Vec<(f64, f64, f64)> = records
             .iter()
@@ -611,105 +532,36 @@ pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &P
         v.sort_by(|a, b| a.2.total_cmp(&b.2)); // joined in width order: the slimmable family
         v
     };
-    let mut series: Vec<(String, String)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for r in records.iter().filter(|r| r.init == "pretrained") {
-        let s = (r.init.clone(), r.protocol.clone());
-        if !series.contains(&s) && !pts_of(&s.0, &s.1).is_empty() {
-            series.push(s);
+        let label = format!("{} ({})", r.protocol, r.init);
+        let pts = pts_of(&r.init, &r.protocol);
+        if !series.iter().any(|s| s.label == label) && !pts.is_empty() {
+            series.push(Series {
+                label,
+                points: pts.iter().map(|p| (p.0, p.1)).collect(),
+                point_labels: pts.iter().map(|p| format!("{:?}x", p.2)).collect(),
+            });
         }
     }
     if series.is_empty() {
         return Ok(false);
     }
-    let bytes = std::fs::read(font).map_err(|e| {
-        DeployError::Output(format!("cannot read plot font {font}: {e}; apt-get install fonts-dejavu-core"))
-    })?;
-    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, bytes);
-    let all: Vec<(f64, f64, f64)> = series.iter().flat_map(|(i, p)| pts_of(i, p)).collect();
-    let (xmin, xmax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (ymin, ymax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let tmp =
-        parent_dir(path).join(format!(".{}.tmp.png", path.file_stem().and_then(|s| s.to_str()).unwrap_or("plot")));
     let title = format!(
         "{} {:?} stem, threads: {}, {}, batch {batch_size}",
         profile.architecture.depth, profile.architecture.stem, profile.threads, profile.dtype
     )
     .replace("Small", "small")
     .replace("Imagenet", "imagenet");
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = BitMapBackend::new(&tmp, (800, 560)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(&title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
-            .build_cartesian_2d(
-                (xmin * 0.8..xmax * 1.25).log_scale(),
-                (ymin - 2.0).max(0.0)..(ymax + 2.0).min(100.0),
-            )?;
-        chart
-            .configure_mesh()
-            .x_labels(6)
-            .x_desc(format!("median latency at batch {batch_size} (ms, log scale), {}", profile.machine.cpu_model))
-            .y_desc("top-1 (%)")
-            .draw()?;
-        for (i, (init, proto)) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            let pts = pts_of(init, proto);
-            chart
-                .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))?
-                .label(format!("{proto} ({init})"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))?;
-            chart.draw_series(pts.iter().map(|p| {
-                EmptyElement::at((p.0, p.1)) + Text::new(format!("{:?}x", p.2), (6, -18), ("sans-serif", 14))
-            }))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-        Ok(())
+    let chart = LineChart {
+        title,
+        x_label: format!("median latency at batch {batch_size} (ms, log scale), {}", profile.machine.cpu_model),
+        y_label: "top-1 (%)".into(),
+        x_log: true,
+        y_percent: true,
+        legend: Legend::LowerRight,
+        series,
     };
-    draw().map_err(|e| DeployError::Output(format!("cannot draw plot {}: {e}", path.display())))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| DeployError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| DeployError::Output(format!("cannot write {}: {e}", path.display())))?;
+    chart.write_png(path).map_err(|e| DeployError::Output(e.to_string()))?;
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_and_percentile_by_hand() {
-        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&[7.0]), Some(7.0));
-        assert_eq!(median(&[]), None);
-        // numpy.percentile([1, 2, 3, 4], 90) = 1 + 0.9 * 3 = 3.7
-        let p = percentile(&[4.0, 2.0, 1.0, 3.0], 90.0).unwrap();
-        assert!((p - 3.7).abs() < 1e-12, "{p}");
-        // 10 values 1..=10: h = 9 * 0.9 = 8.1 -> 9 + 0.1 * (10 - 9) = 9.1
-        let xs: Vec<f64> = (1..=10).rev().map(f64::from).collect();
-        assert!((percentile(&xs, 90.0).unwrap() - 9.1).abs() < 1e-12);
-        assert_eq!(percentile(&xs, 0.0), Some(1.0));
-        assert_eq!(percentile(&xs, 100.0), Some(10.0));
-        assert_eq!(percentile(&xs, 101.0), None);
-        assert_eq!(percentile(&xs, f64::NAN), None);
-    }
-
-    #[test]
-    fn status_fields_parse() {
-        // every Linux process has these; the values are whole pages
-        let rss = peak_rss::status_bytes("VmRSS").expect("VmRSS in /proc/self/status");
-        let hwm = peak_rss::status_bytes("VmHWM").expect("VmHWM");
-        assert!(rss > 0 && hwm >= rss && rss % 1024 == 0, "{rss} {hwm}");
-        assert_eq!(peak_rss::status_bytes("NoSuchField"), None);
-    }
 }

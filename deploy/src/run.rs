@@ -5,19 +5,12 @@
 
 use crate::error::{DeployError, Result};
 use dspnet_model::{SlimResNet, WidthList};
-use dspnet_trainer::checkpoint::{self, CheckpointState, CONFIG};
-use dspnet_trainer::config::RunConfig;
-use dspnet_trainer::eval::EvalRecord;
-use dspnet_trainer::TrainerError;
-use std::collections::BTreeSet;
+use dspnet_run::backbone::Backbone;
+use dspnet_run::checkpoint::{self, CheckpointState};
+use dspnet_run::layout::CONFIG;
+use dspnet_run::{EvalRecord, RunConfig};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device};
-
-/// File name of the evaluation records `dspnet-eval` writes into a run directory.
-pub const RESULTS: &str = "results.json";
-
-/// Checkpoint prefix of the online network's backbone (`online.backbone.conv1.weight`, ...).
-pub const BACKBONE_PREFIX: &str = "online";
 
 /// A run loaded for deployment. The backbone lives on the CPU in fp32 (the checkpoint's master
 /// weights), with every trained width's switchable BN statistics.
@@ -78,10 +71,10 @@ impl LoadedRun {
     }
 
     /// Convolution multiply-accumulates of one image at the run's image size
-    /// ([`SlimResNet::flops`]; the FLOPs column of `results.json`).
-    pub fn flops(&self, width: f64) -> u64 {
+    /// ([`SlimResNet::macs`]; the `flops` column of `results.json`).
+    pub fn macs(&self, width: f64) -> u64 {
         let s = self.image_size();
-        self.backbone.flops(width, s, s)
+        self.backbone.macs(width, s, s)
     }
 
     /// Evaluation records of the PRETRAINED network at `width` (random-init baselines left
@@ -100,27 +93,15 @@ impl LoadedRun {
     }
 }
 
-fn describe_arch(cfg: &RunConfig) -> String {
-    let m = &cfg.model;
-    format!(
-        "{} with {:?} stem, {} input channels, base_channels {}, widths {:?}",
-        m.depth, m.stem, m.in_channels, m.base_channels, m.widths
-    )
-    .replace("Imagenet", "imagenet")
-    .replace("Small", "small")
-}
-
 /// Loads `run_dir` for deployment: `config.toml`, the checkpoint (sha256 verified against
-/// `checkpoint.json`), the online backbone restored with STRICT names and shapes (every
-/// `online.backbone.*` tensor of the checkpoint must match a variable of the architecture the
-/// config describes, and vice versa), and `results.json` when present.
+/// `checkpoint.json`), the online backbone restored with STRICT names and shapes
+/// ([`Backbone::trained`]), and `results.json` when present.
 ///
 /// # Errors
 /// One line each: [`DeployError::Run`] for a missing run directory, `config.toml`, or weights
-/// file; [`DeployError::Trainer`] for an invalid `config.toml`; [`DeployError::Checkpoint`] for a
-/// missing `checkpoint.json`, corrupt or truncated weights (sha256 mismatch), and a checkpoint of
-/// another architecture (missing, extra or differently shaped backbone tensors);
-/// [`DeployError::Run`] for an unreadable `results.json`.
+/// file; [`DeployError::RunDir`] for an invalid `config.toml`, a missing `checkpoint.json`,
+/// corrupt or truncated weights (sha256 mismatch), a checkpoint of another architecture
+/// (missing, extra or differently shaped backbone tensors) and an unreadable `results.json`.
 pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
     if !run_dir.is_dir() {
         return Err(DeployError::Run(format!(
@@ -138,16 +119,13 @@ pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
     let config = RunConfig::load(&cfg_path, &[])?;
     let trained_widths = config.train_widths()?;
     let ckpt = checkpoint::load(run_dir).map_err(|e| match e {
-        TrainerError::Checkpoint(m) => DeployError::Checkpoint(m),
-        TrainerError::Io { path, source } => {
-            DeployError::Run(format!("{path}: {source}; the run's checkpoint is incomplete, retrain or restore it"))
+        dspnet_run::RunError::File(e) => {
+            DeployError::Run(format!("{e}; the run's checkpoint is incomplete, retrain or restore it"))
         }
-        e => DeployError::Trainer(e),
+        e => DeployError::RunDir(e),
     })?;
-    let vs = nn::VarStore::new(Device::Cpu);
-    let backbone = SlimResNet::new(&(vs.root() / "backbone"), &config.model)?;
-    restore_strict(&vs, &ckpt, &config)?;
-    let results = read_results(run_dir)?;
+    let Backbone { vs, net: backbone } = Backbone::trained(&config, &ckpt, Device::Cpu)?;
+    let results = dspnet_run::results::read(run_dir)?;
     Ok(LoadedRun {
         run_dir: run_dir.to_path_buf(),
         config,
@@ -157,62 +135,5 @@ pub fn load_run(run_dir: &Path) -> Result<LoadedRun> {
         backbone,
         trained_widths,
         results,
-    })
-}
-
-/// Copies `online.backbone.*` into the store; the name sets must be equal and shapes identical.
-fn restore_strict(vs: &nn::VarStore, ckpt: &checkpoint::Checkpoint, cfg: &RunConfig) -> Result<()> {
-    let arch = || describe_arch(cfg);
-    let other = |detail: String| {
-        DeployError::Checkpoint(format!(
-            "{}: {detail}, but config.toml describes {}: the checkpoint was written for another architecture; export from the run directory that wrote it",
-            ckpt.path.display(),
-            arch()
-        ))
-    };
-    let vars = vs.variables();
-    let wanted: BTreeSet<String> = vars.keys().map(|n| format!("{BACKBONE_PREFIX}.{n}")).collect();
-    let backbone_prefix = format!("{BACKBONE_PREFIX}.backbone.");
-    let mut present: Vec<&String> = ckpt.tensors.keys().filter(|k| k.starts_with(&backbone_prefix)).collect();
-    present.sort();
-    if present.is_empty() {
-        return Err(DeployError::Checkpoint(format!(
-            "{} holds no {backbone_prefix}* tensors: it is not a dspnet training checkpoint",
-            ckpt.path.display()
-        )));
-    }
-    if let Some(extra) = present.iter().find(|k| !wanted.contains(k.as_str())) {
-        return Err(other(format!("it holds {extra}")));
-    }
-    tch::no_grad(|| {
-        let mut names: Vec<&String> = vars.keys().collect();
-        names.sort();
-        for name in names {
-            let key = format!("{BACKBONE_PREFIX}.{name}");
-            let mut var = vars[name].shallow_clone();
-            let src = ckpt.tensors.get(&key).ok_or_else(|| other(format!("it lacks {key}")))?;
-            if src.size() != var.size() {
-                return Err(other(format!("{key} has shape {:?} where {:?} is expected", src.size(), var.size())));
-            }
-            if !src.is_floating_point() {
-                return Err(other(format!("{key} has dtype {:?}", src.kind())));
-            }
-            var.f_copy_(&src.to_kind(var.kind()))?;
-        }
-        Ok(())
-    })
-}
-
-fn read_results(run_dir: &Path) -> Result<Vec<EvalRecord>> {
-    let path = run_dir.join(RESULTS);
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| DeployError::io(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| {
-        DeployError::Run(format!(
-            "{} is not a dspnet-eval results file ({e}); delete it or rerun dspnet-eval",
-            path.display()
-        ))
     })
 }

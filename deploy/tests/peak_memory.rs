@@ -1,8 +1,8 @@
-//! The peak-memory method of `dspnet-profile` (`dspnet_deploy::profile::peak_rss`) against
+//! The peak-memory method of `dspnet-profile` (`dspnet_core::memory::PeakRss`) against
 //! allocations of known size. One test in its own process: resident memory is per process, so
 //! no other test may allocate while it measures.
 
-use dspnet_deploy::profile::peak_rss::Measurement;
+use dspnet_core::memory::PeakRss as Measurement;
 use tch::{Device, Kind, Tensor};
 
 const MIB: u64 = 1 << 20;

@@ -420,7 +420,7 @@ impl SlimResNet {
     /// ReLU, pooling, residual additions and the absent fc are not counted. This is the
     /// convention of Slimmable Networks and torchvision's "GFLOPS" column (ResNet-50 at 224 px:
     /// 4.09e9, ResNet-18: 1.81e9; torchvision also counts the 2.05e6 / 0.51e6 MACs of its fc).
-    pub fn flops(&self, width: f64, height: i64, widthpx: i64) -> u64 {
+    pub fn macs(&self, width: f64, height: i64, widthpx: i64) -> u64 {
         let (mut total, mut h, mut w) = self.stem.conv.macs(width, height, widthpx);
         if self.cfg.stem == Stem::Imagenet {
             h = conv_out(h, 3, 2, 1);

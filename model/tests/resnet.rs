@@ -254,13 +254,13 @@ fn flops_match_torchvision() {
     for (depth, macs) in MACS224 {
         let (_vs, net) = build(&cfg(depth, Stem::Imagenet, &WIDTHS));
         for (w, expect) in WIDTHS.iter().zip(macs) {
-            assert_eq!(net.flops(*w, 224, 224), expect, "{depth:?} w={w}");
+            assert_eq!(net.macs(*w, 224, 224), expect, "{depth:?} w={w}");
         }
     }
     // Against torchvision's published GFLOPS (which include the fc, < 0.1 %): within 1 %.
     for (depth, published) in [(Depth::R18, 1.81e9), (Depth::R34, 3.66e9), (Depth::R50, 4.09e9)] {
         let (_vs, net) = build(&cfg(depth, Stem::Imagenet, &[1.0]));
-        let f = net.flops(1.0, 224, 224) as f64;
+        let f = net.macs(1.0, 224, 224) as f64;
         assert!((f - published).abs() / published < 0.01, "{depth:?}: {f} vs {published}");
     }
     // Small stem, 32 px, ResNet-18 at width 1, by hand (C_out*C_in*k*k*H_out*W_out):
@@ -270,7 +270,7 @@ fn flops_match_torchvision() {
     //   Total 1,769,472 + 150,994,944 + 3 * 134,217,728 = 555,417,600 (the well-known
     //   "0.56 GFLOPs" of CIFAR ResNet-18).
     let (_vs, net) = build(&cfg(Depth::R18, Stem::Small, &[1.0]));
-    assert_eq!(net.flops(1.0, 32, 32), 555_417_600);
+    assert_eq!(net.macs(1.0, 32, 32), 555_417_600);
 }
 
 #[test]

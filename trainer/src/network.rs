@@ -1,12 +1,11 @@
 //! The online network (backbone + projector + predictor) and the momentum teacher (backbone +
 //! projector), each in its own `VarStore`, with the EMA update between them.
 
-use crate::config::{NarrowPredictor, RunConfig};
-use crate::dspnet::ComputeFormat;
 use crate::error::TrainerError;
 use dspnet_model::heads::SlimMlpHead;
 use dspnet_model::resnet::SlimResNet;
-use dspnet_model::WidthList;
+use dspnet_model::{ComputeFormat, WidthList};
+use dspnet_run::config::{NarrowPredictor, RunConfig};
 use tch::{nn, Device, Tensor};
 
 /// Backbone and heads of one branch. The teacher has no predictor (BYOL §3.1).
@@ -100,7 +99,7 @@ impl Branch {
             self.predictor_narrow.as_ref().filter(|_| width < self.largest - dspnet_model::slimmable::WIDTH_TOLERANCE);
         let p = narrow
             .or(self.predictor.as_ref())
-            .ok_or_else(|| TrainerError::Config("this branch has no predictor".into()))?;
+            .ok_or_else(|| TrainerError::option("heads", "the momentum teacher has no predictor (BYOL §3.1)"))?;
         Ok(p.forward_t(projection, width, train)?)
     }
 }
@@ -125,7 +124,7 @@ pub fn ema_update(teacher: &Branch, online: &Branch, tau: f64) -> Result<(), Tra
     tch::no_grad(|| {
         for (name, mut t) in teacher.vs.variables() {
             let o = online_vars.get(&name).ok_or_else(|| {
-                TrainerError::Checkpoint(format!("teacher variable {name} has no online counterpart"))
+                TrainerError::option("model", format!("teacher variable {name} has no online counterpart"))
             })?;
             if tau == 0.0 || !t.is_floating_point() {
                 t.copy_(o);
@@ -140,7 +139,7 @@ pub fn ema_update(teacher: &Branch, online: &Branch, tau: f64) -> Result<(), Tra
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RunConfig;
+    use dspnet_run::config::RunConfig;
 
     pub(crate) fn tiny_config() -> RunConfig {
         let text = include_str!("../../configs/cpu-fashion-mnist.toml");

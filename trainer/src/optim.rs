@@ -1,7 +1,7 @@
 //! SGD with momentum and LARS (You et al. 2017, as used by BYOL §3.3), with BN parameters and
 //! biases excluded from weight decay and from LARS adaptation (BYOL Appendix C).
 
-use crate::config::{OptimConfig, OptimizerKind};
+use dspnet_run::config::{OptimConfig, OptimizerKind};
 use tch::Tensor;
 
 /// One optimised parameter with its momentum buffer.

@@ -20,8 +20,8 @@
 //! SyncBN comparison is meaningful).
 
 use dspnet_dist::{DistOptions, ProcessGroup};
-use dspnet_trainer::config::RunConfig;
-use dspnet_trainer::dspnet::DspnetTrainer;
+use dspnet_run::RunConfig;
+use dspnet_trainer::{RunLength, Trainer};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -58,15 +58,20 @@ fn global_batch(step: u64) -> (Tensor, Tensor) {
     (a, b)
 }
 
-fn trainer(cfg: &RunConfig) -> DspnetTrainer {
+fn trainer(cfg: &RunConfig) -> Trainer {
     tch::set_num_threads(1);
-    DspnetTrainer::new(cfg, Device::Cpu, 10, 10, GLOBAL_BATCH as usize).unwrap()
+    Trainer::new(
+        cfg,
+        Device::Cpu,
+        RunLength { total_steps: 10, steps_per_epoch: 10, global_batch: GLOBAL_BATCH as usize },
+    )
+    .unwrap()
 }
 
-fn variables(t: &DspnetTrainer) -> Vec<(String, Tensor)> {
+fn variables(t: &Trainer) -> Vec<(String, Tensor)> {
     let mut v: Vec<(String, Tensor)> =
-        t.online.vs.variables().into_iter().map(|(n, x)| (format!("online.{n}"), x)).collect();
-    v.extend(t.teacher.vs.variables().into_iter().map(|(n, x)| (format!("teacher.{n}"), x)));
+        t.base.online.vs.variables().into_iter().map(|(n, x)| (format!("online.{n}"), x)).collect();
+    v.extend(t.base.teacher.vs.variables().into_iter().map(|(n, x)| (format!("teacher.{n}"), x)));
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -170,7 +175,7 @@ fn worker_dspnet_steps() {
     let cfg = config(sync_bn);
     let mut t = trainer(&cfg);
     let group = Arc::new(ProcessGroup::from_env(&DistOptions::default()).unwrap().expect("WORLD_SIZE=2"));
-    t.attach_data_parallel(group.clone(), &cfg).unwrap();
+    t.base.attach_data_parallel(group.clone(), &cfg).unwrap();
     let (r, half) = (group.rank() as i64, GLOBAL_BATCH / 2);
     for step in 0..STEPS {
         let (a, b) = global_batch(step);

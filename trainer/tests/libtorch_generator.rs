@@ -2,8 +2,8 @@
 //! checkpoint (tch cannot read it), so exact resume relies on this. Alone in its own test binary
 //! because the generator is process-wide and other tests would race for it.
 
-use dspnet_trainer::config::RunConfig;
-use dspnet_trainer::dspnet::DspnetTrainer;
+use dspnet_run::RunConfig;
+use dspnet_trainer::{RunLength, Trainer};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -16,7 +16,8 @@ fn a_step_draws_nothing_from_the_libtorch_generator() {
     cfg.method.random_widths = Some(1);
     cfg.train.precision = "fp32".into();
     tch::set_num_threads(1);
-    let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 5, 4).unwrap();
+    let mut t =
+        Trainer::new(&cfg, Device::Cpu, RunLength { total_steps: 10, steps_per_epoch: 5, global_batch: 4 }).unwrap();
     let x = Tensor::arange(4 * 16 * 16, (Kind::Float, Device::Cpu)).view([4, 1, 16, 16]).sin();
     let y = x.cos();
     tch::manual_seed(42);

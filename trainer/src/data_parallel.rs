@@ -14,22 +14,34 @@
 //!
 //! See docs/distributed.md for launching on GPUs, several nodes and SLURM.
 
-use crate::config::RunConfig;
-use crate::dspnet::DspnetTrainer;
 use crate::error::TrainerError;
+use crate::network::Branch;
 use dspnet_dist::{Backend, DistEnv, DistOptions, ProcessGroup};
 use dspnet_model::CrossReplicaSum;
+use dspnet_run::RunConfig;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
 
-/// The trainer's part of a data-parallel run.
+/// The trainer's part of a data-parallel run: the process group and the online network's
+/// trainable parameters (sorted by name, the same order on every rank) whose gradients are
+/// averaged before each optimiser step.
 pub struct DataParallel {
     /// The process group.
     pub group: Arc<ProcessGroup>,
-    /// Trainable parameters of the online network, sorted by name (same order on every rank).
+    /// Trainable parameters of the online network, sorted by name.
     pub params: Vec<Tensor>,
+}
+
+impl DataParallel {
+    /// Averages the gradients of every parameter over the ranks: ONE bucketed all-reduce (mean)
+    /// per step, after every width's backward pass.
+    ///
+    /// Errors: a dead or hung peer.
+    pub fn average_gradients(&self) -> Result<(), TrainerError> {
+        Ok(self.group.all_reduce_grads_avg(&self.params)?)
+    }
 }
 
 /// The device this rank trains on: under data parallel with a CUDA `requested` device, CUDA
@@ -42,14 +54,14 @@ pub fn device_for_rank(requested: Device) -> Result<Device, TrainerError> {
 }
 
 /// Joins the process group described by the environment when WORLD_SIZE > 1 (NCCL for CUDA
-/// devices when this build has it, Gloo otherwise; timeout `train.dist_timeout_sec`) and
-/// attaches it to `trainer` (see [`DspnetTrainer::attach_data_parallel`]). `Ok(None)` for a
-/// single process.
+/// devices when this build has it, Gloo otherwise; timeout `train.dist_timeout_sec`) and makes
+/// `online` and `teacher` one rank of a data-parallel run ([`attach`]). `Ok(None)` for a single
+/// process.
 ///
 /// Errors: bad launcher variables, rendezvous failures, a configuration that differs between
 /// ranks, a peer that dies.
-pub fn join(trainer: &mut DspnetTrainer, cfg: &RunConfig) -> Result<Option<Arc<ProcessGroup>>, TrainerError> {
-    let device = trainer.online.vs.device();
+pub fn join(online: &mut Branch, teacher: &mut Branch, cfg: &RunConfig) -> Result<Option<DataParallel>, TrainerError> {
+    let device = online.vs.device();
     let backend = match Backend::for_device(device) {
         Backend::Nccl if !Backend::nccl_compiled() => {
             tracing::warn!("this build has no NCCL: Gloo carries the collectives of CUDA tensors (slower)");
@@ -62,9 +74,7 @@ pub fn join(trainer: &mut DspnetTrainer, cfg: &RunConfig) -> Result<Option<Arc<P
     let Some(group) = ProcessGroup::from_env(&options)? else {
         return Ok(None);
     };
-    let group = Arc::new(group);
-    trainer.attach_data_parallel(group.clone(), cfg)?;
-    Ok(Some(group))
+    Ok(Some(attach(Arc::new(group), online, teacher, cfg)?))
 }
 
 /// Decides together whether to stop: true on every rank when any rank's `local` flag is set
@@ -115,61 +125,66 @@ fn fingerprint(cfg: &RunConfig, params: &[(String, Tensor)]) -> [f64; 4] {
     out
 }
 
-impl DspnetTrainer {
-    /// Makes this trainer one rank of a data-parallel run over `group`:
-    /// 1. checks that every rank has the same configuration and parameter shapes (rank 0's
-    ///    fingerprint is broadcast and compared);
-    /// 2. broadcasts rank 0's online network and momentum teacher (every variable, including BN
-    ///    running statistics) to all ranks;
-    /// 3. with `cfg.train.sync_bn`, turns on synchronised batch norm in both networks;
-    /// 4. from then on, [`DspnetTrainer::step`] averages the gradients over the ranks once per
-    ///    step, before the optimiser.
-    ///
-    /// Errors: [`TrainerError::Config`] when the ranks' configurations differ (names the rank);
-    /// [`TrainerError::Distributed`] when a collective fails.
-    pub fn attach_data_parallel(&mut self, group: Arc<ProcessGroup>, cfg: &RunConfig) -> Result<(), TrainerError> {
-        let mut online: Vec<(String, Tensor)> = self.online.vs.variables().into_iter().collect();
-        online.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut teacher: Vec<(String, Tensor)> = self.teacher.vs.variables().into_iter().collect();
-        teacher.sort_by(|a, b| a.0.cmp(&b.0));
+/// Makes `online` and `teacher` one rank of a data-parallel run over `group`:
+/// 1. checks that every rank has the same configuration and parameter shapes (rank 0's
+///    fingerprint is broadcast and compared);
+/// 2. broadcasts rank 0's online network and momentum teacher (every variable, including BN
+///    running statistics) to all ranks;
+/// 3. with `cfg.train.sync_bn`, turns on synchronised batch norm in both networks;
+/// 4. returns the [`DataParallel`] whose [`DataParallel::average_gradients`] the momentum base
+///    calls once per step, before the optimiser.
+///
+/// Errors: [`TrainerError::Option`] when the ranks' configurations differ (names the rank);
+/// [`TrainerError::Distributed`] when a collective fails.
+pub fn attach(
+    group: Arc<ProcessGroup>,
+    online_branch: &mut Branch,
+    teacher_branch: &mut Branch,
+    cfg: &RunConfig,
+) -> Result<DataParallel, TrainerError> {
+    let mut online: Vec<(String, Tensor)> = online_branch.vs.variables().into_iter().collect();
+    online.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut teacher: Vec<(String, Tensor)> = teacher_branch.vs.variables().into_iter().collect();
+    teacher.sort_by(|a, b| a.0.cmp(&b.0));
 
-        let mine = fingerprint(cfg, &online);
-        let shared = Tensor::from_slice(&mine).to_kind(Kind::Double).to_device(device_of_group(&group));
-        group.broadcast(&[shared.shallow_clone()], 0)?;
-        let root: Vec<f64> = Vec::<f64>::try_from(&shared.to_device(Device::Cpu))?;
-        // every rank learns whether any rank differs, so all fail together instead of hanging
-        let differs = Tensor::from_slice(&[(root != mine) as i32 as f64]).to_device(device_of_group(&group));
-        group.all_reduce_sum(&[differs.shallow_clone()])?;
-        if differs.double_value(&[0]) > 0.0 {
-            return Err(TrainerError::Config(format!(
-                "rank {} of {}: {} rank(s) run a configuration or model that differs from rank 0's; launch every rank with the same --config and --set options",
-                group.rank(),
-                group.world_size(),
-                differs.double_value(&[0])
-            )));
-        }
+    let mine = fingerprint(cfg, &online);
+    let shared = Tensor::from_slice(&mine).to_kind(Kind::Double).to_device(device_of_group(&group));
+    group.broadcast(&[shared.shallow_clone()], 0)?;
+    let root: Vec<f64> = Vec::<f64>::try_from(&shared.to_device(Device::Cpu))?;
+    // every rank learns whether any rank differs, so all fail together instead of hanging
+    let differs = Tensor::from_slice(&[(root != mine) as i32 as f64]).to_device(device_of_group(&group));
+    group.all_reduce_sum(&[differs.shallow_clone()])?;
+    if differs.double_value(&[0]) > 0.0 {
+        return Err(TrainerError::option(
+                "--config",
+                format!(
+                    "rank {} of {}: {} rank(s) run a configuration or model that differs from rank 0's; launch every rank with the same --config and --set options",
+                    group.rank(),
+                    group.world_size(),
+                    differs.double_value(&[0])
+                ),
+            ));
+    }
 
-        let all: Vec<Tensor> = online.iter().chain(teacher.iter()).map(|(_, t)| t.shallow_clone()).collect();
-        group.broadcast(&all, 0)?;
+    let all: Vec<Tensor> = online.iter().chain(teacher.iter()).map(|(_, t)| t.shallow_clone()).collect();
+    group.broadcast(&all, 0)?;
 
-        if cfg.train.sync_bn {
-            let g: Arc<dyn CrossReplicaSum> = group.clone();
-            for branch in [&mut self.online, &mut self.teacher] {
-                branch.backbone.set_cross_replica(Some(g.clone()));
-                for head in branch.heads_mut() {
-                    head.set_cross_replica(Some(g.clone()));
-                }
+    if cfg.train.sync_bn {
+        let g: Arc<dyn CrossReplicaSum> = group.clone();
+        for branch in [&mut *online_branch, &mut *teacher_branch] {
+            branch.backbone.set_cross_replica(Some(g.clone()));
+            for head in branch.heads_mut() {
+                head.set_cross_replica(Some(g.clone()));
             }
         }
-        let params = online.into_iter().filter(|(_, t)| t.requires_grad()).map(|(_, t)| t).collect();
-        tracing::info!(
-            rank = group.rank(),
-            world = group.world_size(),
-            backend = group.backend().name(),
-            sync_bn = cfg.train.sync_bn,
-            "data parallel: weights broadcast from rank 0"
-        );
-        self.data_parallel = Some(DataParallel { group, params });
-        Ok(())
     }
+    let params = online.into_iter().filter(|(_, t)| t.requires_grad()).map(|(_, t)| t).collect();
+    tracing::info!(
+        rank = group.rank(),
+        world = group.world_size(),
+        backend = group.backend().name(),
+        sync_bn = cfg.train.sync_bn,
+        "data parallel: weights broadcast from rank 0"
+    );
+    Ok(DataParallel { group, params })
 }

@@ -1,156 +1,79 @@
-//! The DSPNet step: one momentum-teacher forward per view shared by every width, then the
-//! sandwich-rule widths of the online network, each with its own backward pass, and ONE
-//! optimiser step. See docs/method.md for the equations and where each choice comes from.
+//! The DSPNet step (Wang et al., arXiv 2207.06075, as we read it; docs/method.md): the momentum
+//! teacher projects both views ONCE, at full width; then every width of the sandwich rule
+//! predicts the teacher's projection of the other view (BYOL's regression loss: self-supervision
+//! at full width, in-place distillation from the teacher below it) and back-propagates at once;
+//! one optimiser step on the summed gradient, then the teacher's EMA.
 
-use crate::config::{DistillTarget, RunConfig};
-use crate::error::TrainerError;
+use super::{Method, StepStats};
+use crate::collapse::feature_std;
+use crate::error::{NonFiniteLoss, Result, TrainerError};
 use crate::loss::regression_loss;
-use crate::network::{copy_into_teacher, ema_update, Branch};
-use crate::optim::Optimizer;
+use crate::momentum::MomentumBase;
 use crate::sandwich::sandwich_widths;
-use dspnet_core::schedule::{cosine_ramp, warmup_cosine};
-pub use dspnet_model::ComputeFormat;
-use dspnet_model::WidthList;
+use dspnet_run::config::DistillTarget;
+use dspnet_run::RunConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
-/// What one step did, per trained width (largest first).
-#[derive(Clone, Debug, Default)]
-pub struct StepStats {
-    /// (width, unweighted loss summed over both view orders, in [0, 8]).
-    pub losses: Vec<(f64, f64)>,
-    /// (width, std over the batch of the l2-normalised online projection, averaged over
-    /// dimensions; collapse shows as → 0, a healthy value is near 1/sqrt(out_dim)).
-    pub feature_std: Vec<(f64, f64)>,
-    /// Learning rate used.
-    pub lr: f64,
-    /// EMA rate used for the teacher update after this step.
-    pub tau: f64,
-}
+/// Seed offset of the sandwich rule's generator (its seed is `train.seed` XOR this).
+const SANDWICH_SEED: u64 = 0x5a4d_5749_4454_4853;
 
-/// Online network, momentum teacher, optimiser and schedules of one DSPNet (or BYOL) run.
-pub struct DspnetTrainer {
-    pub online: Branch,
-    pub teacher: Branch,
-    pub optimizer: Optimizer,
-    /// Widths trained (sorted ascending).
+/// DSPNet: the sandwich rule over the trained widths, with in-place distillation.
+pub struct Dspnet {
+    /// Widths trained (ascending).
     pub widths: Vec<f64>,
-    /// Width the momentum teacher runs at: the largest of the model's width list.
-    pub teacher_width: f64,
+    /// Loss weight per trained width (`method.loss_weights`, default 1 each).
     loss_weights: Vec<f64>,
+    /// Random middle widths per step (`method.random_widths`).
     random_widths: Option<usize>,
-    /// `method.distill_target`: what the narrow widths regress onto.
+    /// What the narrow widths regress onto (`method.distill_target`).
     pub distill_target: DistillTarget,
     /// Optimiser steps (0-based indices below this) that train only the largest width
     /// (`round(method.narrow_warmup_epochs · steps_per_epoch)`; 0: none).
     pub narrow_warmup_steps: u64,
     rng: ChaCha8Rng,
-    pub format: ComputeFormat,
-    /// Total optimiser steps of the run (for the schedules).
-    pub total_steps: u64,
-    warmup_steps: u64,
-    base_lr: f64,
-    ema_base: f64,
-    ema_final: f64,
-    /// Data parallel: the process group and the online network's trainable parameters (sorted
-    /// by name, the same order on every rank) whose gradients are averaged before the optimiser
-    /// step; set by `DspnetTrainer::attach_data_parallel` (distributed.rs).
-    pub(crate) data_parallel: Option<crate::distributed::DataParallel>,
 }
 
-impl DspnetTrainer {
-    /// Builds online and teacher branches (teacher initialised as a copy of the online network)
-    /// and the optimiser. `total_steps`/`steps_per_epoch` set the schedules; the learning rate
-    /// is `optim.lr · batch/256` (linear scaling, Goyal et al. 2017).
-    pub fn new(
-        cfg: &RunConfig,
-        device: Device,
-        total_steps: u64,
-        steps_per_epoch: u64,
-        global_batch: usize,
-    ) -> Result<Self, TrainerError> {
-        tch::manual_seed(cfg.train.seed as i64);
-        let online = Branch::new(cfg, device, true)?;
-        let teacher = Branch::new(cfg, device, false)?;
-        copy_into_teacher(&teacher, &online)?;
-        let params: Vec<(String, Tensor)> =
-            online.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-        let optimizer = Optimizer::new(&cfg.optim, params);
+impl Dspnet {
+    /// The method as `cfg.method` configures it.
+    ///
+    /// Errors: `method.train_widths` not among `model.widths` (named).
+    pub fn new(cfg: &RunConfig, steps_per_epoch: u64) -> Result<Self> {
         let widths = cfg.train_widths()?.as_slice().to_vec();
-        let loss_weights = cfg.method.loss_weights.clone().unwrap_or_else(|| vec![1.0; widths.len()]);
-        let teacher_width = WidthList::new(cfg.model.widths.clone())?.largest();
-        let format = ComputeFormat::resolve(&cfg.train.precision, cfg.train.channels_last, device);
-        Ok(DspnetTrainer {
-            online,
-            teacher,
-            optimizer,
+        Ok(Dspnet {
+            loss_weights: cfg.method.loss_weights.clone().unwrap_or_else(|| vec![1.0; widths.len()]),
             widths,
-            teacher_width,
-            loss_weights,
             random_widths: cfg.method.random_widths,
             distill_target: cfg.method.distill_target,
             narrow_warmup_steps: (cfg.method.narrow_warmup_epochs * steps_per_epoch as f64).round() as u64,
-            rng: ChaCha8Rng::seed_from_u64(cfg.train.seed ^ 0x5a4d_5749_4454_4853),
-            format,
-            total_steps,
-            warmup_steps: (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as u64,
-            base_lr: cfg.optim.lr * global_batch as f64 / 256.0,
-            ema_base: cfg.method.ema_base,
-            ema_final: cfg.method.ema_final,
-            data_parallel: None,
+            rng: ChaCha8Rng::seed_from_u64(cfg.train.seed ^ SANDWICH_SEED),
         })
     }
+}
 
-    /// Learning rate at optimiser step `step`.
-    pub fn lr_at(&self, step: u64) -> f64 {
-        warmup_cosine(step, self.total_steps, self.warmup_steps, self.base_lr)
+impl Method for Dspnet {
+    fn name(&self) -> &'static str {
+        "dspnet"
     }
 
-    /// EMA rate of the momentum teacher after optimiser step `step` (0-based).
-    pub fn ema_rate_at(&self, step: u64) -> f64 {
-        cosine_ramp(step, self.total_steps, self.ema_base, self.ema_final)
+    fn widths(&self) -> &[f64] {
+        &self.widths
     }
 
-    /// State of the sandwich rule's generator: the ChaCha8 word position (its seed comes from
-    /// `train.seed`). This is the only random number source of [`DspnetTrainer::step`]. Steps of
-    /// the narrow warm-up do not draw from it.
-    pub fn sandwich_rng_word_pos(&self) -> u128 {
-        self.rng.get_word_pos()
-    }
-
-    /// Restores the sandwich rule's generator to a word position from
-    /// [`DspnetTrainer::sandwich_rng_word_pos`] (for resuming).
-    pub fn set_sandwich_rng_word_pos(&mut self, pos: u128) {
-        self.rng.set_word_pos(pos);
-    }
-
-    /// One training step on two augmented views `[B, C, H, W]` f32 of the same images (any
-    /// device; moved to the model's with a non-blocking copy).
-    ///
-    /// 1. Teacher (largest width of the model, no gradient) projects each view once: `z_a`, `z_b`.
+    /// 1. The teacher (largest width of the model, no gradient) projects both views once.
     /// 2. For each width w of the sandwich rule (only the largest trained width while `step <
     ///    narrow_warmup_steps`, without drawing from the generator): `L_w = ℓ(q_w(a), z_b) +
-    ///    ℓ(q_w(b), z_a)` with BYOL's regression loss ℓ; at w = 1 this is BYOL's SSL loss, at
-    ///    w < 1 in-place distillation from the teacher. With `distill_target = Online` the
-    ///    targets of w < 1 are instead the online network's own full-width projections of this
-    ///    step, detached (only that tensor is kept, not its graph; the sandwich rule trains the
-    ///    largest width first). `λ_w·L_w` is back-propagated at once, so only one width's
-    ///    activations are alive at a time; gradients accumulate.
-    /// 3. Data parallel only: the gradients are averaged over the processes (one bucketed
-    ///    all-reduce per step, after every width's backward pass).
-    /// 4. One optimiser step; then the teacher's EMA update.
-    ///
-    /// Errors: a non-finite loss (names width and step; the weights are left untouched).
-    pub fn step(&mut self, view_a: &Tensor, view_b: &Tensor, step: u64) -> Result<StepStats, TrainerError> {
-        let device = self.online.vs.device();
-        let a = self.format.apply(&view_a.to_device_(device, view_a.kind(), true, false));
-        let b = self.format.apply(&view_b.to_device_(device, view_b.kind(), true, false));
-        // Both views go through every network as ONE batch of 2B images: half the kernel
-        // launches of two separate passes; BN statistics are then taken over both views.
-        let ab = Tensor::cat(&[&a, &b], 0);
-        let n = a.size()[0];
-        let z = tch::no_grad(|| self.teacher.project(&ab, self.teacher_width, true, &self.format))?;
+    ///    ℓ(q_w(b), z_a)` with BYOL's regression loss ℓ; at the teacher's width this is BYOL's
+    ///    SSL loss, below it in-place distillation from the teacher. With `distill_target =
+    ///    online` the targets of w < 1 are instead the online network's own full-width
+    ///    projections of this step, detached (the sandwich rule trains the largest width first).
+    ///    `λ_w·L_w` is back-propagated at once, so only one width's activations are alive at a
+    ///    time; gradients accumulate.
+    /// 3. [`MomentumBase::update`]: gradients averaged over the ranks, one optimiser step, EMA.
+    fn step(&mut self, base: &mut MomentumBase, view_a: &Tensor, view_b: &Tensor, step: u64) -> Result<StepStats> {
+        let (ab, n) = base.both_views(view_a, view_b);
+        let z = base.teacher_targets(&ab)?;
         let (z_a, z_b) = (z.narrow(0, 0, n), z.narrow(0, n, n));
         let largest = *self.widths.last().expect("a width list is never empty");
         let chosen = if step < self.narrow_warmup_steps {
@@ -160,24 +83,27 @@ impl DspnetTrainer {
         };
         // distill_target = online: the full width's own projection of both views, detached
         let mut online_target: Option<Tensor> = None;
-        let lr = self.lr_at(step);
-        let tau = cosine_ramp(step, self.total_steps, self.ema_base, self.ema_final);
+        let (lr, tau) = (base.lr_at(step), base.ema_rate_at(step));
         let mut stats = StepStats { lr, tau, ..Default::default() };
-        self.optimizer.zero_grad();
+        base.zero_grad();
         for &w in &chosen {
             let idx = self.widths.iter().position(|x| *x == w).expect("sandwich picks trained widths");
-            let proj = self.online.project(&ab, w, true, &self.format)?;
-            let q = self.online.predict(&proj, w, true)?;
+            let proj = base.online.project(&ab, w, true, &base.format)?;
+            let q = base.online.predict(&proj, w, true)?;
             let (q_a, q_b) = (q.narrow(0, 0, n), q.narrow(0, n, n));
-            let proj_a = proj.narrow(0, 0, n);
-            let narrow = w < self.teacher_width;
+            let narrow = w < base.teacher_width;
             let loss = match (&online_target, narrow && self.distill_target == DistillTarget::Online) {
-                (Some(t), true) => regression_loss(&q_a, &t.narrow(0, n, n)) + regression_loss(&q_b, &t.narrow(0, 0, n)),
+                (Some(t), true) => {
+                    regression_loss(&q_a, &t.narrow(0, n, n)) + regression_loss(&q_b, &t.narrow(0, 0, n))
+                }
                 (None, true) => {
-                    return Err(TrainerError::Config(format!(
-                        "method.distill_target = \"online\": width {w} trains before the largest width {}, whose projection is its target; train the largest width (method.train_widths)",
-                        self.teacher_width
-                    )))
+                    return Err(TrainerError::option(
+                        "method.distill_target",
+                        format!(
+                            "method.distill_target = \"online\": width {w} trains before the largest width {}, whose projection is its target; train the largest width (method.train_widths)",
+                            base.teacher_width
+                        ),
+                    ))
                 }
                 (_, false) => regression_loss(&q_a, &z_b) + regression_loss(&q_b, &z_a),
             };
@@ -186,46 +112,63 @@ impl DspnetTrainer {
             }
             let value = loss.double_value(&[]);
             if !value.is_finite() {
-                self.optimizer.zero_grad();
-                return Err(TrainerError::NonFinite(format!(
-                    "non-finite loss ({value}) at width {w} in step {} (1-based, as in metrics.jsonl); lower optim.lr or optim.weight_decay, or use train.precision=\"fp32\"",
-                    step + 1
-                )));
+                base.zero_grad();
+                return Err(TrainerError::NonFinite(NonFiniteLoss { width: w, step: step + 1, value }));
             }
             (loss * self.loss_weights[idx]).backward();
-            let std = tch::no_grad(|| {
-                let z = proj_a.detach();
-                let z = &z / z.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
-                z.std_dim(Some([0].as_slice()), true, false).mean(Kind::Float).double_value(&[])
-            });
             stats.losses.push((w, value));
-            stats.feature_std.push((w, std));
+            stats.feature_std.push((w, feature_std(&proj.narrow(0, 0, n))));
         }
-        // Data parallel: ONE bucketed all-reduce (mean) of the gradients summed over the widths.
-        if let Some(dp) = &self.data_parallel {
-            dp.group.all_reduce_grads_avg(&dp.params)?;
-        }
-        self.optimizer.step(lr);
-        ema_update(&self.teacher, &self.online, tau)?;
+        base.update(lr, tau)?;
         Ok(stats)
+    }
+
+    /// The sandwich rule's ChaCha8 generator (seeded from `train.seed`). Steps of the narrow
+    /// warm-up do not draw from it.
+    fn rng_word_pos(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    fn set_rng_word_pos(&mut self, pos: u128) {
+        self.rng.set_word_pos(pos);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{NarrowPredictor, RunConfig};
+    use crate::momentum::RunLength;
+    use dspnet_model::ComputeFormat;
+    use dspnet_run::config::NarrowPredictor;
+    use dspnet_run::RunConfig;
+    use tch::{Device, Kind};
 
     fn tiny(widths: &[f64]) -> RunConfig {
-        let text = include_str!("../../configs/cpu-fashion-mnist.toml");
-        let mut cfg = RunConfig::from_toml_str(text, "preset").unwrap();
-        cfg.model.base_channels = 4;
-        cfg.model.widths = widths.to_vec();
+        let mut cfg = dspnet_run::testing::tiny_config(widths);
         cfg.heads.hidden = 16;
         cfg.heads.out_dim = 8;
-        cfg.train.precision = "fp32".into();
         cfg.optim.warmup_epochs = 0.0;
         cfg
+    }
+
+    /// The momentum base and the DSPNet method of one run.
+    struct T {
+        base: MomentumBase,
+        dspnet: Dspnet,
+    }
+
+    impl T {
+        fn new(cfg: &RunConfig, total_steps: u64, steps_per_epoch: u64, global_batch: usize) -> T {
+            let length = RunLength { total_steps, steps_per_epoch, global_batch };
+            T {
+                base: MomentumBase::new(cfg, Device::Cpu, length).unwrap(),
+                dspnet: Dspnet::new(cfg, steps_per_epoch).unwrap(),
+            }
+        }
+
+        fn step(&mut self, a: &Tensor, b: &Tensor, step: u64) -> Result<StepStats> {
+            self.dspnet.step(&mut self.base, a, b, step)
+        }
     }
 
     fn views() -> (Tensor, Tensor) {
@@ -238,9 +181,10 @@ mod tests {
     #[test]
     fn step_trains_every_width_largest_first_and_updates_teacher() {
         let cfg = tiny(&[0.25, 0.5, 0.75, 1.0]);
-        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
-        let before: Vec<(String, Tensor)> = t.teacher.vs.variables().into_iter().map(|(n, v)| (n, v.copy())).collect();
-        let online_before = t.online.vs.variables()["backbone.conv1.weight"].copy();
+        let mut t = T::new(&cfg, 10, 10, 4);
+        let before: Vec<(String, Tensor)> =
+            t.base.teacher.vs.variables().into_iter().map(|(n, v)| (n, v.copy())).collect();
+        let online_before = t.base.online.vs.variables()["backbone.conv1.weight"].copy();
         let (a, b) = views();
         let s = t.step(&a, &b, 0).unwrap();
         let ws: Vec<f64> = s.losses.iter().map(|(w, _)| *w).collect();
@@ -252,29 +196,14 @@ mod tests {
         assert!((s.lr - cfg.optim.lr * 4.0 / 256.0).abs() < 1e-12);
         assert!((s.tau - cfg.method.ema_base).abs() < 1e-12);
         // online weights moved; teacher = tau*old + (1-tau)*online_new
-        let online_after = t.online.vs.variables();
+        let online_after = t.base.online.vs.variables();
         assert!(!online_after["backbone.conv1.weight"].equal(&online_before));
-        let tv = t.teacher.vs.variables();
+        let tv = t.base.teacher.vs.variables();
         for (name, old) in before.iter().filter(|(n, _)| n.ends_with("conv1.weight")) {
             let expected = old * s.tau + &online_after[name] * (1.0 - s.tau);
             let diff = (&tv[name] - expected).abs().max().double_value(&[]);
             assert!(diff < 1e-6, "{name}: {diff}");
         }
-    }
-
-    #[test]
-    fn single_width_run_is_byol_with_teacher_at_that_width() {
-        let mut cfg = tiny(&[0.5]);
-        cfg.method.name = crate::config::Method::Byol;
-        cfg.validate().unwrap();
-        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
-        assert_eq!(t.teacher_width, 0.5);
-        let (a, b) = views();
-        let s = t.step(&a, &b, 0).unwrap();
-        assert_eq!(s.losses.len(), 1);
-        assert_eq!(s.losses[0].0, 0.5);
-        // at step 0 teacher == online, so the loss is the predictor's mismatch only: finite, < 8
-        assert!(s.losses[0].1.is_finite());
     }
 
     /// The fast path's step losses against fp32 from identical weights (copied) and views, every
@@ -298,16 +227,16 @@ mod tests {
         let a = Tensor::randn([16, 1, 16, 16], (Kind::Float, Device::Cpu));
         let b = Tensor::randn([16, 1, 16, 16], (Kind::Float, Device::Cpu));
         // Three trainers with the SAME weights: copied, because the global seed that
-        // DspnetTrainer::new sets is shared with tests running on other threads.
-        let mut fp32 = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 16).unwrap();
-        let mut fast = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 16).unwrap();
-        let mut auto = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 16).unwrap();
+        // MomentumBase::new sets is shared with tests running on other threads.
+        let mut fp32 = T::new(&cfg, 10, 10, 16);
+        let mut fast = T::new(&cfg, 10, 10, 16);
+        let mut auto = T::new(&cfg, 10, 10, 16);
         for t in [&mut fast, &mut auto] {
-            t.online.vs.copy(&fp32.online.vs).unwrap();
-            t.teacher.vs.copy(&fp32.teacher.vs).unwrap();
+            t.base.online.vs.copy(&fp32.base.online.vs).unwrap();
+            t.base.teacher.vs.copy(&fp32.base.teacher.vs).unwrap();
         }
         let reference = fp32.step(&a, &b, 0).unwrap();
-        fast.format = ComputeFormat { kind: Kind::BFloat16, channels_last: true, autocast: false };
+        fast.base.format = ComputeFormat { kind: Kind::BFloat16, channels_last: true, autocast: false };
         let got = fast.step(&a, &b, 0).unwrap();
         let mut max_diff: f64 = 0.0;
         for ((w, l32), (w16, l16)) in reference.losses.iter().zip(&got.losses) {
@@ -321,7 +250,7 @@ mod tests {
         // The CPU-autocast variant issues the same casts as the explicit one (images and weight
         // slices to bf16 before each convolution, heads in fp32): its losses agree with the
         // explicit fast path up to kernel summation order.
-        auto.format = ComputeFormat { kind: Kind::BFloat16, channels_last: true, autocast: true };
+        auto.base.format = ComputeFormat { kind: Kind::BFloat16, channels_last: true, autocast: true };
         let via_autocast = auto.step(&a, &b, 0).unwrap();
         for ((w, le), (_, la)) in got.losses.iter().zip(&via_autocast.losses) {
             assert!((le - la).abs() < 2e-3, "width {w}: explicit bf16 {le} vs autocast {la}");
@@ -333,7 +262,7 @@ mod tests {
     #[test]
     fn non_finite_loss_is_an_error_naming_width_and_step() {
         let cfg = tiny(&[0.5, 1.0]);
-        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        let mut t = T::new(&cfg, 10, 10, 4);
         let (a, b) = views();
         let a = a * f64::NAN;
         let e = t.step(&a, &b, 7).unwrap_err().to_string();
@@ -359,27 +288,27 @@ mod tests {
         cfg.method.distill_target = DistillTarget::Online;
         cfg.validate().unwrap();
         let fp32 = ComputeFormat { kind: Kind::Float, channels_last: false, autocast: false };
-        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        let mut t = T::new(&cfg, 10, 10, 4);
         // a teacher that differs from the online network
         tch::no_grad(|| {
-            for (name, mut v) in t.teacher.vs.variables() {
+            for (name, mut v) in t.base.teacher.vs.variables() {
                 if name.starts_with("projector.fc") {
                     let _ = v.g_mul_scalar_(-0.5);
                 }
             }
         });
         // a reference with the same weights, run by hand through Branch::project/predict
-        let mut r = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
-        r.online.vs.copy(&t.online.vs).unwrap();
-        r.teacher.vs.copy(&t.teacher.vs).unwrap();
+        let mut r = T::new(&cfg, 10, 10, 4);
+        r.base.online.vs.copy(&t.base.online.vs).unwrap();
+        r.base.teacher.vs.copy(&t.base.teacher.vs).unwrap();
         let (a, b) = views();
         let ab = both(&a, &b);
         let (full_online, q_full, q_half, z) = tch::no_grad(|| {
-            let z = r.teacher.project(&ab, 1.0, true, &fp32).unwrap();
-            let p1 = r.online.project(&ab, 1.0, true, &fp32).unwrap();
-            let q1 = r.online.predict(&p1, 1.0, true).unwrap();
-            let p5 = r.online.project(&ab, 0.5, true, &fp32).unwrap();
-            let q5 = r.online.predict(&p5, 0.5, true).unwrap();
+            let z = r.base.teacher.project(&ab, 1.0, true, &fp32).unwrap();
+            let p1 = r.base.online.project(&ab, 1.0, true, &fp32).unwrap();
+            let q1 = r.base.online.predict(&p1, 1.0, true).unwrap();
+            let p5 = r.base.online.project(&ab, 0.5, true, &fp32).unwrap();
+            let q5 = r.base.online.predict(&p5, 0.5, true).unwrap();
             (p1, q1, q5, z)
         });
         let want_half = symmetric_loss(&q_half, &full_online);
@@ -401,9 +330,9 @@ mod tests {
         // the default (teacher) on the same weights gives the teacher-target loss instead
         let mut cfg_t = cfg.clone();
         cfg_t.method.distill_target = DistillTarget::Teacher;
-        let mut d = DspnetTrainer::new(&cfg_t, Device::Cpu, 10, 10, 4).unwrap();
-        d.online.vs.copy(&r.online.vs).unwrap();
-        d.teacher.vs.copy(&r.teacher.vs).unwrap();
+        let mut d = T::new(&cfg_t, 10, 10, 4);
+        d.base.online.vs.copy(&r.base.online.vs).unwrap();
+        d.base.teacher.vs.copy(&r.base.teacher.vs).unwrap();
         // (r's online BN running statistics moved during the hand computation; they do not
         // enter a train-mode forward)
         let s = d.step(&a, &b, 0).unwrap();
@@ -417,14 +346,14 @@ mod tests {
         cfg.method.narrow_warmup_epochs = 0.5;
         cfg.validate().unwrap();
         // 4 steps per epoch: round(0.5 · 4) = 2 warm-up steps
-        let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 12, 4, 4).unwrap();
-        assert_eq!(t.narrow_warmup_steps, 2);
-        fn t_var(t: &DspnetTrainer, name: &str) -> Tensor {
-            t.online.vs.variables()[name].copy()
+        let mut t = T::new(&cfg, 12, 4, 4);
+        assert_eq!(t.dspnet.narrow_warmup_steps, 2);
+        fn t_var(t: &T, name: &str) -> Tensor {
+            t.base.online.vs.variables()[name].copy()
         }
         let before = t_var(&t, "backbone.bn1.w0_25.weight");
         let full_before = t_var(&t, "backbone.bn1.w1_00.weight");
-        let pos0 = t.sandwich_rng_word_pos();
+        let pos0 = t.dspnet.rng_word_pos();
         let (a, b) = views();
         for step in 0..2 {
             let s = t.step(&a, &b, step).unwrap();
@@ -436,7 +365,7 @@ mod tests {
             "a narrow-only parameter moved during the warm-up"
         );
         assert!(!t_var(&t, "backbone.bn1.w1_00.weight").equal(&full_before), "the full width trained");
-        assert_eq!(t.sandwich_rng_word_pos(), pos0, "the warm-up drew from the sandwich generator");
+        assert_eq!(t.dspnet.rng_word_pos(), pos0, "the warm-up drew from the sandwich generator");
         let s = t.step(&a, &b, 2).unwrap();
         assert_eq!(s.losses.iter().map(|(w, _)| *w).collect::<Vec<_>>(), vec![1.0, 0.5, 0.25]);
         assert!(!t_var(&t, "backbone.bn1.w0_25.weight").equal(&before), "after the warm-up the narrow widths train");
@@ -445,9 +374,9 @@ mod tests {
     #[test]
     fn separate_narrow_predictor_gets_exactly_the_narrow_gradient() {
         // default: no predictor_narrow variables anywhere
-        let t = DspnetTrainer::new(&tiny(&[0.5, 1.0]), Device::Cpu, 10, 10, 4).unwrap();
-        assert!(t.online.vs.variables().keys().all(|k| !k.starts_with("predictor_narrow")));
-        assert!(t.online.predictor_narrow.is_none());
+        let t = T::new(&tiny(&[0.5, 1.0]), 10, 10, 4);
+        assert!(t.base.online.vs.variables().keys().all(|k| !k.starts_with("predictor_narrow")));
+        assert!(t.base.online.predictor_narrow.is_none());
 
         let (a, b) = views();
         // loss weights per trained width [0.5, 1.0]: only one width's loss reaches the gradient
@@ -459,12 +388,12 @@ mod tests {
             cfg.method.loss_weights = Some(weights.to_vec());
             cfg.optim.weight_decay = 0.0;
             cfg.validate().unwrap();
-            let mut t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
-            let vars = t.online.vs.variables();
+            let mut t = T::new(&cfg, 10, 10, 4);
+            let vars = t.base.online.vs.variables();
             let narrow: Vec<&String> = vars.keys().filter(|k| k.starts_with("predictor_narrow.")).collect();
             assert!(narrow.iter().any(|k| k.as_str() == "predictor_narrow.fc1.weight"), "{narrow:?}");
             // the teacher has no predictor of either kind
-            assert!(t.teacher.vs.variables().keys().all(|k| !k.starts_with("predictor")));
+            assert!(t.base.teacher.vs.variables().keys().all(|k| !k.starts_with("predictor")));
             let s = t.step(&a, &b, 0).unwrap();
             assert_eq!(s.losses.len(), 2);
             let grad_norm = |prefix: &str| -> f64 {
@@ -489,10 +418,10 @@ mod tests {
     fn separate_predictor_and_shared_bn_round_trip_through_a_checkpoint() {
         let mut cfg = tiny(&[0.5, 1.0]);
         cfg.method.narrow_predictor = NarrowPredictor::Separate;
-        cfg.heads.bn = crate::config::HeadBn::Shared;
+        cfg.heads.bn = dspnet_run::config::HeadBn::Shared;
         cfg.validate().unwrap();
-        let t = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
-        let names: Vec<String> = crate::run::checkpoint_tensors(&t).into_iter().map(|(n, _)| n).collect();
+        let t = T::new(&cfg, 10, 10, 4);
+        let names: Vec<String> = t.base.checkpoint_tensors().into_iter().map(|(n, _)| n).collect();
         for want in [
             "online.predictor_narrow.fc1.weight",
             "online.predictor_narrow.bn1.running_var",
@@ -509,34 +438,31 @@ mod tests {
             .collect();
         assert!(bad.is_empty(), "{bad:?}");
         let dir = tempfile::tempdir().unwrap();
-        let state = crate::checkpoint::CheckpointState {
+        let state = dspnet_run::checkpoint::CheckpointState {
             sandwich_rng_word_pos: "0".into(),
-            ..crate::checkpoint::CheckpointState::basic(0, 10, "fp32")
+            ..dspnet_run::checkpoint::CheckpointState::basic(0, 10, "fp32")
         };
-        crate::checkpoint::save(dir.path(), &crate::run::checkpoint_tensors(&t), state).unwrap();
-        let mut u = DspnetTrainer::new(&cfg, Device::Cpu, 10, 10, 4).unwrap();
+        dspnet_run::checkpoint::save(dir.path(), &t.base.checkpoint_tensors(), state).unwrap();
+        let mut u = T::new(&cfg, 10, 10, 4);
         tch::no_grad(|| {
-            for (_, mut v) in u.online.vs.variables() {
+            for (_, mut v) in u.base.online.vs.variables() {
                 let _ = v.fill_(0.0);
             }
         });
-        crate::run::restore_trainer(&mut u, &crate::checkpoint::load(dir.path()).unwrap()).unwrap();
-        let uv = u.online.vs.variables();
-        for (name, v) in t.online.vs.variables() {
+        u.base.restore(&dspnet_run::checkpoint::load(dir.path()).unwrap()).unwrap();
+        let uv = u.base.online.vs.variables();
+        for (name, v) in t.base.online.vs.variables() {
             assert!(v.equal(&uv[&name]), "{name}");
         }
         // a default-config trainer's checkpoint lacks them: refused with the name
-        let plain = DspnetTrainer::new(&tiny(&[0.5, 1.0]), Device::Cpu, 10, 10, 4).unwrap();
+        let plain = T::new(&tiny(&[0.5, 1.0]), 10, 10, 4);
         let d2 = tempfile::tempdir().unwrap();
-        let state = crate::checkpoint::CheckpointState {
+        let state = dspnet_run::checkpoint::CheckpointState {
             sandwich_rng_word_pos: "0".into(),
-            ..crate::checkpoint::CheckpointState::basic(0, 10, "fp32")
+            ..dspnet_run::checkpoint::CheckpointState::basic(0, 10, "fp32")
         };
-        crate::checkpoint::save(d2.path(), &crate::run::checkpoint_tensors(&plain), state).unwrap();
-        let e = crate::run::restore_trainer(&mut u, &crate::checkpoint::load(d2.path()).unwrap())
-            .err()
-            .expect("refused")
-            .to_string();
+        dspnet_run::checkpoint::save(d2.path(), &plain.base.checkpoint_tensors(), state).unwrap();
+        let e = u.base.restore(&dspnet_run::checkpoint::load(d2.path()).unwrap()).err().expect("refused").to_string();
         assert!(e.contains("lacks online."), "{e}");
     }
 }

@@ -14,9 +14,9 @@
 //!   of `configs/cifar10-small.toml` (base 64, 32 px, heads 4096/256, LARS), batch 128 (32 with
 //!   `--quick`), in fp32 and on the fast path (bf16 + channels_last, fp32 master weights, heads
 //!   and loss); achieved GFLOP/s and peak memory;
-//! * peer: `tools/bench/peer_step.py` (the same BYOL step from torchvision/PyTorch modules, fp32
+//! * peer: `bench/peer/peer_step.py` (the same BYOL step from torchvision/PyTorch modules, fp32
 //!   and bf16 autocast + channels_last) when `.venv` has torch;
-//! * loader: the loader contributor's `tools/bench/loader.rs` (twin views at 224 and 32 px, the
+//! * loader: the loader contributor's `bench/src/loader.rs` (twin views at 224 and 32 px, the
 //!   decode-only ceiling, PyTorch DataLoader + torchvision as the peer);
 //! * end to end: a real short `dspnet-stream-train` run (the library's run loop) from CIFAR-10
 //!   shards with the fraction of step time the trainer waited for data.
@@ -35,17 +35,16 @@
 //! Exit codes: 0 (figures printed, whether or not targets pass), 2 on bad input (options, an
 //! unwritable --out, missing shared data), 1 when a measurement fails.
 
-#[path = "bench/loader.rs"]
 mod loader;
 
 use clap::Parser;
 use dspnet_core::machine::cpu_has_native_bf16;
+use dspnet_model::ComputeFormat;
 use dspnet_pipeline::shard::{RawSample, ShardWriter, ShardWriterConfig};
-use dspnet_trainer::config::{Method, RunConfig};
-use dspnet_trainer::dspnet::{ComputeFormat, DspnetTrainer};
-use dspnet_trainer::run::{train, TrainRequest};
+use dspnet_run::config::Method;
+use dspnet_run::RunConfig;
+use dspnet_trainer::{train, RunLength, TrainRequest, Trainer};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::AtomicBool;
@@ -54,7 +53,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The trainer workload's configuration (model, heads, optimiser, augmentations).
-const PRESET: &str = include_str!("../configs/cifar10-small.toml");
+const PRESET: &str = include_str!("../../configs/cifar10-small.toml");
 const PRESET_NAME: &str = "configs/cifar10-small.toml";
 const WIDTHS: [f64; 4] = [0.25, 0.5, 0.75, 1.0];
 const IMAGE: i64 = 32;
@@ -232,55 +231,18 @@ impl From<loader::Figure> for Row {
 // ---------------------------------------------------------------------------------------------
 // Process measurements (Linux /proc; None elsewhere).
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-extern "C" {
-    /// glibc: returns free heap memory to the kernel (man 3 malloc_trim).
-    fn malloc_trim(pad: usize) -> i32;
-}
+use dspnet_core::machine::{cpu_flags, cpu_model, process_cpu_seconds as cpu_seconds};
+use dspnet_core::memory::PeakRss;
 
-/// Hands memory freed by earlier measurements back to the kernel (glibc keeps freed heap pages
-/// resident otherwise), so a following peak-RSS reading reflects only what comes after.
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator; no pointers involved.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-fn status_bytes(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// User + system CPU seconds of the whole process (all threads), from /proc/self/stat
-/// (clock ticks of 1/100 s, the Linux USER_HZ).
-fn cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
+/// The three load averages of /proc/loadavg as one string (`None` when unreadable).
 fn load_average() -> Option<String> {
-    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
-    Some(s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    let l = dspnet_core::machine::load_average();
+    (!l.is_empty()).then(|| l.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" "))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
+/// Median of measurements (NaN for none).
+fn median(v: Vec<f64>) -> f64 {
+    dspnet_core::stats::median(&v).unwrap_or(f64::NAN)
 }
 
 /// Median wall seconds of `reps` calls of `f` after one untimed call.
@@ -297,28 +259,6 @@ fn time_median(reps: usize, mut f: impl FnMut()) -> f64 {
 
 // ---------------------------------------------------------------------------------------------
 // Machine.
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn cpu_flags() -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = text.lines().find(|l| l.starts_with("flags")).unwrap_or("");
-    ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
-        .iter()
-        .filter(|f| flags.split_whitespace().any(|x| x == **f))
-        .map(|f| f.to_string())
-        .collect()
-}
 
 fn git_commit(root: &Path) -> Option<String> {
     let out = Command::new("git").arg("-C").arg(root).args(["rev-parse", "HEAD"]).output().ok()?;
@@ -337,12 +277,13 @@ fn git_commit(root: &Path) -> Option<String> {
     Some(if dirty { format!("{commit}+uncommitted") } else { commit })
 }
 
-/// The checkout: the working directory when it holds tools/bench, else the compile-time one.
-fn checkout_root() -> PathBuf {
-    if Path::new("tools/bench/peer_step.py").exists() {
+/// The checkout: the working directory when it holds bench/peer, else the one this binary was
+/// built from.
+pub fn checkout_root() -> PathBuf {
+    if Path::new("bench/peer/peer_step.py").exists() {
         return PathBuf::from(".");
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,19 +387,18 @@ fn step_config(all_widths: bool, batch: i64) -> Result<RunConfig, String> {
 /// Times `plan.steps` steps (after `plan.warmup`) of a fresh trainer on fixed random views.
 fn step_bench(plan: &Plan, all_widths: bool, format: ComputeFormat) -> Result<StepResult, String> {
     let cfg = step_config(all_widths, plan.batch)?;
-    let mut trainer =
-        DspnetTrainer::new(&cfg, Device::Cpu, 1000, 100, plan.batch as usize).map_err(|e| e.to_string())?;
-    trainer.format = format;
-    let forward = |w: f64| 2.0 * trainer.online.backbone.flops(w, IMAGE, IMAGE) as f64;
-    let online: f64 = trainer.widths.iter().map(|&w| forward(w)).sum();
-    let flops_per_image = 2.0 * (3.0 * online + forward(trainer.teacher_width));
+    let length = RunLength { total_steps: 1000, steps_per_epoch: 100, global_batch: plan.batch as usize };
+    let mut trainer = Trainer::new(&cfg, Device::Cpu, length).map_err(|e| e.to_string())?;
+    trainer.base.format = format;
+    let forward = |w: f64| 2.0 * trainer.base.online.backbone.macs(w, IMAGE, IMAGE) as f64;
+    let online: f64 = trainer.method.widths().iter().map(|&w| forward(w)).sum();
+    let flops_per_image = 2.0 * (3.0 * online + forward(trainer.base.teacher_width));
     tch::manual_seed(7);
     let shape = [plan.batch, 3, IMAGE, IMAGE];
     let a = Tensor::randn(shape, (Kind::Float, Device::Cpu));
     let b = Tensor::randn(shape, (Kind::Float, Device::Cpu));
-    trim_heap();
-    let reset = reset_peak_rss();
-    let rss_start = status_bytes("VmRSS");
+    let peak = PeakRss::start();
+    let rss_start = peak.map(|p| p.baseline());
     let mut step = 0u64;
     for _ in 0..plan.warmup {
         trainer.step(&a, &b, step).map_err(|e| e.to_string())?;
@@ -482,7 +422,7 @@ fn step_bench(plan: &Plan, all_widths: bool, format: ComputeFormat) -> Result<St
         (Some(c0), Some(c1)) => Some((c1 - c0) / (wall * tch::get_num_threads().max(1) as f64)),
         _ => None,
     };
-    let peak_rss = if reset { status_bytes("VmHWM") } else { None };
+    let peak_rss = peak.and_then(|p| p.peak());
     let step_s = median(times);
     let cpu_s = (!cpu.is_empty()).then(|| median(cpu));
     Ok(StepResult {
@@ -541,7 +481,7 @@ struct PeerStep {
 
 fn run_peer_step(root: &Path, plan: &Plan, bf16: bool, views: &str) -> Result<Option<PeerStep>, String> {
     let python = root.join(".venv/bin/python");
-    let script = root.join("tools/bench/peer_step.py");
+    let script = root.join("bench/peer/peer_step.py");
     if !python.exists() || !script.exists() {
         return Ok(None);
     }
@@ -597,7 +537,7 @@ struct E2e {
     note: String,
 }
 
-/// A real short run of the library's training loop (`dspnet_trainer::run::train`, what
+/// A real short run of the library's training loop (`dspnet_trainer::train`, what
 /// `dspnet-stream-train` runs) from CIFAR-10 shards: the preset's model, loader and
 /// augmentations, all four widths, precision "auto", one metrics line per step.
 fn end_to_end(plan: &Plan, data: &Path) -> Result<E2e, String> {
@@ -735,30 +675,6 @@ fn print_table(rows: &[Row]) {
             println!("    {note}");
         }
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder (fsync, rename).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| format!("--out {}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
 }
 
 /// Fails fast (before minutes of measuring) when --out cannot be written.
@@ -1003,8 +919,8 @@ fn run(args: Args) -> Result<(), Failure> {
         let s = "peer";
         let single_flops = step_config(false, plan.batch)
             .ok()
-            .and_then(|cfg| DspnetTrainer::new(&cfg, Device::Cpu, 1, 1, plan.batch as usize).ok())
-            .map(|t| 8.0 * 2.0 * t.online.backbone.flops(1.0, IMAGE, IMAGE) as f64);
+            .and_then(|cfg| dspnet_run::backbone::Backbone::random(&cfg, Device::Cpu).ok())
+            .map(|b| 8.0 * 2.0 * b.net.macs(1.0, IMAGE, IMAGE) as f64);
         let mut peer_runs = vec![(false, "separate"), (true, "separate")];
         if plan.extra_variants {
             peer_runs.push((false, "concat"));
@@ -1158,25 +1074,22 @@ fn run(args: Args) -> Result<(), Failure> {
             "figures": rows.iter().map(Row::json).collect::<Vec<_>>(),
         });
         let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::Run(e.to_string()))?;
-        write_atomic(out, text.as_bytes()).map_err(Failure::Run)?;
+        dspnet_core::fs::write_atomic(out, text.as_bytes()).map_err(|e| Failure::Run(format!("cannot write {}", e)))?;
         println!("wrote {}", out.display());
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
+    dspnet_core::cli::init_logging_at("warn");
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Input(e)) => {
-            eprintln!("error: {}", e.replace('\n', " "));
-            ExitCode::from(2)
-        }
+        // bad input: the usual one line and exit code 2
+        Err(Failure::Input(e)) => dspnet_core::cli::exit_with(Err(e)),
+        // a measurement that failed: one line and exit code 1
         Err(Failure::Run(e)) => {
-            eprintln!("error: {}", e.replace('\n', " "));
+            eprintln!("error: {}", dspnet_core::cli::error_line(&e));
             ExitCode::from(1)
         }
     }

@@ -11,21 +11,13 @@
 //! between 2 and 3 leaves a JSON whose sha256 matches `checkpoint.next.safetensors`, which
 //! [`load`] accepts and the next [`save`] settles first. Damaged weights are caught by the sha256.
 
-use crate::error::TrainerError;
+use crate::error::{Result, RunError};
+use crate::layout::{NEXT_WEIGHTS, STATE, WEIGHTS};
+use dspnet_core::fs::{sha256_hex, sync_dir, write_atomic};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
-
-/// File names inside a run directory.
-pub const WEIGHTS: &str = "checkpoint.safetensors";
-pub const STATE: &str = "checkpoint.json";
-pub const CONFIG: &str = "config.toml";
-pub const METRICS: &str = "metrics.jsonl";
-/// Weights of a checkpoint being committed (see the module docs).
-pub const NEXT_WEIGHTS: &str = "checkpoint.next.safetensors";
 
 /// Training state stored beside the weights.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -115,53 +107,21 @@ impl CheckpointState {
     }
 }
 
-/// Writes `bytes` to `dir/name` atomically (temporary file in the same folder, fsync, rename,
-/// fsync of the folder). On failure (e.g. a full disk) the temporary file is removed and
-/// `dir/name` is untouched.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TrainerError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let dst = dir.join(name);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TrainerError::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, &dst).map_err(|e| TrainerError::io(&dst, e))?;
-    sync_dir(dir);
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(bytes);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Saves named tensors and the state into `run_dir` in the order of the module docs, so that
 /// whatever instant a crash (or SIGKILL, or a full disk) interrupts it, `run_dir` holds either the
 /// previous complete checkpoint or the new one.
 ///
 /// Errors: file-system errors naming the path (the previous checkpoint is kept); libtorch
 /// errors writing the safetensors file.
-pub fn save(run_dir: &Path, tensors: &[(String, Tensor)], mut state: CheckpointState) -> Result<(), TrainerError> {
+pub fn save(run_dir: &Path, tensors: &[(String, Tensor)], mut state: CheckpointState) -> Result<()> {
     settle(run_dir)?;
     let tmp = run_dir.join(".checkpoint.tmp.safetensors");
     let named: Vec<(&str, Tensor)> =
         tensors.iter().map(|(n, t)| (n.as_str(), t.to_device(tch::Device::Cpu).contiguous())).collect();
-    let written = (|| -> Result<String, TrainerError> {
+    let written = (|| -> Result<String> {
         Tensor::write_safetensors(&named, &tmp)?;
-        let bytes = std::fs::read(&tmp).map_err(|e| TrainerError::io(&tmp, e))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| TrainerError::io(&tmp, e))?;
+        let bytes = std::fs::read(&tmp).map_err(|e| RunError::io(&tmp, e))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| RunError::io(&tmp, e))?;
         Ok(sha256_hex(&bytes))
     })();
     state.weights_sha256 = match written {
@@ -172,12 +132,12 @@ pub fn save(run_dir: &Path, tensors: &[(String, Tensor)], mut state: CheckpointS
         }
     };
     let next = run_dir.join(NEXT_WEIGHTS);
-    std::fs::rename(&tmp, &next).map_err(|e| TrainerError::io(&next, e))?;
+    std::fs::rename(&tmp, &next).map_err(|e| RunError::io(&next, e))?;
     sync_dir(run_dir);
     let json = serde_json::to_vec_pretty(&state).expect("state serialises");
-    write_atomic(run_dir, STATE, &json)?; // the commit point
+    write_atomic(&run_dir.join(STATE), &json)?; // the commit point
     let dst = run_dir.join(WEIGHTS);
-    std::fs::rename(&next, &dst).map_err(|e| TrainerError::io(&dst, e))?;
+    std::fs::rename(&next, &dst).map_err(|e| RunError::io(&dst, e))?;
     sync_dir(run_dir);
     Ok(())
 }
@@ -185,7 +145,7 @@ pub fn save(run_dir: &Path, tensors: &[(String, Tensor)], mut state: CheckpointS
 /// Finishes a save interrupted between its commit point and the final rename: when the JSON's
 /// sha256 matches `checkpoint.next.safetensors`, that file becomes `checkpoint.safetensors`.
 /// A stale `checkpoint.next.safetensors` (from a save interrupted before its commit) is removed.
-pub fn settle(run_dir: &Path) -> Result<(), TrainerError> {
+pub fn settle(run_dir: &Path) -> Result<()> {
     let next = run_dir.join(NEXT_WEIGHTS);
     if !next.exists() {
         return Ok(());
@@ -194,12 +154,12 @@ pub fn settle(run_dir: &Path) -> Result<(), TrainerError> {
         .ok()
         .and_then(|t| serde_json::from_str::<CheckpointState>(&t).ok())
         .map(|s| s.weights_sha256);
-    let bytes = std::fs::read(&next).map_err(|e| TrainerError::io(&next, e))?;
+    let bytes = std::fs::read(&next).map_err(|e| RunError::io(&next, e))?;
     if committed.as_deref() == Some(sha256_hex(&bytes).as_str()) {
         let dst = run_dir.join(WEIGHTS);
-        std::fs::rename(&next, &dst).map_err(|e| TrainerError::io(&dst, e))?;
+        std::fs::rename(&next, &dst).map_err(|e| RunError::io(&dst, e))?;
     } else {
-        std::fs::remove_file(&next).map_err(|e| TrainerError::io(&next, e))?;
+        std::fs::remove_file(&next).map_err(|e| RunError::io(&next, e))?;
     }
     sync_dir(run_dir);
     Ok(())
@@ -216,20 +176,23 @@ pub struct Checkpoint {
 ///
 /// Errors (one line each): no checkpoint (the run never saved one), unreadable or invalid JSON,
 /// weights whose sha256 differs from the record (truncated or corrupt), unreadable safetensors.
-pub fn load(run_dir: &Path) -> Result<Checkpoint, TrainerError> {
+pub fn load(run_dir: &Path) -> Result<Checkpoint> {
     let state_path = run_dir.join(STATE);
     let text = std::fs::read_to_string(&state_path).map_err(|_| {
-        TrainerError::Checkpoint(format!(
-            "{} has no checkpoint ({} missing); train it with dspnet-stream-train first",
-            run_dir.display(),
-            STATE
-        ))
+        RunError::checkpoint(
+            &state_path,
+            format!(
+                "{} has no checkpoint ({} missing); train it with dspnet-stream-train first",
+                run_dir.display(),
+                STATE
+            ),
+        )
     })?;
     let state: CheckpointState = serde_json::from_str(&text).map_err(|e| {
-        TrainerError::Checkpoint(format!("{} is corrupt ({e}); retrain or restore it", state_path.display()))
+        RunError::checkpoint(&state_path, format!("{} is corrupt ({e}); retrain or restore it", state_path.display()))
     })?;
     let mut path = run_dir.join(WEIGHTS);
-    let mut bytes = std::fs::read(&path).map_err(|e| TrainerError::io(&path, e))?;
+    let mut bytes = std::fs::read(&path).map_err(|e| RunError::io(&path, e))?;
     if sha256_hex(&bytes) != state.weights_sha256 {
         // a save interrupted after its commit point: the committed weights are still `next`
         let next = run_dir.join(NEXT_WEIGHTS);
@@ -239,39 +202,42 @@ pub fn load(run_dir: &Path) -> Result<Checkpoint, TrainerError> {
                 bytes = b;
             }
             _ => {
-                return Err(TrainerError::Checkpoint(format!(
+                let message = format!(
                     "{} is corrupt or truncated (sha256 differs from {}); retrain or restore it",
                     path.display(),
                     STATE
-                )))
+                );
+                return Err(RunError::checkpoint(path, message));
             }
         }
     }
     drop(bytes);
-    let list = Tensor::read_safetensors(&path)
-        .map_err(|e| TrainerError::Checkpoint(format!("{} is not a readable safetensors file: {e}", path.display())))?;
+    let list = Tensor::read_safetensors(&path).map_err(|e| {
+        RunError::checkpoint(&path, format!("{} is not a readable safetensors file: {e}", path.display()))
+    })?;
     Ok(Checkpoint { state, tensors: list.into_iter().collect(), path })
 }
 
 /// Copies `prefix.*` tensors of a checkpoint into a VarStore's variables of the same name
 /// without the prefix. Every variable must be present with the same shape.
-pub fn restore_vars(vs: &tch::nn::VarStore, ckpt: &Checkpoint, prefix: &str) -> Result<(), TrainerError> {
+pub fn restore_vars(vs: &tch::nn::VarStore, ckpt: &Checkpoint, prefix: &str) -> Result<()> {
     tch::no_grad(|| {
         for (name, mut var) in vs.variables() {
             let key = format!("{prefix}.{name}");
             let src = ckpt.tensors.get(&key).ok_or_else(|| {
-                TrainerError::Checkpoint(format!(
-                    "{} lacks {key}: it was written for another architecture or config",
-                    ckpt.path.display()
-                ))
+                RunError::checkpoint(
+                    &ckpt.path,
+                    format!("{} lacks {key}: it was written for another architecture or config", ckpt.path.display()),
+                )
             })?;
             if src.size() != var.size() {
-                return Err(TrainerError::Checkpoint(format!(
+                let message = format!(
                     "{}: {key} has shape {:?}, the model expects {:?} (another architecture or config)",
                     ckpt.path.display(),
                     src.size(),
                     var.size()
-                )));
+                );
+                return Err(RunError::checkpoint(&ckpt.path, message));
             }
             var.copy_(src);
         }
@@ -309,8 +275,10 @@ mod tests {
         }
         // many more: every value of the two schedules of that run
         for step in 0..2340u64 {
-            for v in [crate::schedule::lr_at(step, 2340, 390, 0.5), crate::schedule::ema_rate_at(step, 2340, 0.99, 1.0)]
-            {
+            for v in [
+                dspnet_core::schedule::warmup_cosine(step, 2340, 390, 0.5),
+                dspnet_core::schedule::cosine_ramp(step, 2340, 0.99, 1.0),
+            ] {
                 let back: f64 = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
                 assert_eq!(back.to_bits(), v.to_bits(), "step {step}: {v:?} read back as {back:?}");
             }

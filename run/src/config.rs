@@ -4,7 +4,7 @@
 //! silently ignored setting. The resolved configuration is written into the run directory and is
 //! what `dspnet-eval` reads back.
 
-use crate::error::TrainerError;
+use crate::error::RunError;
 use dspnet_model::resnet::ResNetConfig;
 use dspnet_model::WidthList;
 use dspnet_pipeline::augment::AugmentConfig;
@@ -286,11 +286,14 @@ impl RunConfig {
     /// as TOML, falling back to a string), then validates.
     ///
     /// Errors: unreadable file, TOML syntax, unknown or mistyped key (named), invalid values.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, TrainerError> {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, RunError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| TrainerError::Config(format!("cannot read config {}: {e}", path.display())))?;
+            .map_err(|e| RunError::config("config", format!("cannot read config {}: {e}", path.display())))?;
         let mut value: toml::Value = toml::from_str(&text).map_err(|e| {
-            TrainerError::Config(format!("config {} is not valid TOML: {}", path.display(), one_line(&e.to_string())))
+            RunError::config(
+                "config",
+                format!("config {} is not valid TOML: {}", path.display(), one_line(&e.to_string())),
+            )
         })?;
         for o in overrides {
             apply_override(&mut value, o)?;
@@ -304,16 +307,16 @@ impl RunConfig {
     }
 
     /// Parses a configuration from TOML text (used for a run directory's resolved config).
-    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, TrainerError> {
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, RunError> {
         let value: toml::Value = toml::from_str(text).map_err(|e| {
-            TrainerError::Config(format!("config {origin} is not valid TOML: {}", one_line(&e.to_string())))
+            RunError::config("config", format!("config {origin} is not valid TOML: {}", one_line(&e.to_string())))
         })?;
         Self::from_value(value, origin)
     }
 
-    fn from_value(value: toml::Value, origin: &str) -> Result<Self, TrainerError> {
+    fn from_value(value: toml::Value, origin: &str) -> Result<Self, RunError> {
         let cfg: RunConfig = value.try_into().map_err(|e: toml::de::Error| {
-            TrainerError::Config(format!("config {origin}: {}", one_line(&e.to_string())))
+            RunError::config("config", format!("config {origin}: {}", one_line(&e.to_string())))
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -351,11 +354,7 @@ impl RunConfig {
     /// logging, checkpoint frequency, evaluation settings).
     ///
     /// Errors: any other key differs; the message names the keys and both values.
-    pub fn for_resume(
-        run: &RunConfig,
-        requested: &RunConfig,
-        run_config_path: &Path,
-    ) -> Result<RunConfig, TrainerError> {
+    pub fn for_resume(run: &RunConfig, requested: &RunConfig, run_config_path: &Path) -> Result<RunConfig, RunError> {
         let diffs = run.differences(requested);
         let fixed: Vec<&String> = diffs
             .iter()
@@ -368,7 +367,7 @@ impl RunConfig {
                 first.split('.').try_fold(v, |v, k| v.get(k)).map_or("(absent)".into(), |v| v.to_string())
             };
             let list: Vec<&str> = fixed.iter().map(|s| s.as_str()).collect();
-            return Err(TrainerError::Config(format!(
+            return Err(RunError::config(first.to_string(), format!(
                 "--resume: the requested config differs from {} in {} ({first} = {} there, {} requested); a resumed run keeps its config: drop --config/--set, or start a new run with --out",
                 run_config_path.display(),
                 list.join(", "),
@@ -404,51 +403,60 @@ impl RunConfig {
     }
 
     /// The widths this run trains, validated against the model's width list.
-    pub fn train_widths(&self) -> Result<WidthList, TrainerError> {
+    pub fn train_widths(&self) -> Result<WidthList, RunError> {
         let model_widths = WidthList::new(self.model.widths.clone())
-            .map_err(|e| TrainerError::Config(format!("model.widths: {e}")))?;
+            .map_err(|e| RunError::config("model.widths", format!("model.widths: {e}")))?;
         let list = match &self.method.train_widths {
             None => model_widths,
             Some(ws) => {
                 for &w in ws {
-                    model_widths.index_of(w).map_err(|e| TrainerError::Config(format!("method.train_widths: {e}")))?;
+                    model_widths
+                        .index_of(w)
+                        .map_err(|e| RunError::config("method.train_widths", format!("method.train_widths: {e}")))?;
                 }
-                WidthList::new(ws.clone()).map_err(|e| TrainerError::Config(format!("method.train_widths: {e}")))?
+                WidthList::new(ws.clone())
+                    .map_err(|e| RunError::config("method.train_widths", format!("method.train_widths: {e}")))?
             }
         };
         Ok(list)
     }
 
     /// Checks cross-field constraints; errors name the option and the fix.
-    pub fn validate(&self) -> Result<(), TrainerError> {
+    pub fn validate(&self) -> Result<(), RunError> {
         let widths = self.train_widths()?;
         if self.method.name == Method::Byol && widths.as_slice().len() != 1 {
-            return Err(TrainerError::Config(format!(
+            return Err(RunError::config("method.name", format!(
                 "method.name = \"byol\" trains one width but method.train_widths has {}; set --set method.train_widths=[1.0]",
                 widths.as_slice().len()
             )));
         }
         if let Some(lw) = &self.method.loss_weights {
             if lw.len() != widths.as_slice().len() {
-                return Err(TrainerError::Config(format!(
-                    "method.loss_weights has {} values but {} widths are trained; give one weight per width",
-                    lw.len(),
-                    widths.as_slice().len()
-                )));
+                return Err(RunError::config(
+                    "method.loss_weights",
+                    format!(
+                        "method.loss_weights has {} values but {} widths are trained; give one weight per width",
+                        lw.len(),
+                        widths.as_slice().len()
+                    ),
+                ));
             }
         }
         if !(0.0..=1.0).contains(&self.method.ema_base) || !(0.0..=1.0).contains(&self.method.ema_final) {
             // (NaN is not contained in any range, so it is refused here too)
-            return Err(TrainerError::Config("method.ema_base and method.ema_final must lie in [0, 1]".into()));
+            return Err(RunError::config("method.ema_base", "method.ema_base and method.ema_final must lie in [0, 1]"));
         }
         if self.loader.batch_size < 2 {
-            return Err(TrainerError::Config("loader.batch_size must be at least 2 (batch norm needs it)".into()));
+            return Err(RunError::config(
+                "loader.batch_size",
+                "loader.batch_size must be at least 2 (batch norm needs it)",
+            ));
         }
-        let positive = |v: f64, name: &str, max: f64| -> Result<(), TrainerError> {
+        let positive = |v: f64, name: &str, max: f64| -> Result<(), RunError> {
             if v > 0.0 && v <= max {
                 Ok(())
             } else {
-                Err(TrainerError::Config(format!("{name} = {v} must be a number in (0, {max}]")))
+                Err(RunError::config(name, format!("{name} = {v} must be a number in (0, {max}]")))
             }
         };
         positive(self.train.epochs, "train.epochs", 1e5)?;
@@ -463,44 +471,48 @@ impl RunConfig {
             (self.eval.linear_lr, "eval.linear_lr"),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
-                return Err(TrainerError::Config(format!("{name} = {v} must be a finite number >= 0")));
+                return Err(RunError::config(name, format!("{name} = {v} must be a finite number >= 0")));
             }
         }
         let nw = self.method.narrow_warmup_epochs;
         if !(nw >= 0.0 && nw < self.train.epochs) {
-            return Err(TrainerError::Config(format!(
+            return Err(RunError::config("method.narrow_warmup_epochs", format!(
                 "method.narrow_warmup_epochs = {nw} must be a number in [0, train.epochs = {}): the narrow widths must start training before the run ends; lower it (0 turns the warm-up off)",
                 self.train.epochs
             )));
         }
         if self.method.distill_target == DistillTarget::Online {
             let largest = WidthList::new(self.model.widths.clone())
-                .map_err(|e| TrainerError::Config(format!("model.widths: {e}")))?
+                .map_err(|e| RunError::config("model.widths", format!("model.widths: {e}")))?
                 .largest();
             if widths.index_of(largest).is_err() {
-                return Err(TrainerError::Config(format!(
+                return Err(RunError::config("method.distill_target", format!(
                     "method.distill_target = \"online\" needs the largest width {largest} among method.train_widths (its projection is the narrow widths' target); add it or use \"teacher\""
                 )));
             }
         }
         if self.method.loss_weights.iter().flatten().any(|w| !(*w >= 0.0 && w.is_finite())) {
-            return Err(TrainerError::Config("method.loss_weights must be finite numbers >= 0".into()));
+            return Err(RunError::config("method.loss_weights", "method.loss_weights must be finite numbers >= 0"));
         }
         match self.train.precision.as_str() {
             "fp32" | "bf16" | "auto" => {}
             p => {
-                return Err(TrainerError::Config(format!(
-                    "train.precision = \"{p}\" is unknown; use \"fp32\", \"bf16\" or \"auto\""
-                )))
+                return Err(RunError::config(
+                    "train.precision",
+                    format!("train.precision = \"{p}\" is unknown; use \"fp32\", \"bf16\" or \"auto\""),
+                ))
             }
         }
         if self.augment.channels as i64 != self.model.in_channels {
-            return Err(TrainerError::Config(format!(
-                "augment.channels ({}) differs from model.in_channels ({}); make them equal",
-                self.augment.channels, self.model.in_channels
-            )));
+            return Err(RunError::config(
+                "augment.channels",
+                format!(
+                    "augment.channels ({}) differs from model.in_channels ({}); make them equal",
+                    self.augment.channels, self.model.in_channels
+                ),
+            ));
         }
-        self.augment.validate().map_err(|e| TrainerError::Config(format!("augment: {e}")))?;
+        self.augment.validate().map_err(|e| RunError::config("augment", format!("augment: {e}")))?;
         Ok(())
     }
 }
@@ -527,10 +539,10 @@ fn one_line(s: &str) -> String {
 /// Applies one `a.b.c=value` override to a TOML tree. The key must already exist, so a typo is
 /// an error naming it; the value is parsed as TOML (`0.5`, `[0.25, 1.0]`, `true`, `"x"`) and
 /// falls back to a bare string.
-pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), TrainerError> {
+pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), RunError> {
     let (key, raw) = item
         .split_once('=')
-        .ok_or_else(|| TrainerError::Config(format!("--set {item}: expected key=value, e.g. --set optim.lr=0.5")))?;
+        .ok_or_else(|| RunError::config(item, format!("--set {item}: expected key=value, e.g. --set optim.lr=0.5")))?;
     let key = key.trim();
     let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
         .ok()
@@ -541,18 +553,19 @@ pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), TrainerE
     for (i, part) in parts.iter().enumerate() {
         let table = node
             .as_table_mut()
-            .ok_or_else(|| TrainerError::Config(format!("--set {key}: {} is not a section", parts[..i].join("."))))?;
+            .ok_or_else(|| RunError::config(key, format!("--set {key}: {} is not a section", parts[..i].join("."))))?;
         if i + 1 == parts.len() {
             if !table.contains_key(*part) && !optional_key(&parts) {
-                return Err(TrainerError::Config(format!(
-                    "--set {key}: unknown config key; see the config file for the available keys"
-                )));
+                return Err(RunError::config(
+                    key,
+                    format!("--set {key}: unknown config key; see the config file for the available keys"),
+                ));
             }
             table.insert(part.to_string(), parsed);
             return Ok(());
         }
         node = table.get_mut(*part).ok_or_else(|| {
-            TrainerError::Config(format!("--set {key}: unknown config section {}", parts[..=i].join(".")))
+            RunError::config(key, format!("--set {key}: unknown config section {}", parts[..=i].join(".")))
         })?;
     }
     Ok(())

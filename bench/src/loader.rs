@@ -1,6 +1,6 @@
 //! Loader half of `dspnet-bench` (issue 6): throughput of the streaming loader against the JPEG
 //! decode-only ceiling of the same files and against the peer (PyTorch DataLoader + torchvision,
-//! `tools/bench/peer_loader.py`), every figure measured in the same run on the same cores.
+//! `bench/peer/peer_loader.py`), every figure measured in the same run on the same cores.
 //!
 //! Workloads (shards written with our [`ShardWriter`] into a temporary folder, removed after):
 //! * 224 px: the 256 COCO128 photos (`../shared/data/coco128/images/{train2017,val2017}`, mostly
@@ -187,14 +187,6 @@ fn write_shards(
     Ok(m.shards.iter().map(|s| dir.join(&s.name).to_string_lossy().to_string()).collect())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
-}
-
 /// Images/s of our loader (Train mode, twin views) over `shards`: one warm-up epoch, then the
 /// median of `epochs` timed epochs (from `Loader::epoch` to the last batch).
 pub fn loader_images_per_s(
@@ -222,7 +214,7 @@ pub fn loader_images_per_s(
     if skipped > 0 {
         return Err(format!("loader skipped {skipped} samples: {}", loader.stats().summary()));
     }
-    Ok(median(rates))
+    Ok(crate::median(rates))
 }
 
 /// Decode-only ceiling: images/s of decoding every image of `jpegs` in full (RGB, 8 bit) with
@@ -253,7 +245,7 @@ pub fn decode_images_per_s(jpegs: &[&[u8]], threads: usize, passes: usize) -> Re
         }
         rates.push(jpegs.len() as f64 / t.elapsed().as_secs_f64());
     }
-    Ok(median(rates))
+    Ok(crate::median(rates))
 }
 
 /// Outcome of the peer script.
@@ -262,7 +254,7 @@ pub struct PeerResult {
     pub detail: String,
 }
 
-/// Run `tools/bench/peer_loader.py` with `.venv/bin/python` over `shards` (the same files), with
+/// Run `bench/peer/peer_loader.py` with `.venv/bin/python` over `shards` (the same files), with
 /// the views of `augment`. `Ok(None)` when torch or torchvision is not installed.
 pub fn run_peer(
     shards: &[String],
@@ -271,9 +263,9 @@ pub fn run_peer(
     batch_size: usize,
     tmp: &Path,
 ) -> Result<Option<PeerResult>, String> {
-    let root = checkout_root();
+    let root = crate::checkout_root();
     let python = root.join(".venv/bin/python");
-    let script = root.join("tools/bench/peer_loader.py");
+    let script = root.join("bench/peer/peer_loader.py");
     if !python.exists() {
         return Ok(None);
     }
@@ -316,19 +308,6 @@ pub fn run_peer(
         v["batch_size"]
     );
     Ok(Some(PeerResult { images_per_s: ips, detail }))
-}
-
-/// The checkout root: the working directory when it holds `tools/bench`, else the compile-time one.
-fn checkout_root() -> PathBuf {
-    if Path::new("tools/bench/peer_loader.py").exists() {
-        return PathBuf::from(".");
-    }
-    let m = PathBuf::from(option_env!("CARGO_MANIFEST_DIR").unwrap_or("."));
-    if m.join("tools/bench/peer_loader.py").exists() {
-        m
-    } else {
-        m.join("..")
-    }
 }
 
 /// Run the loader benchmark; `quick` keeps it well under 2 minutes on 2 cores.
