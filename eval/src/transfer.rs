@@ -58,7 +58,7 @@ impl PythonTool {
         let package_dir = exe.as_ref().and_then(|e| {
             e.ancestors()
                 .map(|a| a.join("tools/python/dspnet_export"))
-                .find(|d| d.join("dspnet_export/transfer.py").is_file())
+                .find(|d| d.join("dspnet_export/transfer/__init__.py").is_file())
         });
         if let Some(p) = std::env::var_os("DSPNET_PYTHON") {
             return Ok(Self { python: PathBuf::from(p), package_dir });
