@@ -15,7 +15,7 @@ use crate::eval::{calibrate_bn, extract_features, knn_top1, linear_probe_top1, E
 use crate::network::Branch;
 use crate::semi::{self, SemiSettings};
 use dspnet_model::resnet::SlimResNet;
-use dspnet_pipeline::loader::{Loader, LoaderMode};
+use dspnet_pipeline::loader::{Loader, LoaderMode, LoaderSettings};
 use serde_json::json;
 use std::path::PathBuf;
 use tch::{nn, Device, Kind, Tensor};
@@ -137,17 +137,9 @@ pub fn evaluate_run(req: &EvalRequest) -> Result<Vec<EvalRecord>, TrainerError> 
     loader_cfg.batch_size = cfg.eval.batch_size;
     loader_cfg.drop_last = false;
     loader_cfg.strict_data = false;
-    let train_loader = Loader::new(
-        req.train_shards.clone(),
-        loader_cfg.clone(),
-        cfg.augment.clone(),
-        LoaderMode::Eval,
-        0,
-        1,
-        req.device,
-    )?;
-    let test_loader =
-        Loader::new(req.test_shards.clone(), loader_cfg, cfg.augment.clone(), LoaderMode::Eval, 0, 1, req.device)?;
+    let settings = LoaderSettings { loader: loader_cfg, augment: cfg.augment.clone(), remote: cfg.remote.clone() };
+    let train_loader = Loader::new(req.train_shards.clone(), settings.clone(), LoaderMode::Eval, 0, 1, req.device)?;
+    let test_loader = Loader::new(req.test_shards.clone(), settings, LoaderMode::Eval, 0, 1, req.device)?;
 
     // Semi first reads the labelled pool and resolves the subsets, so a bad subset file fails
     // before any long computation.

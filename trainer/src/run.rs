@@ -22,7 +22,8 @@ use crate::checkpoint::{self, Checkpoint, CheckpointState, CONFIG, METRICS};
 use crate::config::RunConfig;
 use crate::dspnet::DspnetTrainer;
 use crate::error::TrainerError;
-use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode};
+use dspnet_pipeline::loader::{Loader, LoaderMode, LoaderSettings};
+use dspnet_pipeline::RemoteConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::Write;
@@ -77,27 +78,15 @@ pub struct TrainSummary {
 
 /// Per-shard sample counts of the selected shards, from the `manifest.json` next to them
 /// (written by `dspnet-shard`); `Ok(None)` when there is no manifest or it does not list every
-/// selected shard. A remote manifest is fetched with `loader`'s retry budget
-/// (`loader.remote_max_retries`, `loader.remote_max_retry_secs`).
+/// selected shard. A remote manifest is fetched with `remote`'s retry budget
+/// (`remote.max_retries`, `remote.max_retry_secs`); see [`dspnet_pipeline::source::manifest_beside`].
 ///
 /// Errors: [`TrainerError::Pipeline`] when a remote store stays unreachable or refuses access
 /// (a missing remote manifest is `Ok(None)`, as a missing local one is), or when a manifest
 /// exists but is unreadable or malformed (the message names it and says to re-run
 /// `dspnet-shard`).
-pub fn manifest_shard_samples(shards: &[String], loader: &LoaderConfig) -> Result<Option<Vec<u64>>, TrainerError> {
-    let Some(first) = shards.first() else { return Ok(None) };
-    // remote shards: the manifest.json beside them, fetched through the same object store
-    let manifest = if dspnet_pipeline::source::is_remote(first) {
-        let opts = dspnet_pipeline::remote::RemoteOptions::from_loader(loader);
-        dspnet_pipeline::remote::read_remote_manifest(first, &opts)?
-    } else {
-        let dir = Path::new(first).parent().unwrap_or(Path::new(""));
-        match dir.join(dspnet_pipeline::shard::MANIFEST_NAME).try_exists() {
-            Ok(true) => Some(dspnet_pipeline::shard::read_manifest(dir)?),
-            _ => None,
-        }
-    };
-    let Some(manifest) = manifest else { return Ok(None) };
+pub fn manifest_shard_samples(shards: &[String], remote: &RemoteConfig) -> Result<Option<Vec<u64>>, TrainerError> {
+    let Some(manifest) = dspnet_pipeline::source::manifest_beside(shards, remote)? else { return Ok(None) };
     Ok(shards
         .iter()
         .map(|s| {
@@ -108,8 +97,8 @@ pub fn manifest_shard_samples(shards: &[String], loader: &LoaderConfig) -> Resul
 }
 
 /// Number of samples in the selected shards (sum of [`manifest_shard_samples`]); errors as there.
-pub fn manifest_samples(shards: &[String], loader: &LoaderConfig) -> Result<Option<u64>, TrainerError> {
-    Ok(manifest_shard_samples(shards, loader)?.map(|v| v.iter().sum()))
+pub fn manifest_samples(shards: &[String], remote: &RemoteConfig) -> Result<Option<u64>, TrainerError> {
+    Ok(manifest_shard_samples(shards, remote)?.map(|v| v.iter().sum()))
 }
 
 /// RANK and WORLD_SIZE from the environment (as torchrun sets them); 0 and 1 when unset.
@@ -371,9 +360,10 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary, TrainerError> {
             Some(_) => s,
         })
         .collect();
-    let shard_samples = manifest_shard_samples(&shards, &cfg.loader)?;
-    let loader =
-        Loader::new(shards.clone(), cfg.loader.clone(), cfg.augment.clone(), LoaderMode::Train, rank, world, device)?;
+    let shard_samples = manifest_shard_samples(&shards, &cfg.remote)?;
+    let settings =
+        LoaderSettings { loader: cfg.loader.clone(), augment: cfg.augment.clone(), remote: cfg.remote.clone() };
+    let loader = Loader::new(shards.clone(), settings, LoaderMode::Train, rank, world, device)?;
     let no_full_batch = |epoch: u64| {
         TrainerError::Config(format!(
             "epoch {epoch} gave no full batch: the shards hold fewer than loader.batch_size = {} usable samples per rank; lower loader.batch_size or check the data",
@@ -726,9 +716,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shard = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
         let shards = vec![shard("t-000001.tar"), shard("t-000000.tar")];
-        let loader = LoaderConfig::default();
+        let remote = RemoteConfig::default();
         // no manifest: unknown, not an error
-        assert_eq!(manifest_shard_samples(&shards, &loader).unwrap(), None);
+        assert_eq!(manifest_shard_samples(&shards, &remote).unwrap(), None);
         let info = |name: &str, samples| ShardInfo { name: name.into(), samples, bytes: 1, sha256: String::new() };
         let m = Manifest {
             format_version: 1,
@@ -740,13 +730,13 @@ mod tests {
         };
         std::fs::write(dir.path().join(MANIFEST_NAME), serde_json::to_vec(&m).unwrap()).unwrap();
         // in the order of the selected shards
-        assert_eq!(manifest_shard_samples(&shards, &loader).unwrap(), Some(vec![4, 3]));
-        assert_eq!(manifest_samples(&shards[..1], &loader).unwrap(), Some(4));
+        assert_eq!(manifest_shard_samples(&shards, &remote).unwrap(), Some(vec![4, 3]));
+        assert_eq!(manifest_samples(&shards[..1], &remote).unwrap(), Some(4));
         // a shard the manifest does not list: unknown
-        assert_eq!(manifest_samples(&[shard("t-000002.tar")], &loader).unwrap(), None);
+        assert_eq!(manifest_samples(&[shard("t-000002.tar")], &remote).unwrap(), None);
         // a truncated manifest is an error naming the file, not silently "no manifest"
         std::fs::write(dir.path().join(MANIFEST_NAME), b"{\"format_version\": 1, \"pre").unwrap();
-        let e = manifest_samples(&shards, &loader).unwrap_err().to_string();
+        let e = manifest_samples(&shards, &remote).unwrap_err().to_string();
         assert!(e.contains(MANIFEST_NAME) && e.contains("re-run dspnet-shard") && !e.contains('\n'), "{e}");
     }
 
