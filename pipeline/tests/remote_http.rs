@@ -54,6 +54,33 @@ fn streams_every_sample_once_like_the_local_read() {
     assert_eq!(m, dspnet_pipeline::shard::read_manifest(_dir.path()).unwrap());
 }
 
+/// `source::manifest_beside` reads the manifest beside a shard list: from disk for local shards,
+/// from the store for remote ones (the same manifest); `None` when there is none (no file, a
+/// 404, an empty list); an error for a malformed one or a store that stays unreachable within the
+/// `[remote]` budget.
+#[test]
+fn manifest_beside_a_local_or_remote_shard_list() {
+    use dspnet_pipeline::source::manifest_beside;
+    let (srv, dir, local, pattern) = served(2, 4);
+    let want = dspnet_pipeline::shard::read_manifest(dir.path()).unwrap();
+    let remote = RemoteConfig::default();
+    assert_eq!(manifest_beside(&local, &remote).unwrap(), Some(want.clone()));
+    let urls = expand_pattern(&pattern).unwrap();
+    assert_eq!(manifest_beside(&urls, &remote).unwrap(), Some(want));
+    assert_eq!(manifest_beside(&[], &remote).unwrap(), None);
+    assert_eq!(manifest_beside(&[srv.url("elsewhere/t-000000.tar")], &remote).unwrap(), None);
+    let other = tempfile::tempdir().unwrap();
+    let lonely = other.path().join("t-000000.tar").to_string_lossy().to_string();
+    assert_eq!(manifest_beside(std::slice::from_ref(&lonely), &remote).unwrap(), None);
+    std::fs::write(other.path().join("manifest.json"), b"{\"format_version\": 1, \"pre").unwrap();
+    let e = manifest_beside(&[lonely], &remote).unwrap_err();
+    assert!(matches!(e, PipelineError::Manifest { .. }) && e.to_string().contains("manifest.json"), "{e}");
+    srv.stop();
+    let tight = RemoteConfig { max_retries: 1, max_retry_secs: 1.0, ..RemoteConfig::default() };
+    let e = manifest_beside(&urls, &tight).unwrap_err();
+    assert!(matches!(e, PipelineError::Remote { not_found: false, .. }), "{e}");
+}
+
 /// The manifest beside remote shards: a 404 is "no manifest" (not an error, not retried); a
 /// server that is gone fails within the given retry budget (2 retries, 1.5 s), not the default
 /// one (8 retries, 60 s).

@@ -168,3 +168,24 @@ fn buffer_split_between_open_shards() {
     let o = RemoteOptions { read_ahead: 0, read_ahead_bytes: 1000, ..RemoteOptions::default() };
     assert_eq!(o.shard_buffer_bytes(), 64 << 10, "at least 64 KiB");
 }
+
+#[test]
+fn remote_config_defaults_serde_and_validation() {
+    // the [remote] section: every key optional with today's defaults, unknown keys refused, and
+    // the options a source runs with are those of the section (the rest at their defaults)
+    let d = RemoteConfig::default();
+    assert_eq!((d.read_ahead, d.read_ahead_bytes, d.max_retries, d.max_retry_secs), (2, 64 << 20, 8, 60.0));
+    assert_eq!(RemoteOptions::from(&d), RemoteOptions::default());
+    assert_eq!(serde_json::from_str::<RemoteConfig>("{}").unwrap(), d);
+    let c: RemoteConfig = serde_json::from_str(r#"{"max_retries": 3, "max_retry_secs": 1.5}"#).unwrap();
+    assert_eq!(c, RemoteConfig { max_retries: 3, max_retry_secs: 1.5, ..d.clone() });
+    let o = RemoteOptions::from(&c);
+    assert_eq!((o.max_retries, o.max_retry_time), (3, Duration::from_millis(1500)));
+    let e = serde_json::from_str::<RemoteConfig>(r#"{"remote_max_retries": 3}"#).unwrap_err().to_string();
+    assert!(e.contains("remote_max_retries"), "{e}");
+    assert!(d.validate().is_ok());
+    let e = RemoteConfig { read_ahead_bytes: 1000, ..d.clone() }.validate().unwrap_err().to_string();
+    assert!(e.contains("remote.read_ahead_bytes"), "{e}");
+    let e = RemoteConfig { max_retry_secs: -1.0, ..d }.validate().unwrap_err().to_string();
+    assert!(e.contains("remote.max_retry_secs"), "{e}");
+}
