@@ -1,15 +1,15 @@
 //! Build script of dspnet-pipeline: the shared libtorch RPATH logic (../build.rs), then the JPEG
-//! window-decoding shim (src/jpeg_shim.c) linked against libjpeg-turbo's static libjpeg from
+//! window-decoding shim (src/image/jpeg_shim.c) linked against libjpeg-turbo's static libjpeg from
 //! Debian's libjpeg62-turbo-dev (installed by tools/setup.sh), so binaries need no runtime libjpeg.
 #[path = "../build.rs"]
 mod shared;
 
 fn main() {
     shared::main();
-    println!("cargo:rerun-if-changed=src/jpeg_shim.c");
+    println!("cargo:rerun-if-changed=src/image/jpeg_shim.c");
     println!("cargo:rerun-if-changed=../build.rs");
     let mut build = cc::Build::new();
-    build.file("src/jpeg_shim.c").opt_level(2).warnings(true);
+    build.file("src/image/jpeg_shim.c").opt_level(2).warnings(true);
     // where the C compiler finds libjpeg.a (it prints the bare name when it does not)
     let found = build
         .get_compiler()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dspnet_pipeline::augment::AugmentConfig;
-use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode};
+use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode, LoaderSettings};
 use dspnet_pipeline::shard::{open_shard_file, read_manifest};
 use dspnet_pipeline::source::expand_pattern;
 
@@ -146,10 +146,9 @@ with wds.ShardWriter(os.path.join(out, "py-%06d.tar"), maxcount=7, verbose=0) as
         drop_last: false,
         seed: 0,
         strict_data: true,
-        ..LoaderConfig::default()
     };
     let aug = AugmentConfig::byol_small(32, 3);
-    let loader = Loader::new(shards, cfg, aug, LoaderMode::Eval, 0, 1, tch::Device::Cpu).unwrap();
+    let loader = Loader::new(shards, LoaderSettings::new(cfg, aug), LoaderMode::Eval, 0, 1, tch::Device::Cpu).unwrap();
     let mut got = Vec::new();
     for b in loader.epoch(0).unwrap() {
         let b = b.unwrap();

@@ -56,7 +56,7 @@ fn served_shards(dir: &Path) -> Option<httpd::Httpd> {
 }
 
 /// Added to `support::TINY_MODEL` in every run here: a small retry budget, so a dead server fails fast.
-const RETRY: [&str; 2] = ["loader.remote_max_retries=2", "loader.remote_max_retry_secs=1.5"];
+const RETRY: [&str; 2] = ["remote.max_retries=2", "remote.max_retry_secs=1.5"];
 
 /// `dspnet-stream-train` for 2 steps on the small CIFAR preset (tiny model); the remote retry
 /// options are given with --set (they are not in the preset file).
@@ -111,7 +111,7 @@ fn stream_train_reads_http_shards_and_fails_clearly_when_the_server_is_gone() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("remote shard http://127.0.0.1:") && errors[0].contains("attempt(s)"), "{stderr}");
     assert!(
-        errors[0].contains("loader.remote_max_retries (2)") && errors[0].contains("loader.remote_max_retry_secs (1.5)"),
+        errors[0].contains("remote.max_retries (2)") && errors[0].contains("remote.max_retry_secs (1.5)"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");

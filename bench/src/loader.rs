@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use dspnet_pipeline::augment::{decode_image, AugmentConfig};
+use dspnet_pipeline::augment::AugmentConfig;
 use dspnet_pipeline::dataset::scan_image_folder;
-use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode};
+use dspnet_pipeline::image::decode_image;
+use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode, LoaderSettings};
 use dspnet_pipeline::shard::{RawSample, ShardWriter, ShardWriterConfig};
 
 /// One benchmark figure as printed by `dspnet-bench` and recorded in docs/results.md.
@@ -196,8 +197,15 @@ pub fn loader_images_per_s(
     epochs: usize,
 ) -> Result<f64, String> {
     let cfg = LoaderConfig { batch_size, workers: LOADER_WORKERS, drop_last: false, ..LoaderConfig::default() };
-    let loader = Loader::new(shards.to_vec(), cfg, augment.clone(), LoaderMode::Train, 0, 1, tch::Device::Cpu)
-        .map_err(|e| e.to_string())?;
+    let loader = Loader::new(
+        shards.to_vec(),
+        LoaderSettings::new(cfg, augment.clone()),
+        LoaderMode::Train,
+        0,
+        1,
+        tch::Device::Cpu,
+    )
+    .map_err(|e| e.to_string())?;
     let mut rates = Vec::new();
     for epoch in 0..=epochs as u64 {
         let t = Instant::now();

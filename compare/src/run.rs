@@ -488,7 +488,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         }
     }
     let batch = req.plan.base.loader.batch_size;
-    if let Some(n) = dspnet_trainer::session::manifest_samples(&train_shards, &req.plan.base.loader)? {
+    if let Some(n) = dspnet_trainer::session::manifest_samples(&train_shards, &req.plan.base.remote)? {
         if n < batch as u64 {
             return Err(CompareError::Config(format!(
                 "the training shards hold {n} images, fewer than one batch (loader.batch_size = {batch}); use more images or --set loader.batch_size=N"

@@ -15,7 +15,7 @@ use crate::protocol::{EvalContext, EvalProtocol, Init, Protocol};
 use crate::semi::{SemiSettings, SemiSupervised};
 use crate::transfer::{PythonTool, Transfer, TransferRequest};
 use dspnet_model::ComputeFormat;
-use dspnet_pipeline::loader::{Loader, LoaderMode};
+use dspnet_pipeline::loader::{Loader, LoaderMode, LoaderSettings};
 use dspnet_run::layout::ACCURACY_PLOT;
 use dspnet_run::{checkpoint, EvalRecord, RunConfig, RunDir};
 use std::path::PathBuf;
@@ -207,5 +207,6 @@ fn eval_loader(cfg: &RunConfig, shards: &[String], option: &str, device: Device)
     loader_cfg.batch_size = cfg.eval.batch_size;
     loader_cfg.drop_last = false;
     loader_cfg.strict_data = false;
-    Ok(Loader::new(shards.to_vec(), loader_cfg, cfg.augment.clone(), LoaderMode::Eval, 0, 1, device)?)
+    let settings = LoaderSettings { loader: loader_cfg, augment: cfg.augment.clone(), remote: cfg.remote.clone() };
+    Ok(Loader::new(shards.to_vec(), settings, LoaderMode::Eval, 0, 1, device)?)
 }

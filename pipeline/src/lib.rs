@@ -1,25 +1,34 @@
 //! `dspnet-pipeline`: WebDataset shards and the asynchronous streaming loader that builds the
 //! BYOL twin views for DSPNet.
 //!
-//! * [`shard`]: deterministic tar/tar.zst shard writer, manifest, streaming shard reader.
-//! * [`source`]: shard URL patterns (`{000000..000009}` braces, folders) and the [`source::ShardSource`]
-//!   trait through which local files and remote shards are opened.
-//! * [`remote`]: `s3://`, `gs://`, `az://`, `http(s)://` shards streamed through `object_store`
-//!   with bounded read-ahead and retries that resume mid-shard.
-//! * [`dataset`]: inputs of `dspnet-shard` (ImageNet-style class folders, Fashion-MNIST IDX).
-//! * [`augment`]: BYOL twin-view augmentations and the evaluation transform.
-//! * [`jpeg`]: libjpeg-turbo decoding of whole JPEGs or of only the window the crops read.
-//! * [`loader`]: tokio shard streams → crossbeam worker pool → ordered batches of `tch` tensors.
+//! | module | what it holds |
+//! |---|---|
+//! | [`shard`] | deterministic tar / tar.zst shard writer, `manifest.json`, streaming shard reader |
+//! | [`dataset`] | inputs of `dspnet-shard` (ImageNet-style class folders, Fashion-MNIST IDX) |
+//! | [`image`] | decoded images, crop-box geometry, decoding (libjpeg-turbo window decoder, `image` crate) |
+//! | [`augment`] | BYOL twin-view augmentations and the evaluation transform |
+//! | [`source`] | shard patterns; the [`source::ShardSource`] contract: local and remote shards ([`source::remote`]) |
+//! | [`loader`] | tokio reader streams → shuffle buffer → crossbeam worker pool → batches of `tch` tensors |
+//! | [`error`] | [`PipelineError`] |
+//!
+//! Dependencies point down the table's layers: `loader` uses `source`, `augment` and `shard`;
+//! `augment` uses `image`; `source` uses `shard`; `dataset` uses `shard`; `image` and `shard`
+//! use nothing else of the crate.
 pub mod augment;
 pub mod dataset;
 pub mod error;
-pub mod jpeg;
+pub mod image;
 pub mod loader;
-pub mod remote;
 pub mod shard;
 pub mod source;
 
+pub use crate::image::Decoded;
+pub use augment::{AugmentConfig, EvalTransform, TwinViewTransform, ViewAugment};
 pub use error::PipelineError;
+pub use loader::{Batch, EpochIter, Loader, LoaderConfig, LoaderMode, LoaderSettings, LoaderStats, SkipReason};
+pub use shard::{Manifest, RawSample, ShardWriter, ShardWriterConfig};
+pub use source::remote::RemoteConfig;
+pub use source::{expand_pattern, manifest_beside, ShardSource};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use dspnet_pipeline::loader::{Loader, LoaderMode};
+use dspnet_pipeline::loader::{Loader, LoaderMode, LoaderSettings};
 use dspnet_pipeline::source::expand_pattern;
+use dspnet_pipeline::source::remote::RemoteConfig;
 use dspnet_pipeline::PipelineError;
 use support::data::{assert_same_samples, eval_aug, eval_by_key, loader_cfg, noise_shards};
 use support::httpd::Httpd;
@@ -44,10 +45,40 @@ fn streams_every_sample_once_like_the_local_read() {
     assert_same_samples(&want, &got);
     assert_eq!(srv.gets(), 4, "one GET per shard");
     // the manifest next to the shards, read remotely
-    let m = dspnet_pipeline::remote::read_remote_manifest(&pattern, &dspnet_pipeline::remote::RemoteOptions::default())
-        .unwrap()
-        .expect("a manifest beside the shards");
+    let m = dspnet_pipeline::source::remote::read_remote_manifest(
+        &pattern,
+        &dspnet_pipeline::source::remote::RemoteOptions::default(),
+    )
+    .unwrap()
+    .expect("a manifest beside the shards");
     assert_eq!(m, dspnet_pipeline::shard::read_manifest(_dir.path()).unwrap());
+}
+
+/// `source::manifest_beside` reads the manifest beside a shard list: from disk for local shards,
+/// from the store for remote ones (the same manifest); `None` when there is none (no file, a
+/// 404, an empty list); an error for a malformed one or a store that stays unreachable within the
+/// `[remote]` budget.
+#[test]
+fn manifest_beside_a_local_or_remote_shard_list() {
+    use dspnet_pipeline::source::manifest_beside;
+    let (srv, dir, local, pattern) = served(2, 4);
+    let want = dspnet_pipeline::shard::read_manifest(dir.path()).unwrap();
+    let remote = RemoteConfig::default();
+    assert_eq!(manifest_beside(&local, &remote).unwrap(), Some(want.clone()));
+    let urls = expand_pattern(&pattern).unwrap();
+    assert_eq!(manifest_beside(&urls, &remote).unwrap(), Some(want));
+    assert_eq!(manifest_beside(&[], &remote).unwrap(), None);
+    assert_eq!(manifest_beside(&[srv.url("elsewhere/t-000000.tar")], &remote).unwrap(), None);
+    let other = tempfile::tempdir().unwrap();
+    let lonely = other.path().join("t-000000.tar").to_string_lossy().to_string();
+    assert_eq!(manifest_beside(std::slice::from_ref(&lonely), &remote).unwrap(), None);
+    std::fs::write(other.path().join("manifest.json"), b"{\"format_version\": 1, \"pre").unwrap();
+    let e = manifest_beside(&[lonely], &remote).unwrap_err();
+    assert!(matches!(e, PipelineError::Manifest { .. }) && e.to_string().contains("manifest.json"), "{e}");
+    srv.stop();
+    let tight = RemoteConfig { max_retries: 1, max_retry_secs: 1.0, ..RemoteConfig::default() };
+    let e = manifest_beside(&urls, &tight).unwrap_err();
+    assert!(matches!(e, PipelineError::Remote { not_found: false, .. }), "{e}");
 }
 
 /// The manifest beside remote shards: a 404 is "no manifest" (not an error, not retried); a
@@ -55,7 +86,7 @@ fn streams_every_sample_once_like_the_local_read() {
 /// one (8 retries, 60 s).
 #[test]
 fn remote_manifest_missing_is_none_and_a_dead_server_fails_within_the_budget() {
-    use dspnet_pipeline::remote::{read_remote_manifest, RemoteOptions};
+    use dspnet_pipeline::source::remote::{read_remote_manifest, RemoteOptions};
     let (srv, _dir, _local, _pattern) = served(1, 4);
     let before = srv.requests();
     assert_eq!(read_remote_manifest(&srv.url("elsewhere/t-000000.tar"), &RemoteOptions::default()).unwrap(), None);
@@ -83,8 +114,15 @@ fn connection_dropped_mid_shard_resumes_with_range_requests() {
     assert!(shard_bytes > 60_000, "shards of {shard_bytes} bytes");
     srv.cut_next(3, 20_000);
     let cfg = loader_cfg(8);
-    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu)
-        .unwrap();
+    let l = Loader::new(
+        expand_pattern(&pattern).unwrap(),
+        LoaderSettings::new(cfg, eval_aug(SIDE)),
+        LoaderMode::Eval,
+        0,
+        1,
+        Device::Cpu,
+    )
+    .unwrap();
     let mut got = BTreeMap::new();
     for b in l.epoch(0).unwrap() {
         let b = b.unwrap_or_else(|e| panic!("{e}"));
@@ -123,8 +161,7 @@ fn server_down_for_a_while_mid_epoch_then_back() {
     srv.throttle(120_000, Duration::ZERO);
     let l = Loader::new(
         expand_pattern(&pattern).unwrap(),
-        loader_cfg(10),
-        eval_aug(SIDE),
+        LoaderSettings::new(loader_cfg(10), eval_aug(SIDE)),
         LoaderMode::Eval,
         0,
         1,
@@ -166,23 +203,21 @@ fn server_down_for_a_while_mid_epoch_then_back() {
 fn server_down_for_good_ends_the_epoch_with_a_clear_error_within_the_budget() {
     let (srv, _dir, _local, pattern) = served(6, 20);
     srv.throttle(150_000, Duration::ZERO);
-    let mut cfg = loader_cfg(10);
-    cfg.remote_max_retries = 3;
-    cfg.remote_max_retry_secs = 2.0;
-    let l = Loader::new(expand_pattern(&pattern).unwrap(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu)
-        .unwrap();
+    let remote = RemoteConfig { max_retries: 3, max_retry_secs: 2.0, ..RemoteConfig::default() };
+    let settings = LoaderSettings::new(loader_cfg(10), eval_aug(SIDE)).with_remote(remote);
+    let l = Loader::new(expand_pattern(&pattern).unwrap(), settings, LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
     let mut it = l.epoch(0).unwrap();
     assert!(it.next().unwrap().is_ok());
     srv.stop();
     let t = Instant::now();
     let rest: Vec<_> = it.collect();
     let secs = t.elapsed().as_secs_f64();
-    let err = rest.last().expect("the epoch ends with an item").as_ref().err().expect("the last item is the error");
+    let err = rest.last().expect("the epoch ends with an item").as_ref().expect_err("the last item is the error");
     let msg = err.to_string();
     println!("down for good: error after {secs:.2} s: {msg}");
     assert!(matches!(err, PipelineError::Remote { .. }), "{err:?}");
     assert!(msg.contains(&srv.url("data/t-0000")), "names the shard URL: {msg}");
-    assert!(msg.contains("attempt(s)") && msg.contains("loader.remote_max_retries (3)"), "{msg}");
+    assert!(msg.contains("attempt(s)") && msg.contains("remote.max_retries (3)"), "{msg}");
     if let PipelineError::Remote { attempts, secs: spent, .. } = err {
         assert!(*attempts >= 2 && *attempts <= 4, "attempts {attempts}");
         assert!(*spent <= 2.0, "outage budget 2 s, spent {spent}");
@@ -193,8 +228,7 @@ fn server_down_for_good_ends_the_epoch_with_a_clear_error_within_the_budget() {
     // a missing shard is not retried: the error says so at once
     let l = Loader::new(
         vec![srv.url("data/t-000099.tar")],
-        loader_cfg(10),
-        eval_aug(SIDE),
+        LoaderSettings::new(loader_cfg(10), eval_aug(SIDE)),
         LoaderMode::Eval,
         0,
         1,
@@ -219,9 +253,9 @@ fn slow_server_read_ahead_keeps_the_consumer_fed() {
     srv.throttle(250_000, Duration::from_millis(100));
     let urls = expand_pattern(&pattern).unwrap();
     let run = |read_ahead: usize| {
-        let mut cfg = loader_cfg(10);
-        cfg.remote_read_ahead = read_ahead;
-        let l = Loader::new(urls.clone(), cfg, eval_aug(SIDE), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+        let remote = RemoteConfig { read_ahead, ..RemoteConfig::default() };
+        let settings = LoaderSettings::new(loader_cfg(10), eval_aug(SIDE)).with_remote(remote);
+        let l = Loader::new(urls.clone(), settings, LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
         let t = Instant::now();
         let (mut wait, mut n) = (Duration::ZERO, 0);
         let mut it = l.epoch(0).unwrap();
@@ -249,7 +283,7 @@ fn slow_server_read_ahead_keeps_the_consumer_fed() {
     assert_eq!(r0.peak_open_shards.load(Ordering::Relaxed), 1, "no read-ahead: one shard open at a time");
     assert_eq!(r3.peak_open_shards.load(Ordering::Relaxed), 4, "read_ahead = 3: the current shard and 3 ahead");
     assert!(r3.ahead_bytes.load(Ordering::Relaxed) > 0, "shards were buffered before the parser reached them");
-    let cap = dspnet_pipeline::remote::RemoteOptions::default().read_ahead_bytes;
+    let cap = dspnet_pipeline::source::remote::RemoteOptions::default().read_ahead_bytes;
     assert!(r3.peak_buffered_bytes.load(Ordering::Relaxed) <= cap, "buffer stays under the byte cap");
 }
 
@@ -260,19 +294,10 @@ fn read_ahead_buffer_is_bounded_in_bytes() {
     let (_srv, _dir, local, pattern) = served(4, 20);
     let want = eval_by_key(local, loader_cfg(10), SIDE);
     let mut cfg = loader_cfg(10);
-    cfg.remote_read_ahead = 1;
-    cfg.remote_read_ahead_bytes = 128 << 10;
     cfg.prefetch_batches = 1;
-    let l = Loader::new(
-        expand_pattern(&pattern).unwrap(),
-        cfg.clone(),
-        eval_aug(SIDE),
-        LoaderMode::Eval,
-        0,
-        1,
-        Device::Cpu,
-    )
-    .unwrap();
+    let remote = RemoteConfig { read_ahead: 1, read_ahead_bytes: 128 << 10, ..RemoteConfig::default() };
+    let settings = LoaderSettings::new(cfg.clone(), eval_aug(SIDE)).with_remote(remote);
+    let l = Loader::new(expand_pattern(&pattern).unwrap(), settings, LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
     let mut got = BTreeMap::new();
     for b in l.epoch(0).unwrap() {
         let b = b.unwrap();

@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dspnet_pipeline::dataset::{load_folder_image, scan_image_folder};
-use dspnet_pipeline::remote::{build_store, process_env, read_remote_manifest, RemoteOptions, RemoteUrl};
 use dspnet_pipeline::shard::{read_manifest, ShardWriter, ShardWriterConfig};
 use dspnet_pipeline::source::expand_pattern;
+use dspnet_pipeline::source::remote::{build_store, process_env, read_remote_manifest, RemoteOptions, RemoteUrl};
 use object_store::ObjectStoreExt;
 use support::data::{assert_same_samples, eval_by_key, loader_cfg};
 
@@ -155,8 +155,7 @@ fn s3_shards_from_moto_match_the_local_read() {
     // A missing object and a missing bucket: one clear line each, not retried.
     let l = dspnet_pipeline::loader::Loader::new(
         vec![format!("s3://{BUCKET}/cifar/train-000099.tar"), format!("s3://no-such-bucket/x.tar")],
-        loader_cfg(8),
-        support::data::eval_aug(32),
+        dspnet_pipeline::loader::LoaderSettings::new(loader_cfg(8), support::data::eval_aug(32)),
         dspnet_pipeline::loader::LoaderMode::Eval,
         0,
         1,
@@ -164,7 +163,7 @@ fn s3_shards_from_moto_match_the_local_read() {
     )
     .unwrap();
     let items: Vec<_> = l.epoch(0).unwrap().collect();
-    let msg = items.last().unwrap().as_ref().err().expect("error").to_string();
+    let msg = items.last().unwrap().as_ref().expect_err("error").to_string();
     println!("missing S3 object: {msg}");
     assert!(
         msg.contains("train-000099.tar") && msg.contains("1 attempt(s)") && msg.contains("does not exist"),

@@ -9,6 +9,7 @@ use dspnet_model::resnet::ResNetConfig;
 use dspnet_model::WidthList;
 use dspnet_pipeline::augment::AugmentConfig;
 use dspnet_pipeline::loader::LoaderConfig;
+use dspnet_pipeline::RemoteConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -277,6 +278,9 @@ pub struct RunConfig {
     pub optim: OptimConfig,
     pub train: TrainConfig,
     pub loader: LoaderConfig,
+    /// Remote shards: read-ahead and retry budget (absent from a file: the defaults).
+    #[serde(default)]
+    pub remote: RemoteConfig,
     pub augment: AugmentConfig,
     pub eval: EvalConfig,
 }
@@ -525,10 +529,10 @@ pub const RESUME_MAY_CHANGE: &[&str] = &[
     "train.checkpoint_every",
     "loader.workers",
     "loader.prefetch_batches",
-    "loader.remote_read_ahead",
-    "loader.remote_read_ahead_bytes",
-    "loader.remote_max_retries",
-    "loader.remote_max_retry_secs",
+    "remote.read_ahead",
+    "remote.read_ahead_bytes",
+    "remote.max_retries",
+    "remote.max_retry_secs",
     "eval",
 ];
 
@@ -564,6 +568,10 @@ pub fn apply_override(root: &mut toml::Value, item: &str) -> Result<(), RunError
             table.insert(part.to_string(), parsed);
             return Ok(());
         }
+        // the section of an optional key may be absent from the file too (e.g. [remote])
+        if !table.contains_key(*part) && optional_key(&parts) {
+            table.insert(part.to_string(), toml::Value::Table(toml::Table::new()));
+        }
         node = table.get_mut(*part).ok_or_else(|| {
             RunError::config(key, format!("--set {key}: unknown config section {}", parts[..=i].join(".")))
         })?;
@@ -587,10 +595,7 @@ fn optional_key(parts: &[&str]) -> bool {
         ] | ["heads", "bn"]
             | ["optim", "lars_eta"]
             | ["train", "skip_nonfinite_steps" | "sync_bn" | "dist_timeout_sec"]
-            | [
-                "loader",
-                "remote_read_ahead" | "remote_read_ahead_bytes" | "remote_max_retries" | "remote_max_retry_secs"
-            ]
+            | ["remote", "read_ahead" | "read_ahead_bytes" | "max_retries" | "max_retry_secs"]
     )
 }
 

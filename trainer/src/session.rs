@@ -10,7 +10,8 @@ use crate::fit::resume::Resume;
 use crate::fit::stop::StopOnSignal;
 use crate::fit::{EpochPlan, Hook, TrainLoop, Trainer};
 use crate::momentum::RunLength;
-use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode};
+use dspnet_pipeline::loader::{Loader, LoaderMode, LoaderSettings};
+use dspnet_pipeline::RemoteConfig;
 use dspnet_run::checkpoint::{self, CheckpointState};
 use dspnet_run::layout::{self, RunDir, CONFIG, WEIGHTS};
 use dspnet_run::RunConfig;
@@ -64,27 +65,15 @@ pub struct TrainSummary {
 
 /// Per-shard sample counts of the selected shards, from the `manifest.json` next to them
 /// (written by `dspnet-shard`); `Ok(None)` when there is no manifest or it does not list every
-/// selected shard. A remote manifest is fetched with `loader`'s retry budget
-/// (`loader.remote_max_retries`, `loader.remote_max_retry_secs`).
+/// selected shard. A remote manifest is fetched with `remote`'s retry budget
+/// (`remote.max_retries`, `remote.max_retry_secs`); see [`dspnet_pipeline::source::manifest_beside`].
 ///
 /// Errors: [`TrainerError::Pipeline`] when a remote store stays unreachable or refuses access
 /// (a missing remote manifest is `Ok(None)`, as a missing local one is), or when a manifest
 /// exists but is unreadable or malformed (the message names it and says to re-run
 /// `dspnet-shard`).
-pub fn manifest_shard_samples(shards: &[String], loader: &LoaderConfig) -> Result<Option<Vec<u64>>> {
-    let Some(first) = shards.first() else { return Ok(None) };
-    // remote shards: the manifest.json beside them, fetched through the same object store
-    let manifest = if dspnet_pipeline::source::is_remote(first) {
-        let opts = dspnet_pipeline::remote::RemoteOptions::from_loader(loader);
-        dspnet_pipeline::remote::read_remote_manifest(first, &opts)?
-    } else {
-        let dir = Path::new(first).parent().unwrap_or(Path::new(""));
-        match dir.join(dspnet_pipeline::shard::MANIFEST_NAME).try_exists() {
-            Ok(true) => Some(dspnet_pipeline::shard::read_manifest(dir)?),
-            _ => None,
-        }
-    };
-    let Some(manifest) = manifest else { return Ok(None) };
+pub fn manifest_shard_samples(shards: &[String], remote: &RemoteConfig) -> Result<Option<Vec<u64>>> {
+    let Some(manifest) = dspnet_pipeline::source::manifest_beside(shards, remote)? else { return Ok(None) };
     Ok(shards
         .iter()
         .map(|s| {
@@ -95,8 +84,8 @@ pub fn manifest_shard_samples(shards: &[String], loader: &LoaderConfig) -> Resul
 }
 
 /// Number of samples in the selected shards (sum of [`manifest_shard_samples`]); errors as there.
-pub fn manifest_samples(shards: &[String], loader: &LoaderConfig) -> Result<Option<u64>> {
-    Ok(manifest_shard_samples(shards, loader)?.map(|v| v.iter().sum()))
+pub fn manifest_samples(shards: &[String], remote: &RemoteConfig) -> Result<Option<u64>> {
+    Ok(manifest_shard_samples(shards, remote)?.map(|v| v.iter().sum()))
 }
 
 /// RANK and WORLD_SIZE from the environment (as torchrun sets them); 0 and 1 when unset.
@@ -192,9 +181,10 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
             Some(_) => s,
         })
         .collect();
-    let shard_samples = manifest_shard_samples(&shards, &cfg.loader)?;
-    let loader =
-        Loader::new(shards.clone(), cfg.loader.clone(), cfg.augment.clone(), LoaderMode::Train, rank, world, device)?;
+    let shard_samples = manifest_shard_samples(&shards, &cfg.remote)?;
+    let settings =
+        LoaderSettings { loader: cfg.loader.clone(), augment: cfg.augment.clone(), remote: cfg.remote.clone() };
+    let loader = Loader::new(shards.clone(), settings, LoaderMode::Train, rank, world, device)?;
     let batch = cfg.loader.batch_size;
     let steps_per_epoch = match (&shard_samples, &resumed) {
         (Some(counts), _) => match loader.steps_per_epoch(0, counts) {
@@ -288,7 +278,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shard = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
         let shards = vec![shard("t-000001.tar"), shard("t-000000.tar")];
-        let loader = LoaderConfig::default();
+        let loader = RemoteConfig::default();
         // no manifest: unknown, not an error
         assert_eq!(manifest_shard_samples(&shards, &loader).unwrap(), None);
         let info = |name: &str, samples| ShardInfo { name: name.into(), samples, bytes: 1, sha256: String::new() };

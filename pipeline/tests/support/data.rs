@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dspnet_pipeline::augment::AugmentConfig;
-use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode};
+use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode, LoaderSettings};
 use dspnet_pipeline::shard::{RawSample, ShardWriter, ShardWriterConfig};
 use tch::{Device, Tensor};
 
@@ -69,7 +69,6 @@ pub fn loader_cfg(batch: usize) -> LoaderConfig {
         drop_last: false,
         seed: 0,
         strict_data: true,
-        ..LoaderConfig::default()
     }
 }
 
@@ -81,7 +80,7 @@ pub fn eval_aug(side: u32) -> AugmentConfig {
 /// Every sample of one Eval epoch: key → (label, `[3, side, side]` f32 view, count). Panics on a
 /// loader error.
 pub fn eval_by_key(shards: Vec<String>, cfg: LoaderConfig, side: u32) -> BTreeMap<String, (i64, Tensor, usize)> {
-    let l = Loader::new(shards, cfg, eval_aug(side), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
+    let l = Loader::new(shards, LoaderSettings::new(cfg, eval_aug(side)), LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
     let mut out: BTreeMap<String, (i64, Tensor, usize)> = BTreeMap::new();
     for b in l.epoch(0).unwrap() {
         let b = b.unwrap_or_else(|e| panic!("loader error: {e}"));

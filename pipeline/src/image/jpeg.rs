@@ -1,5 +1,5 @@
 //! JPEG decoding with libjpeg-turbo (2.1, SIMD; Debian's libjpeg62-turbo-dev, linked
-//! statically through the small C shim `src/jpeg_shim.c`), including **window decoding**: only
+//! statically through the small C shim `src/image/jpeg_shim.c`), including **window decoding**: only
 //! the rows and (iMCU-aligned) columns a random resized crop reads are decoded — rows above are
 //! skipped without colour conversion (`jpeg_skip_scanlines`), rows below are never decoded,
 //! columns outside are neither transformed nor colour-converted (`jpeg_crop_scanline`).
@@ -11,7 +11,7 @@
 //! decoders' integer IDCTs and chroma upsampling round differently.
 use std::ffi::{c_char, c_int, c_uchar, c_ulong};
 
-use crate::augment::{CropBox, Decoded};
+use crate::image::{luma601_u8, CropBox, Decoded};
 use crate::{PipelineError, Result};
 
 extern "C" {
@@ -95,7 +95,7 @@ pub struct JpegWindow {
 }
 
 /// Decode `window` (full-image pixels; `None` = the whole image) of a JPEG to `channels` (3 =
-/// RGB, 1 = ITU-R 601 luma of the RGB decode, rounded, as [`crate::augment::decode_image`]
+/// RGB, 1 = ITU-R 601 luma of the RGB decode, rounded, as [`crate::image::decode_image`]
 /// computes it for every decoder) with libjpeg-turbo, reusing `buf`'s allocation for the
 /// pixels. The decoded window may be wider than asked (iMCU-aligned columns); it always
 /// contains the request.
@@ -179,7 +179,7 @@ pub fn decode_jpeg_window(
     if channels == 1 {
         for i in 0..n {
             let p = &buf[3 * i..3 * i + 3];
-            buf[i] = crate::augment::luma601_u8(p[0], p[1], p[2]);
+            buf[i] = luma601_u8(p[0], p[1], p[2]);
         }
     }
     buf.truncate(n * channels as usize);
@@ -193,7 +193,7 @@ pub fn decode_jpeg_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::augment::decode_image_with_image_crate;
+    use crate::image::decode_image_with_image_crate;
     use std::path::{Path, PathBuf};
 
     /// ../shared/data, relative to the checkout (fails, not skips, when missing under CI).

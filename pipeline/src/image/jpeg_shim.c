@@ -1,5 +1,5 @@
 /* Window decoding of JPEG images with libjpeg-turbo's libjpeg API (Debian libjpeg62-turbo-dev),
- * for dspnet-pipeline's loader (src/jpeg.rs holds the Rust side and the documentation).
+ * for dspnet-pipeline's loader (src/image/jpeg.rs holds the Rust side and the documentation).
  *
  * libjpeg reports fatal errors through error_exit, which must not return: it longjmps back to
  * dspnet_jpeg_decode_window, all within this file (no Rust frame lies between setjmp and

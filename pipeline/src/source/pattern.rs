@@ -1,0 +1,108 @@
+//! Shard patterns: brace patterns, folders and single files expanded into shard URLs, with
+//! remote URLs checked for form only.
+use std::path::Path;
+
+use crate::source::braces::expand_braces;
+use crate::source::is_remote;
+use crate::source::remote::RemoteUrl;
+use crate::{PipelineError, Result};
+
+fn is_shard_name(name: &str) -> bool {
+    name.ends_with(".tar") || name.ends_with(".tar.zst") || name.ends_with(".tar.gz") || name.ends_with(".tgz")
+}
+
+/// Expand a shard pattern into shard URLs (in pattern order).
+///
+/// * brace patterns: `dir/train-{000000..000146}.tar`, `{a,b}`, several braces;
+/// * a folder → all `*.tar`, `*.tar.zst`, `*.tar.gz` in it, sorted by name;
+/// * a plain file path → itself;
+/// * remote URLs (`s3://bucket/prefix/train-{000000..000146}.tar`, `gs://`, `az://`, `http(s)://`)
+///   are brace-expanded and parsed but not checked against the store (no network access here).
+///   Globs (`*`, `?`, `[`) and folder URLs are refused: remote prefixes are not listed.
+///
+/// Errors: [`PipelineError::NoShards`] when nothing exists; [`PipelineError::Read`] naming the
+/// first missing shard when only some exist; [`PipelineError::BadPattern`] for malformed braces;
+/// [`PipelineError::UnsupportedScheme`] / [`PipelineError::RemoteConfig`] for bad remote URLs.
+pub fn expand_pattern(pattern: &str) -> Result<Vec<String>> {
+    let pattern_trim = pattern.trim();
+    if pattern_trim.is_empty() {
+        return Err(PipelineError::NoShards { pattern: pattern.to_string() });
+    }
+    let expanded = expand_braces(pattern_trim)?;
+    if is_remote(pattern_trim) {
+        for url in &expanded {
+            RemoteUrl::parse(url)?;
+        }
+        return Ok(expanded);
+    }
+    let mut out = Vec::new();
+    let mut missing = None;
+    for url in expanded {
+        let path_str = url.strip_prefix("file://").unwrap_or(&url).to_string();
+        let path = Path::new(&path_str);
+        if path.is_dir() {
+            let mut names: Vec<String> = std::fs::read_dir(path)
+                .map_err(|e| PipelineError::read(path, e))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| is_shard_name(n) && !n.starts_with('.'))
+                .collect();
+            names.sort();
+            out.extend(names.into_iter().map(|n| path.join(n).to_string_lossy().to_string()));
+        } else if path.is_file() {
+            out.push(url);
+        } else if missing.is_none() {
+            missing = Some(path_str);
+        }
+    }
+    if out.is_empty() {
+        return Err(PipelineError::NoShards { pattern: pattern.to_string() });
+    }
+    if let Some(m) = missing {
+        return Err(PipelineError::read(
+            m,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("shard listed by pattern {pattern} does not exist"),
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_against_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["s-000000.tar", "s-000001.tar.zst", "s-000002.tar", "notes.txt"] {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let d = dir.path().to_string_lossy().to_string();
+        let all = expand_pattern(&d).unwrap();
+        assert_eq!(
+            all,
+            vec![format!("{d}/s-000000.tar"), format!("{d}/s-000001.tar.zst"), format!("{d}/s-000002.tar")]
+        );
+        assert!(expand_pattern(&format!("{d}/s-{{000000..000002}}.tar"))
+            .unwrap_err()
+            .to_string()
+            .contains("s-000001.tar"));
+        assert_eq!(expand_pattern(&format!("{d}/s-{{000000,000002}}.tar")).unwrap().len(), 2);
+        let err = expand_pattern(&format!("{d}/zz-{{000000..000009}}.tar")).unwrap_err();
+        assert!(matches!(err, PipelineError::NoShards { .. }));
+        assert!(err.to_string().contains("matches no shard"));
+        assert_eq!(
+            expand_pattern("s3://bucket/a-{0..1}.tar").unwrap(),
+            vec!["s3://bucket/a-0.tar", "s3://bucket/a-1.tar"]
+        );
+        assert_eq!(expand_pattern("http://127.0.0.1:8/{a,b}/t-{8..10}.tar").unwrap().len(), 6);
+        let e = expand_pattern("s3://bucket/train-*.tar").unwrap_err().to_string();
+        assert!(e.contains("glob") && e.contains("braces"), "{e}");
+        assert!(expand_pattern("s3://bucket/prefix/").unwrap_err().to_string().contains("not listed"));
+        assert!(matches!(expand_pattern("ftp://h/a-{0..1}.tar").unwrap_err(), PipelineError::UnsupportedScheme { .. }));
+    }
+}
