@@ -111,8 +111,8 @@ fn compare_bookkeeping_resume_on_a_tiny_real_run() {
     let sum_f: u64 = [0.25, 0.5, 1.0].iter().map(|&w| online(dsp, w)).sum();
     assert_eq!(u(&dsp["train_macs"]), 48 * 2 * (u(&dsp["teacher_macs"]) + 3 * sum_f));
     assert_eq!(u(&dsp["teacher_macs"]), online(dsp, 1.0) - 2 * 16 * 8);
-    for (r, w) in ones.iter().zip([0.25, 0.5, 1.0]) {
-        let h = (16.0 * w as f64).round() as u64;
+    for (r, w) in ones.iter().zip([0.25f64, 0.5, 1.0]) {
+        let h = (16.0 * w).round() as u64;
         assert_eq!(online(r, w), online(dsp, w), "{}", r["name"]);
         assert_eq!(u(&r["teacher_macs"]), online(r, w) - 2 * h * 8, "{}", r["name"]);
         assert_eq!(u(&r["train_macs"]), 48 * 2 * (u(&r["teacher_macs"]) + 3 * online(r, w)));

@@ -363,8 +363,12 @@ fn semi_supervised_records_on_real_photos() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let records: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(f.run.join("results.json")).unwrap()).unwrap();
-    assert_eq!(records.len(), 1, "{records:?}");
-    let r = &records[0];
+    // the new record joins the 8 of the fraction run (other protocols' records are kept)
+    assert_eq!(records.len(), 9, "{records:?}");
+    assert_eq!(records.iter().filter(|r| r["protocol"] == "semi-10%").count(), 4, "{records:?}");
+    let mine: Vec<&serde_json::Value> = records.iter().filter(|r| r["protocol"] == "semi-mine").collect();
+    assert_eq!(mine.len(), 1, "{records:?}");
+    let r = mine[0];
     assert_eq!(r["protocol"], "semi-mine");
     assert_eq!(r["settings"]["labelled_images"], 3);
     assert_eq!(r["settings"]["subset_sha256"], sha256_hex(&list).as_str());

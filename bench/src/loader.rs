@@ -19,7 +19,7 @@ use std::time::Instant;
 use dspnet_pipeline::augment::AugmentConfig;
 use dspnet_pipeline::dataset::scan_image_folder;
 use dspnet_pipeline::image::decode_image;
-use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode, LoaderSettings};
+use dspnet_pipeline::loader::{Loader, LoaderConfig, LoaderMode, LoaderSettings, LoaderThreads};
 use dspnet_pipeline::shard::{RawSample, ShardWriter, ShardWriterConfig};
 
 /// One benchmark figure as printed by `dspnet-bench` and recorded in docs/results.md.
@@ -196,10 +196,11 @@ pub fn loader_images_per_s(
     batch_size: usize,
     epochs: usize,
 ) -> Result<f64, String> {
-    let cfg = LoaderConfig { batch_size, workers: LOADER_WORKERS, drop_last: false, ..LoaderConfig::default() };
+    let cfg = LoaderConfig { batch_size, drop_last: false, ..LoaderConfig::default() };
+    let threads = LoaderThreads { workers: LOADER_WORKERS, ..LoaderThreads::default() };
     let loader = Loader::new(
         shards.to_vec(),
-        LoaderSettings::new(cfg, augment.clone()),
+        LoaderSettings::new(cfg, augment.clone()).with_threads(threads),
         LoaderMode::Train,
         0,
         1,

@@ -564,11 +564,11 @@ fn end_to_end(plan: &Plan, data: &Path) -> Result<E2e, String> {
 
     let mut cfg = RunConfig::from_toml_str(PRESET, PRESET_NAME).map_err(|e| e.to_string())?;
     cfg.loader.batch_size = plan.e2e_batch;
-    cfg.train.log_every = 1;
-    cfg.train.checkpoint_every = 0;
+    cfg.runtime.train.log_every = 1;
+    cfg.runtime.train.checkpoint_every = 0;
     cfg.train.epochs = 1.0;
     cfg.validate().map_err(|e| e.to_string())?;
-    let workers = cfg.loader.workers;
+    let workers = cfg.runtime.loader.workers;
     let run_dir = tmp.0.join("run");
     let summary = train(TrainRequest {
         config: cfg,
@@ -589,7 +589,7 @@ fn end_to_end(plan: &Plan, data: &Path) -> Result<E2e, String> {
         let v: Value = serde_json::from_str(line).map_err(|e| format!("metrics.jsonl: {e}"))?;
         let ips = v["images_per_sec"].as_f64().unwrap_or(f64::NAN);
         let frac = v["data_wait_fraction"].as_f64().unwrap_or(f64::NAN);
-        if i == 0 || !(ips > 0.0) {
+        if i == 0 || ips.is_nan() || ips <= 0.0 {
             continue; // the first step also waits for the loader to start
         }
         let dt = plan.e2e_batch as f64 / ips;
@@ -635,8 +635,8 @@ fn fmt_value(v: f64, unit: &str) -> String {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<62} {:>12} {:<9} {:>12} {:>9} {:<8} {}",
-        "figure", "value", "unit", "baseline", "ratio", "target", "pass/fail"
+        "{:<62} {:>12} {:<9} {:>12} {:>9} {:<8} pass/fail",
+        "figure", "value", "unit", "baseline", "ratio", "target"
     );
     let mut section = "";
     for r in rows {

@@ -164,12 +164,17 @@ fn baseline_plan(dir: &Path) -> Result<PlanRecord> {
     })
 }
 
-/// Dotted config keys in which the configuration recorded in `src`'s train record differs from
-/// `cfg`.
+/// Dotted recipe keys in which the configuration recorded in `src`'s train record differs from
+/// `cfg` (runtime settings such as threads or logging do not count).
 fn recorded_differences(record: &TrainRecord, src: &Path, cfg: &RunConfig) -> Vec<String> {
     RunConfig::from_toml_str(&record.config_toml, &src.join(TRAIN_RECORD).display().to_string())
-        .map(|old| old.differences(cfg))
+        .map(|old| old.recipe_differences(cfg))
         .unwrap_or_else(|_| vec!["(unreadable recorded config)".into()])
+}
+
+/// True when a train record's configuration trains the same network as `cfg`: equal recipes.
+fn trains_same(record: &TrainRecord, cfg: &RunConfig) -> bool {
+    RunConfig::from_toml_str(&record.config_toml, "the recorded config").is_ok_and(|old| old.recipe == cfg.recipe)
 }
 
 fn mismatch(base: &Path, name: &str, diffs: &[String]) -> CompareError {
@@ -193,7 +198,7 @@ fn check_baseline_run(base: &Path, name: &str, cfg: &RunConfig) -> Result<TrainR
             src.join(TRAIN_RECORD).display()
         ))
     })?;
-    if record.config_toml != cfg.to_toml() {
+    if !trains_same(&record, cfg) {
         return Err(mismatch(base, name, &recorded_differences(&record, &src, cfg)));
     }
     Ok(record)
@@ -217,14 +222,14 @@ impl Ctx<'_> {
         let dir = self.req.out.join(name);
         let toml = cfg.to_toml();
         if let Some(r) = read_train_record(&dir) {
-            if r.config_toml == toml {
+            if trains_same(&r, cfg) {
                 tracing::info!(run = name, "kept: trained earlier");
                 self.kept.push(name.to_string());
                 return Ok(r);
             }
         }
         if kind != "dspnet" {
-            if let Some(r) = self.adopt_baseline(name, kind, cfg, &toml)? {
+            if let Some(r) = self.adopt_baseline(name, kind, cfg)? {
                 return Ok(r);
             }
         }
@@ -307,20 +312,20 @@ impl Ctx<'_> {
         Ok(record)
     }
 
-    /// `--baseline-from DIR`: copies `DIR/name` into `OUT/name` when its record holds `toml`
-    /// (then returns that record). `Ok(None)`: no baseline folder, or a same-budget run whose
+    /// `--baseline-from DIR`: copies `DIR/name` into `OUT/name` when its record trains the same
+    /// network as `cfg` (then returns that record). `Ok(None)`: no baseline folder, or a same-budget run whose
     /// schedule differs (trained here).
     ///
     /// Errors: a one-by-one run that is missing in DIR or was trained with another
     /// configuration (the message names the keys), a same-budget run differing in more than its
     /// schedule, copy failures.
-    fn adopt_baseline(&mut self, name: &str, kind: &str, cfg: &RunConfig, toml: &str) -> Result<Option<TrainRecord>> {
+    fn adopt_baseline(&mut self, name: &str, kind: &str, cfg: &RunConfig) -> Result<Option<TrainRecord>> {
         let Some(base) = &self.req.baseline_from else { return Ok(None) };
         let src = base.join(name);
         let record = if kind == "same-budget" {
             match read_train_record(&src) {
                 None => return Ok(None),
-                Some(r) if r.config_toml == toml => r,
+                Some(r) if trains_same(&r, cfg) => r,
                 Some(r) => {
                     let diffs = recorded_differences(&r, &src, cfg);
                     if !diffs.is_empty() && diffs.iter().all(|k| BUDGET_SCHEDULE_KEYS.contains(&k.as_str())) {
@@ -488,7 +493,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         }
     }
     let batch = req.plan.base.loader.batch_size;
-    if let Some(n) = dspnet_trainer::session::manifest_samples(&train_shards, &req.plan.base.remote)? {
+    if let Some(n) = dspnet_trainer::session::manifest_samples(&train_shards, &req.plan.base.runtime.remote)? {
         if n < batch as u64 {
             return Err(CompareError::Config(format!(
                 "the training shards hold {n} images, fewer than one batch (loader.batch_size = {batch}); use more images or --set loader.batch_size=N"
@@ -501,11 +506,11 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     if let Some(dir) = &req.baseline_from {
         for &w in &req.plan.widths {
             let name = format!("byol-{}", width_tag(w));
-            let toml = one_by_one_config(&req.plan.base, w)?.to_toml();
-            if read_train_record(&out.join(&name)).is_some_and(|r| r.config_toml == toml) {
+            let one = one_by_one_config(&req.plan.base, w)?;
+            if read_train_record(&out.join(&name)).is_some_and(|r| trains_same(&r, &one)) {
                 continue;
             }
-            check_baseline_run(dir, &name, &one_by_one_config(&req.plan.base, w)?)?;
+            check_baseline_run(dir, &name, &one)?;
         }
     }
     let dspnet_cfg = req.plan.dspnet_config()?;

@@ -245,7 +245,7 @@ pub fn apply_threads(requested: Option<i32>, run: &LoadedRun) -> Result<i32> {
     match requested {
         Some(t) if t < 1 => return Err(DeployError::Usage(format!("--threads {t}: give at least 1 thread"))),
         Some(t) => tch::set_num_threads(t),
-        None if run.config.train.threads > 0 => tch::set_num_threads(run.config.train.threads as i32),
+        None if run.config.runtime.train.threads > 0 => tch::set_num_threads(run.config.runtime.train.threads as i32),
         None => {}
     }
     Ok(tch::get_num_threads())
@@ -492,7 +492,7 @@ pub fn markdown_table(profile: &Profile, records: &[EvalRecord]) -> String {
                     format!("{:.0}", m.images_per_s),
                     mib(m.peak_rss_delta_bytes),
                 ]),
-                None => cells.extend(std::iter::repeat("-".to_string()).take(4)),
+                None => cells.extend(std::iter::repeat_n("-".to_string(), 4)),
             }
         }
         for p in &protocols {

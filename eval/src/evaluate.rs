@@ -118,8 +118,8 @@ pub fn evaluate(req: &EvalRequest) -> Result<Vec<EvalRecord>> {
     let run = RunDir::new(&req.run_dir);
     let cfg = run.read_config()?;
     let ckpt = checkpoint::load(run.path())?;
-    if cfg.train.threads > 0 {
-        tch::set_num_threads(cfg.train.threads as i32);
+    if cfg.runtime.train.threads > 0 {
+        tch::set_num_threads(cfg.runtime.train.threads as i32);
     }
     let widths = widths_to_evaluate(&cfg, req.widths.as_deref())?;
     let format = ComputeFormat::resolve(&cfg.train.precision, cfg.train.channels_last, req.device);
@@ -204,9 +204,14 @@ fn eval_loader(cfg: &RunConfig, shards: &[String], option: &str, device: Device)
         return Err(EvalError::option(option, format!("{option} is needed by the knn, linear and semi protocols")));
     }
     let mut loader_cfg = cfg.loader.clone();
-    loader_cfg.batch_size = cfg.eval.batch_size;
+    loader_cfg.batch_size = cfg.runtime.eval.batch_size;
     loader_cfg.drop_last = false;
     loader_cfg.strict_data = false;
-    let settings = LoaderSettings { loader: loader_cfg, augment: cfg.augment.clone(), remote: cfg.remote.clone() };
+    let settings = LoaderSettings {
+        loader: loader_cfg,
+        threads: cfg.runtime.loader,
+        augment: cfg.augment.clone(),
+        remote: cfg.runtime.remote.clone(),
+    };
     Ok(Loader::new(shards.to_vec(), settings, LoaderMode::Eval, 0, 1, device)?)
 }

@@ -37,7 +37,7 @@ impl EvalProtocol for FrozenFeatures<'_> {
                 }
             };
             if self.calibrate_bn {
-                calibrate_bn(&b.vs, &b.net, cx.widths, self.train, cfg.eval.bn_calibration_batches, cx.format)?;
+                calibrate_bn(&b.vs, &b.net, cx.widths, self.train, cfg.runtime.eval.bn_calibration_batches, cx.format)?;
             }
             let init = init.name();
             tracing::info!(init, "extracting features");
@@ -55,22 +55,22 @@ impl EvalProtocol for FrozenFeatures<'_> {
                                 &train_y,
                                 &test_f[i],
                                 &test_y,
-                                cfg.eval.knn_k,
-                                cfg.eval.knn_t,
+                                cfg.runtime.eval.knn_k,
+                                cfg.runtime.eval.knn_t,
                                 classes,
                             ),
-                            json!({"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_t, "features": "pooled backbone, l2-normalised, un-augmented centre view", "bn": "eval mode"}),
+                            json!({"k": cfg.runtime.eval.knn_k, "temperature": cfg.runtime.eval.knn_t, "features": "pooled backbone, l2-normalised, un-augmented centre view", "bn": "eval mode"}),
                         ),
                         Protocol::Linear => {
                             let probe = LinearProbe {
-                                epochs: cfg.eval.linear_epochs,
-                                lr: cfg.eval.linear_lr,
-                                batch: cfg.eval.linear_batch,
+                                epochs: cfg.runtime.eval.linear_epochs,
+                                lr: cfg.runtime.eval.linear_lr,
+                                batch: cfg.runtime.eval.linear_batch,
                                 seed: cfg.train.seed,
                             };
                             (
                                 probe.top1(&train_f[i], &train_y, &test_f[i], &test_y, classes)?,
-                                json!({"epochs": cfg.eval.linear_epochs, "lr": cfg.eval.linear_lr, "optimizer": "adam, cosine", "batch": cfg.eval.linear_batch, "features": "pooled backbone, standardised, frozen (eval-mode BN), un-augmented centre view"}),
+                                json!({"epochs": cfg.runtime.eval.linear_epochs, "lr": cfg.runtime.eval.linear_lr, "optimizer": "adam, cosine", "batch": cfg.runtime.eval.linear_batch, "features": "pooled backbone, standardised, frozen (eval-mode BN), un-augmented centre view"}),
                             )
                         }
                         _ => continue,

@@ -160,7 +160,7 @@ mod tests {
         let v = vs.variables();
         tch::no_grad(|| {
             let set = |name: &str, t: Tensor| {
-                let _ = v[name].shallow_clone().copy_(&t);
+                v[name].shallow_clone().copy_(&t);
             };
             set("h.fc1.weight", Tensor::arange(24, (Kind::Float, Device::Cpu)).view([8, 3]).sin());
             set("h.fc2.weight", Tensor::arange(16, (Kind::Float, Device::Cpu)).view([2, 8]).cos());

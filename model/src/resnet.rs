@@ -103,7 +103,7 @@ impl FromStr for Stem {
 }
 
 /// Configuration of a [`SlimResNet`] (TOML/JSON via serde; unknown fields are rejected).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResNetConfig {
     /// `"r18"`, `"r34"` or `"r50"`.
@@ -491,9 +491,9 @@ mod tests {
         tch::no_grad(|| {
             for (name, mut t) in slim_vs.variables() {
                 if name.ends_with("running_var") {
-                    let _ = t.copy_(&(Tensor::rand_like(&t) + 0.5));
+                    t.copy_(&(Tensor::rand_like(&t) + 0.5));
                 } else if t.dim() == 1 {
-                    let _ = t.copy_(&(Tensor::randn_like(&t) * 0.3 + 0.5));
+                    t.copy_(&(Tensor::randn_like(&t) * 0.3 + 0.5));
                 }
             }
         });
@@ -512,7 +512,7 @@ mod tests {
                     let tv = name.replace(".w1_00", "");
                     let src = &slices[&tv];
                     assert_eq!(src.size(), t.size(), "{name}");
-                    let _ = t.copy_(src);
+                    t.copy_(src);
                     copied += 1;
                 }
             });

@@ -25,7 +25,9 @@ pub mod source;
 pub use crate::image::Decoded;
 pub use augment::{AugmentConfig, EvalTransform, TwinViewTransform, ViewAugment};
 pub use error::PipelineError;
-pub use loader::{Batch, EpochIter, Loader, LoaderConfig, LoaderMode, LoaderSettings, LoaderStats, SkipReason};
+pub use loader::{
+    Batch, EpochIter, Loader, LoaderConfig, LoaderMode, LoaderSettings, LoaderStats, LoaderThreads, SkipReason,
+};
 pub use shard::{Manifest, RawSample, ShardWriter, ShardWriterConfig};
 pub use source::remote::RemoteConfig;
 pub use source::{expand_pattern, manifest_beside, ShardSource};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use dspnet_pipeline::loader::{Loader, LoaderMode, LoaderSettings};
+use dspnet_pipeline::loader::{Loader, LoaderMode, LoaderSettings, LoaderThreads};
 use dspnet_pipeline::source::expand_pattern;
 use dspnet_pipeline::source::remote::RemoteConfig;
 use dspnet_pipeline::PipelineError;
@@ -293,10 +293,10 @@ fn read_ahead_buffer_is_bounded_in_bytes() {
     // shards of ~100 KB can never be buffered whole, so the pump must wait for the parser.
     let (_srv, _dir, local, pattern) = served(4, 20);
     let want = eval_by_key(local, loader_cfg(10), SIDE);
-    let mut cfg = loader_cfg(10);
-    cfg.prefetch_batches = 1;
+    let cfg = loader_cfg(10);
     let remote = RemoteConfig { read_ahead: 1, read_ahead_bytes: 128 << 10, ..RemoteConfig::default() };
-    let settings = LoaderSettings::new(cfg.clone(), eval_aug(SIDE)).with_remote(remote);
+    let threads = LoaderThreads { workers: 2, prefetch_batches: 1 };
+    let settings = LoaderSettings::new(cfg.clone(), eval_aug(SIDE)).with_remote(remote).with_threads(threads);
     let l = Loader::new(expand_pattern(&pattern).unwrap(), settings, LoaderMode::Eval, 0, 1, Device::Cpu).unwrap();
     let mut got = BTreeMap::new();
     for b in l.epoch(0).unwrap() {

@@ -69,8 +69,11 @@ pub fn join(online: &mut Branch, teacher: &mut Branch, cfg: &RunConfig) -> Resul
         }
         b => b,
     };
-    let options =
-        DistOptions { timeout: Duration::from_secs_f64(cfg.train.dist_timeout_sec), backend, ..Default::default() };
+    let options = DistOptions {
+        timeout: Duration::from_secs_f64(cfg.runtime.train.dist_timeout_sec),
+        backend,
+        ..Default::default()
+    };
     let Some(group) = ProcessGroup::from_env(&options)? else {
         return Ok(None);
     };
@@ -112,7 +115,7 @@ pub fn finish(group: Option<Arc<ProcessGroup>>) -> Result<(), TrainerError> {
 /// shapes, as 4 f64-exact integers (16-bit chunks of a SHA-256 prefix).
 fn fingerprint(cfg: &RunConfig, params: &[(String, Tensor)]) -> [f64; 4] {
     let mut h = Sha256::new();
-    h.update(cfg.to_toml().as_bytes());
+    h.update(cfg.recipe_toml().as_bytes());
     for (name, t) in params {
         h.update(name.as_bytes());
         h.update(format!("{:?}{:?}", t.size(), t.kind()).as_bytes());

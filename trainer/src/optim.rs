@@ -64,7 +64,7 @@ impl Optimizer {
                     let wn = p.value.norm().double_value(&[]);
                     let gn = g.norm().double_value(&[]);
                     if wn > 0.0 && gn > 0.0 {
-                        g = g * (self.eta * wn / gn);
+                        g = &g * (self.eta * wn / gn);
                     }
                 }
                 let _ = p.momentum.g_mul_scalar_(self.momentum).g_add_(&g);

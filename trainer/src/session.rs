@@ -144,8 +144,8 @@ fn resume_shards(state: &CheckpointState, requested: &[String], run_dir: &Path) 
 /// the last good checkpoint is kept) unless `train.skip_nonfinite_steps`, libtorch errors.
 pub fn train(req: TrainRequest) -> Result<TrainSummary> {
     let cfg = &req.config;
-    if cfg.train.threads > 0 {
-        tch::set_num_threads(cfg.train.threads as i32);
+    if cfg.runtime.train.threads > 0 {
+        tch::set_num_threads(cfg.runtime.train.threads as i32);
     }
     let (rank, world) = rank_and_world()?;
     // The output location first: a run that could not save must not start.
@@ -181,9 +181,13 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
             Some(_) => s,
         })
         .collect();
-    let shard_samples = manifest_shard_samples(&shards, &cfg.remote)?;
-    let settings =
-        LoaderSettings { loader: cfg.loader.clone(), augment: cfg.augment.clone(), remote: cfg.remote.clone() };
+    let shard_samples = manifest_shard_samples(&shards, &cfg.runtime.remote)?;
+    let settings = LoaderSettings {
+        loader: cfg.loader.clone(),
+        threads: cfg.runtime.loader,
+        augment: cfg.augment.clone(),
+        remote: cfg.runtime.remote.clone(),
+    };
     let loader = Loader::new(shards.clone(), settings, LoaderMode::Train, rank, world, device)?;
     let batch = cfg.loader.batch_size;
     let steps_per_epoch = match (&shard_samples, &resumed) {
@@ -241,10 +245,10 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
     }
     hooks.push(Box::new(StopOnSignal { flag: req.stop.clone() }));
     hooks.push(Box::new(NonFiniteGuard::new(cfg.train.skip_nonfinite_steps, req.run_dir.clone())));
-    hooks.push(Box::new(MetricsLogger::new(req.run_dir.clone(), cfg.train.log_every, rank == 0, req.progress)));
+    hooks.push(Box::new(MetricsLogger::new(req.run_dir.clone(), cfg.runtime.train.log_every, rank == 0, req.progress)));
     hooks.push(Box::new(Checkpointer {
         run_dir: req.run_dir.clone(),
-        every: cfg.train.checkpoint_every,
+        every: cfg.runtime.train.checkpoint_every,
         shards,
         world_size: world,
         write: rank == 0,

@@ -141,7 +141,7 @@ impl EvalProtocol for SemiSupervised<'_> {
                     let head = Head::zeros(backbone.feature_dim(w), data.classes, cx.device);
                     let stats =
                         fine_tune(&backbone, vs.trainable_variables(), &head, w, &views, &labels, s, seed, format)?;
-                    let pred = predict(&backbone, &head, w, &views, cfg.eval.batch_size as i64, format)?;
+                    let pred = predict(&backbone, &head, w, &views, cfg.runtime.eval.batch_size as i64, format)?;
                     let train_top1 =
                         100.0 * pred.eq_tensor(&labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
                     let (top1, test_images) = test_top1(&backbone, &head, w, test_loader, format)?;

@@ -70,7 +70,7 @@ mod stats;
 mod worker;
 
 pub use batch::Batch;
-pub use config::{LoaderConfig, LoaderMode, LoaderSettings};
+pub use config::{LoaderConfig, LoaderMode, LoaderSettings, LoaderThreads};
 pub use plan::{epoch_shard_order, rank_samples_in_epoch, steps_per_epoch};
 pub use stats::{LoaderStats, SkipReason};
 
@@ -114,6 +114,7 @@ pub struct Loader {
     shards: Vec<String>,
     sources: Vec<Arc<dyn ShardSource>>,
     cfg: LoaderConfig,
+    threads: LoaderThreads,
     mode: LoaderMode,
     rank: usize,
     world_size: usize,
@@ -142,8 +143,9 @@ impl Loader {
         world_size: usize,
         device: Device,
     ) -> Result<Self> {
-        let LoaderSettings { loader, augment, remote } = settings;
+        let LoaderSettings { loader, threads, augment, remote } = settings;
         loader.validate()?;
+        threads.validate()?;
         remote.validate()?;
         if shards.is_empty() {
             return Err(PipelineError::config(
@@ -171,6 +173,7 @@ impl Loader {
             shards,
             sources,
             cfg: loader,
+            threads,
             mode,
             rank,
             world_size,
@@ -231,10 +234,10 @@ impl Loader {
             stream_rxs.push(rx);
         }
 
-        let workers = self.cfg.workers;
+        let workers = self.threads.workers;
         let (work_tx, work_rx) = bounded::<WorkItem>(workers * 4);
         let (res_tx, res_rx) = bounded::<(u64, Outcome)>(workers * 4);
-        let (batch_tx, batch_rx) = bounded::<Result<Batch>>(self.cfg.prefetch_batches);
+        let (batch_tx, batch_rx) = bounded::<Result<Batch>>(self.threads.prefetch_batches);
         let mut threads = Vec::new();
 
         // Merger: round-robin over streams, shuffle buffer, sequence numbers.
@@ -392,9 +395,7 @@ mod throughput {
                 batch_size: 256,
                 shuffle_buffer: 1000,
                 shard_shuffle: true,
-                workers: 2,
                 readers: 2,
-                prefetch_batches: 4,
                 drop_last: false,
                 seed: 0,
                 strict_data: true,

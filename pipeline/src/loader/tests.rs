@@ -12,9 +12,7 @@ fn lcfg(readers: usize, seed: u64) -> LoaderConfig {
         batch_size: 4,
         shuffle_buffer: 5,
         shard_shuffle: true,
-        workers: 2,
         readers,
-        prefetch_batches: 2,
         drop_last: false,
         seed,
         strict_data: false,
@@ -238,8 +236,9 @@ fn dropping_mid_epoch_stops_cleanly() {
     let shards = image_shards(dir.path(), 120, 30);
     let mut cfg = lcfg(2, 1);
     cfg.batch_size = 2;
-    cfg.prefetch_batches = 1;
-    let l = Loader::new(shards, LoaderSettings::new(cfg, aug()), LoaderMode::Train, 0, 1, Device::Cpu).unwrap();
+    let threads = LoaderThreads { workers: 2, prefetch_batches: 1 };
+    let settings = LoaderSettings::new(cfg, aug()).with_threads(threads);
+    let l = Loader::new(shards, settings, LoaderMode::Train, 0, 1, Device::Cpu).unwrap();
     let start = Instant::now();
     for _ in 0..3 {
         let mut it = l.epoch(0).unwrap();

@@ -65,7 +65,7 @@ impl Checkpointer {
 impl Hook for Checkpointer {
     fn after_step(&mut self, cx: &mut Cx, info: &StepInfo) -> Result<()> {
         // epoch ends and the run's end have saves of their own
-        if !info.run_done && !info.epoch_done && self.every > 0 && cx.state.step % self.every == 0 {
+        if !info.run_done && !info.epoch_done && self.every > 0 && cx.state.step.is_multiple_of(self.every) {
             self.save(cx, false)?;
         }
         Ok(())

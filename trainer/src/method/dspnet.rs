@@ -256,7 +256,7 @@ mod tests {
             assert!((le - la).abs() < 2e-3, "width {w}: explicit bf16 {le} vs autocast {la}");
         }
         // ... and leaves CPU autocast off afterwards.
-        assert_eq!(dspnet_model::cpu_autocast_state().unwrap().0, false);
+        assert!(!dspnet_model::cpu_autocast_state().unwrap().0);
     }
 
     #[test]
@@ -462,7 +462,7 @@ mod tests {
             ..dspnet_run::checkpoint::CheckpointState::basic(0, 10, "fp32")
         };
         dspnet_run::checkpoint::save(d2.path(), &plain.base.checkpoint_tensors(), state).unwrap();
-        let e = u.base.restore(&dspnet_run::checkpoint::load(d2.path()).unwrap()).err().expect("refused").to_string();
+        let e = u.base.restore(&dspnet_run::checkpoint::load(d2.path()).unwrap()).expect_err("refused").to_string();
         assert!(e.contains("lacks online."), "{e}");
     }
 }
