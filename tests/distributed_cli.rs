@@ -1,6 +1,7 @@
 //! End-to-end data parallel: two processes of dspnet-stream-train on real CIFAR-10 shards over
 //! Gloo on loopback, launched by torchrun (its agent hosts the store) and by hand (rank 0 hosts
-//! it). Only rank 0 writes the run directory; both ranks exit 0.
+//! it). Only rank 0 writes the run directory; both ranks exit 0. SIGTERM to one rank stops both
+//! at the same step with a checkpoint and exit code 143.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -138,4 +139,59 @@ fn two_processes_launched_by_hand_rank_1_writes_nothing() {
     for f in ["checkpoint.json", "checkpoint.safetensors", "metrics.jsonl", "config.toml"] {
         assert!(!runs[1].join(f).exists(), "rank 1 wrote {f}");
     }
+}
+
+#[test]
+fn sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_143() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let port = free_port().to_string();
+    let run = dir.path().join("run");
+    let mut args = train_args(&shards, &run);
+    // many steps planned, so SIGTERM lands long before the end
+    let at = args.iter().position(|a| a == "--max-steps").unwrap();
+    args[at + 1] = "500".into();
+    args.extend(["--set".into(), "train.epochs=100".into()]);
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            Command::new(TRAIN)
+                .args(&args)
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("OMP_NUM_THREADS", "1")
+                .env_remove("TORCHELASTIC_USE_AGENT_STORE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(std::time::Instant::now() < deadline, "the ranks made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // the scheduler's signal reaches rank 1 only
+    assert!(Command::new("kill").args(["-TERM", &children[1].id().to_string()]).status().unwrap().success());
+    let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let steps: Vec<u64> = outs
+        .iter()
+        .enumerate()
+        .map(|(rank, o)| {
+            assert_eq!(o.status.code(), Some(143), "rank {rank}:\n{}", text(o));
+            let t = String::from_utf8_lossy(&o.stdout).to_string();
+            t.split("interrupted after ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("rank {rank}: no 'interrupted after N steps' in {t}"))
+        })
+        .collect();
+    assert_eq!(steps[0], steps[1], "the ranks stopped at different steps");
+    assert!(steps[0] >= 3 && steps[0] < 500, "{steps:?}");
+    assert_eq!(checkpoint_step(&run), steps[0], "rank 0 saved the step every rank stopped at");
 }

@@ -69,17 +69,11 @@ fn tiny_run(dir: &Path, eval: bool) -> PathBuf {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for s in [
-        "model.base_channels=4",
-        "heads.hidden=32",
-        "heads.out_dim=16",
-        "loader.batch_size=16",
-        "loader.shuffle_buffer=32",
-        "train.precision=\"fp32\"",
+    for s in dspnet_run::testing::TINY_SETS.iter().copied().chain([
         "train.threads=1",
         "eval.batch_size=48",
         "eval.linear_epochs=3",
-    ] {
+    ]) {
         args.extend(["--set".to_string(), s.to_string()]);
     }
     ok(&run(TRAIN, &args.iter().map(String::as_str).collect::<Vec<_>>()));

@@ -1,7 +1,9 @@
 //! End-to-end, through the binaries on real CIFAR-10 photos: exact resume after SIGKILL in the
 //! middle of an epoch, non-finite losses (stop keeping the last good checkpoint, or skip), an
-//! unwritable output location found before training, Ctrl-C (checkpoint, exit 130), and equal
-//! steps per epoch on every rank.
+//! unwritable output location found before training, Ctrl-C (checkpoint, exit 130), SIGTERM
+//! (checkpoint, exit 143) with the same command line continuing the run (`--resume-if-exists`),
+//! shards checked by content and location on resume, configuration errors found before any data
+//! is read, and equal steps per epoch on every rank.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -222,6 +224,11 @@ fn train_until_logged(shards: &str, run: &Path, extra: &[String], lines: usize) 
 /// Sends SIGINT (what Ctrl-C sends) to `child`.
 fn sigint(child: &std::process::Child) {
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+}
+
+/// Sends SIGTERM (what SLURM, Kubernetes and spot instances send before SIGKILL) to `child`.
+fn sigterm(child: &std::process::Child) {
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
 }
 
 #[test]
@@ -467,4 +474,124 @@ fn every_rank_takes_the_same_steps_per_epoch() {
     let epochs: Vec<u64> = metrics(&run).iter().map(|m| m["epoch"].as_u64().unwrap()).collect();
     assert_eq!(epochs, vec![0, 0, 1, 1]);
     assert_eq!(state(&run)["steps_per_epoch"], 2);
+}
+
+#[test]
+fn sigterm_saves_at_a_step_boundary_exits_143_and_the_same_command_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_shards = shards(dir.path(), 32, 32); // 96 photos, 6 steps per epoch
+                                                   // 50 epochs (300 steps) planned, 20 taken: far more than the run takes before SIGTERM lands
+    let extra = sets(
+        &[
+            &support::TINY_MODEL[..],
+            &["train.threads=1", "train.epochs=50", "train.log_every=1", "train.checkpoint_every=1000"],
+        ]
+        .concat(),
+    );
+    let job = |run: &Path| {
+        let mut c = train(&train_shards, run, &extra);
+        c.args(["--resume-if-exists", "--max-steps", "20"]);
+        c
+    };
+    // A: the job uninterrupted
+    let run_a = dir.path().join("a");
+    let out = job(&run_a).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // B: the same job, preempted after a few steps
+    let run_b = dir.path().join("b");
+    let mut child = job(&run_b).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(run_b.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be preempted");
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // 143 = 128 + SIGTERM (15)
+    assert_eq!(out.status.code(), Some(143), "stdout: {stdout} stderr: {stderr}");
+    assert!(stderr.contains("stopped by SIGTERM: checkpoint saved"), "{stderr}");
+    let steps: u64 = stdout
+        .split("interrupted after ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'interrupted after N steps' in {stdout}"));
+    assert!((3..20).contains(&steps), "{stdout}");
+    assert_eq!(state(&run_b)["step"], steps, "the checkpoint is the step boundary it stopped at");
+    // the requeued job: the same command line continues from the checkpoint ...
+    let out = job(&run_b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("resumed at step {steps}, trained {} steps", 20 - steps)), "{stdout}");
+    // ... and ends byte-identical to the uninterrupted job
+    let (ta, tb) = (tensors(&run_a.join("checkpoint.safetensors")), tensors(&run_b.join("checkpoint.safetensors")));
+    assert_eq!(ta.len(), tb.len());
+    for (name, a) in &ta {
+        assert_eq!(Some(a), tb.get(name), "{name} differs after the preempted job resumed");
+    }
+    // a requeue after the job finished has nothing to do
+    let out = job(&run_b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(state(&run_b)["step"], 20);
+}
+
+#[test]
+fn resume_checks_the_shards_by_content_and_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_shards = shards(dir.path(), 32, 32);
+    let extra = sets(&[&support::TINY_MODEL[..], &["train.threads=1", "train.epochs=50"]].concat());
+    let run = dir.path().join("run");
+    let out = train(&train_shards, &run, &extra).args(["--max-steps", "2"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resume = |extra: &[&str]| {
+        Command::new(TRAIN)
+            .args(["--resume", run.to_str().unwrap(), "--quiet", "--max-steps", "3"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // moved: the run's own shards are gone from where it read them
+    let moved = dir.path().join("moved");
+    std::fs::rename(&train_shards, &moved).unwrap();
+    assert_one_line_error(&resume(&[]), &["not where it read them any more", "pass --shards NEW_LOCATION"]);
+    // re-made under the same names with other content: found through the manifest's sha256
+    let remade = dir.path().join("remade");
+    let src = dir.path().join("src");
+    let o = Command::new(SHARD)
+        .args(["--input", src.to_str().unwrap(), "--output", remade.to_str().unwrap()])
+        .args(["--samples-per-shard", "32", "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = assert_one_line_error(
+        &resume(&["--shards", remade.to_str().unwrap()]),
+        &["differs from the one the run was trained on"],
+    );
+    assert!(e.contains("train-000000.tar") || e.contains(".tar"), "{e}");
+    // the shards in their new location: the run continues
+    let out = resume(&["--shards", moved.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(state(&run)["step"], 3);
+}
+
+#[test]
+fn configuration_errors_are_found_before_any_data_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-shards-here");
+    let run = dir.path().join("run");
+    // the shards do not exist, but the config error is the one reported
+    let out = train(missing.to_str().unwrap(), &run, &sets(&["model.base_channels=0"])).output().unwrap();
+    assert_one_line_error(&out, &["base_channels = 0"]);
+    let out = train(missing.to_str().unwrap(), &run, &sets(&["heads.hidden=0"])).output().unwrap();
+    assert_one_line_error(&out, &["heads.hidden = 0"]);
+    let out = train(missing.to_str().unwrap(), &run, &sets(&["loader.workers=0"])).output().unwrap();
+    assert_one_line_error(&out, &["loader.workers"]);
+    // --max-steps 0 is refused by the command line itself
+    let out = train(missing.to_str().unwrap(), &run, &["--max-steps".into(), "0".into()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-steps"));
+    assert!(!run.exists(), "nothing was written");
 }

@@ -20,7 +20,7 @@ use dspnet_run::RunConfig;
 use dspnet_trainer::network::Branch;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use tch::Device;
 
 const EVAL: &str = env!("CARGO_BIN_EXE_dspnet-eval");
@@ -336,4 +336,61 @@ fn bad_transfer_input_is_one_line_and_exit_2() {
     assert_one_line_error(&run(EVAL, &[g, "--protocol", "knn"]), "--train-shards");
     // the 1-channel run: the tool's own line comes through
     assert_one_line_error(&run(EVAL, &[g, "--protocol", "segmentation", "--widths", "0.5", "--coco", c]), "3-channel");
+}
+
+/// The Python children of process `pid` (from /proc/PID/task/*/children).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// True while process `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn sigterm_to_dspnet_eval_stops_its_python_child() {
+    let Some(_py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = synthetic_run(&tmp.path().join("run"), 3);
+    let coco = coco128();
+    // a fine-tuning long enough to be interrupted (the cpu preset on every photo)
+    let mut child = Command::new(EVAL)
+        .args([run_dir.to_str().unwrap(), "--protocol", "detection", "--widths", "0.5", "--coco"])
+        .arg(&coco)
+        .args(["--transfer-preset", "cpu", "--transfer-arg=--threads=1"])
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let python = loop {
+        if let Some(&p) = children_of(child.id()).first() {
+            break p;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "dspnet-eval ended before it started the Python tool");
+        assert!(std::time::Instant::now() < deadline, "no Python child after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // let the tool get going, then the scheduler's SIGTERM reaches dspnet-eval alone
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(alive(python), "the Python tool ended on its own");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while alive(python) {
+        assert!(std::time::Instant::now() < deadline, "the Python tool {python} outlived dspnet-eval");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -14,11 +14,9 @@
 use clap::Parser;
 use dspnet_compare::plan::preset;
 use dspnet_compare::{run_compare, CompareError, CompareRequest, Plan};
-use dspnet_core::cli::{exit_with, init_logging, on_interrupt};
+use dspnet_core::cli::{exit_with, init_logging, StopSignal};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -77,7 +75,7 @@ fn quote(a: &str) -> String {
     }
 }
 
-fn run(args: Args, stop: Arc<AtomicBool>) -> Result<(), CompareError> {
+fn run(args: Args, stop: StopSignal) -> Result<(), CompareError> {
     if let Some(run) = &args.child_train {
         return dspnet_compare::child::child_train(run, stop);
     }
@@ -146,8 +144,9 @@ fn run(args: Args, stop: Arc<AtomicBool>) -> Result<(), CompareError> {
 fn main() -> ExitCode {
     init_logging();
     let args = Args::parse();
-    let stop = Arc::new(AtomicBool::new(false));
     let first = "interrupt: the running training saves a checkpoint and stops; rerun with --resume to continue (Ctrl-C again to abort)";
-    on_interrupt(stop.clone(), if args.child_train.is_some() { None } else { Some(first) });
-    exit_with(run(args, stop))
+    match StopSignal::install(if args.child_train.is_some() { None } else { Some(first) }) {
+        Ok(stop) => exit_with(run(args, stop)),
+        Err(e) => exit_with(Err(format!("cannot handle SIGINT/SIGTERM: {e}"))),
+    }
 }

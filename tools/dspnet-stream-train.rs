@@ -4,15 +4,18 @@
 //! dspnet-stream-train --config configs/cpu-fashion-mnist.toml --shards 'data/train-{000000..000005}.tar' \
 //!     --out runs/fmnist [--set key=value]... [--max-steps N] [--device cpu|cuda] [--overwrite]
 //! dspnet-stream-train --resume runs/fmnist [--max-steps N] [--device cpu|cuda]
+//! dspnet-stream-train --config C --shards S --out runs/fmnist --resume-if-exists   # one command for
+//!     # the first start and every requeue of a cluster job
 //! ```
 //! Writes RUN/config.toml (resolved), RUN/checkpoint.{safetensors,json} (every
 //! `train.checkpoint_every` steps, at every epoch end and at the end; atomic) and
 //! RUN/metrics.jsonl. `--resume RUN` continues a run from its checkpoint exactly as if it had not
-//! stopped, with the run's own config and shards. Ctrl-C finishes the current step and saves.
-//! Exit code 2 with one line on bad input.
+//! stopped, with the run's own config and shards. SIGINT (Ctrl-C) or SIGTERM (what SLURM,
+//! Kubernetes and spot instances send before SIGKILL) finishes the current step, saves a
+//! checkpoint and exits with 130 or 143. Exit code 2 with one line on bad input.
 
 use clap::Parser;
-use dspnet_core::cli::{exit_with, init_logging, on_interrupt, shell_word, EXIT_INTERRUPTED};
+use dspnet_core::cli::{exit_with, init_logging, shell_word, StopSignal};
 use dspnet_model::parse_device;
 use dspnet_pipeline::source::expand_pattern;
 use dspnet_run::layout::CONFIG;
@@ -20,8 +23,6 @@ use dspnet_run::{RunConfig, RunDir};
 use dspnet_trainer::{train, TrainRequest, TrainerError};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,11 @@ struct Args {
     /// Run directory to create.
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
     out: Option<PathBuf>,
+    /// With --out: continue the run there from its checkpoint when it has one (as --resume
+    /// would, checking that --config/--set give the same recipe), else start it. One command
+    /// line for the first start of a cluster job and every requeue after a preemption.
+    #[arg(long, requires = "out", conflicts_with = "overwrite")]
+    resume_if_exists: bool,
     /// Continue the run in this directory from its last checkpoint, exactly (same config, shards,
     /// stream position, optimiser and random state).
     #[arg(long, value_name = "RUN", conflicts_with = "overwrite")]
@@ -49,7 +55,7 @@ struct Args {
     set: Vec<String>,
     /// Stop once the run has taken N optimiser steps in all (counted from the start of the run,
     /// also when resuming); the schedules keep the configured length.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_steps: Option<u64>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -83,9 +89,30 @@ fn resume_config(run: &std::path::Path, config: Option<&PathBuf>, sets: &[String
     Ok(RunConfig::for_resume(&own, &requested, &path)?)
 }
 
-/// Trains; `Ok(true)` when Ctrl-C stopped the run early (its checkpoint is saved).
-fn run(args: Args) -> Result<bool, TrainerError> {
-    let config = match &args.resume {
+/// What an invocation did.
+enum Outcome {
+    /// Trained to its end or to --max-steps.
+    Trained,
+    /// Stopped by a signal after saving; the exit code is 128 + its number.
+    Stopped(u8),
+    /// --resume-if-exists found the run finished: nothing to do.
+    AlreadyFinished,
+}
+
+/// Trains as asked.
+fn run(args: Args) -> Result<Outcome, TrainerError> {
+    let found = args.out.as_ref().filter(|o| args.resume_if_exists && RunDir::new(o).has_checkpoint());
+    let resume = args.resume.clone().or_else(|| found.cloned());
+    if let Some(run) = &found {
+        let state = dspnet_run::checkpoint::load(run)?.state;
+        // a requeue after the job's end: the planned length, or the --max-steps it was given
+        if state.step >= state.total_steps || args.max_steps.is_some_and(|m| state.step >= m) {
+            println!("{} is finished ({} steps); nothing to do", run.display(), state.step);
+            return Ok(Outcome::AlreadyFinished);
+        }
+        eprintln!("resuming {} from its checkpoint at step {} (--resume-if-exists)", run.display(), state.step);
+    }
+    let config = match &resume {
         Some(run) => resume_config(run, args.config.as_ref(), &args.set)?,
         None => RunConfig::load(args.config.as_ref().expect("clap requires --config"), &args.set)?,
     };
@@ -94,16 +121,15 @@ fn run(args: Args) -> Result<bool, TrainerError> {
         Some(p) => expand_pattern(p)?,
         None => Vec::new(), // --resume: the run's own
     };
-    let out = match (&args.resume, &args.out) {
+    let out = match (&resume, &args.out) {
         (Some(run), _) => run.clone(),
         (None, Some(out)) => out.clone(),
         (None, None) => unreachable!("clap requires --out without --resume"),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    on_interrupt(
-        stop.clone(),
-        Some("interrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)"),
-    );
+    let stop = StopSignal::install(Some(
+        "interrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)",
+    ))
+    .map_err(|e| TrainerError::option("signals", format!("cannot handle SIGINT/SIGTERM: {e}")))?;
     let summary = train(TrainRequest {
         config,
         shards,
@@ -111,8 +137,8 @@ fn run(args: Args) -> Result<bool, TrainerError> {
         max_steps: args.max_steps,
         device,
         overwrite: args.overwrite,
-        resume: args.resume.is_some(),
-        stop,
+        resume: resume.is_some(),
+        stop: stop.clone(),
         progress: !args.quiet,
     })?;
     let resumed =
@@ -133,23 +159,29 @@ fn run(args: Args) -> Result<bool, TrainerError> {
         summary.data_wait_fraction * 100.0,
         out.display()
     );
-    if summary.interrupted {
-        // the program as it was invoked (it may not be on PATH), and the run folder as one shell word
-        let program = std::env::args().next().unwrap_or_else(|| "dspnet-stream-train".into());
-        eprintln!(
-            "interrupted: checkpoint saved; continue with: {} --resume {}",
-            shell_word(&program),
-            shell_word(&out.to_string_lossy())
-        );
+    if !summary.interrupted {
+        return Ok(Outcome::Trained);
     }
-    Ok(summary.interrupted)
+    // the program as it was invoked (it may not be on PATH), and the run folder as one shell word
+    let program = std::env::args().next().unwrap_or_else(|| "dspnet-stream-train".into());
+    let how = match summary.stopped_by {
+        Some(15) => "stopped by SIGTERM",
+        _ => "interrupted",
+    };
+    eprintln!(
+        "{how}: checkpoint saved; continue with: {} --resume {}",
+        shell_word(&program),
+        shell_word(&out.to_string_lossy())
+    );
+    Ok(Outcome::Stopped(stop.exit_code()))
 }
 
 fn main() -> ExitCode {
     init_logging();
     let args = Args::parse();
     match run(args) {
-        Ok(true) => ExitCode::from(EXIT_INTERRUPTED), // 128 + SIGINT, the shell's code for an interrupted command
+        // 128 + the signal: the shell's code for a command stopped by it (130 SIGINT, 143 SIGTERM)
+        Ok(Outcome::Stopped(code)) => ExitCode::from(code),
         other => exit_with(other.map(|_| ())),
     }
 }

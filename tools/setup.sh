@@ -53,4 +53,4 @@ if ! .venv/bin/python -c "import moto.server" 2>/dev/null; then
 fi
 
 echo "setup: cargo build --release (torch-sys takes a few minutes the first time)"
-cargo build --release --quiet --bins
+cargo build --release --quiet --workspace --bins

@@ -47,8 +47,6 @@ use dspnet_trainer::{train, RunLength, TrainRequest, Trainer};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -578,7 +576,7 @@ fn end_to_end(plan: &Plan, data: &Path) -> Result<E2e, String> {
         device: Device::Cpu,
         overwrite: true,
         resume: false,
-        stop: Arc::new(AtomicBool::new(false)),
+        stop: dspnet_core::cli::StopSignal::new(),
         progress: false,
     })
     .map_err(|e| e.to_string())?;

@@ -16,14 +16,13 @@
 //! (`process_seconds`: exec, libtorch start-up, network set-up, final checkpoint).
 
 use crate::error::{CompareError, Result};
+use dspnet_core::cli::StopSignal;
 use dspnet_model::parse_device;
 use dspnet_run::layout::STATE;
 use dspnet_run::RunConfig;
 use dspnet_trainer::{train, TrainRequest};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 /// What the parent asks the child to train (`RUN/compare-request.json`).
 pub const REQUEST: &str = "compare-request.json";
@@ -71,14 +70,14 @@ pub struct ChildRecord {
 /// so that a training child does not outlive a killed `dspnet-compare` and keep writing into its
 /// run folder: SIGINT is the Ctrl-C the child already handles (checkpoint, then stop). If the
 /// parent is already gone (re-parented before the call), `stop` is set at once. Elsewhere a no-op.
-fn stop_with_parent(stop: &AtomicBool) {
+fn stop_with_parent(stop: &StopSignal) {
     #[cfg(target_os = "linux")]
     {
         let parent = std::os::unix::process::parent_id();
         // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
         let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT as libc::c_ulong, 0, 0, 0) };
         if rc == 0 && std::os::unix::process::parent_id() != parent {
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.request(libc::SIGINT);
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -86,10 +85,10 @@ fn stop_with_parent(stop: &AtomicBool) {
 }
 
 /// The child's side: trains as `RUN/compare-request.json` asks (a fresh run in `RUN`), then
-/// writes `RUN/compare-child.json`. `stop` is the Ctrl-C flag.
+/// writes `RUN/compare-child.json`. `stop` records SIGINT/SIGTERM (and the parent's death).
 ///
 /// Errors: a missing or bad request, training errors, an interrupted run.
-pub fn child_train(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<()> {
+pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
     stop_with_parent(&stop);
     let req_path = run_dir.join(REQUEST);
     let bytes = std::fs::read(&req_path).map_err(|e| CompareError::io(&req_path, e))?;

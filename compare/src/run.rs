@@ -36,6 +36,7 @@ use crate::cost::{forward_macs, same_budget_split, train_macs, width_steps};
 use crate::error::{CompareError, Result};
 use crate::plan::{one_by_one_config, same_budget_config, Plan};
 use crate::report::{build, write_all, Comparison, Machine, Meta, SubRun, TrainRecord};
+use dspnet_core::cli::StopSignal;
 use dspnet_eval::{evaluate, EvalRequest};
 use dspnet_model::parse_device;
 use dspnet_model::width_tag;
@@ -46,8 +47,6 @@ use dspnet_run::RunConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// The comparison's plan record in OUT.
@@ -76,8 +75,8 @@ pub struct CompareRequest {
     pub exe: PathBuf,
     /// The command as typed (for the report).
     pub command: String,
-    /// Ctrl-C flag: no new sub-run starts once set.
-    pub stop: Arc<AtomicBool>,
+    /// SIGINT/SIGTERM: no new sub-run starts once set.
+    pub stop: StopSignal,
 }
 
 /// A finished comparison.
@@ -233,7 +232,7 @@ impl Ctx<'_> {
                 return Ok(r);
             }
         }
-        if self.req.stop.load(Ordering::SeqCst) {
+        if self.req.stop.signal().is_some() {
             return Err(self.interrupted());
         }
         std::fs::create_dir_all(&dir).map_err(|e| CompareError::io(&dir, e))?;
@@ -254,7 +253,7 @@ impl Ctx<'_> {
             })?;
         let process_seconds = t0.elapsed().as_secs_f64();
         if !status.success() {
-            if self.req.stop.load(Ordering::SeqCst) {
+            if self.req.stop.signal().is_some() {
                 return Err(self.interrupted());
             }
             return Err(CompareError::SubRun(format!(
@@ -361,7 +360,7 @@ impl Ctx<'_> {
                 return Ok(f.records);
             }
         }
-        if self.req.stop.load(Ordering::SeqCst) {
+        if self.req.stop.signal().is_some() {
             return Err(self.interrupted());
         }
         tracing::info!(run = name, "evaluating");

@@ -1,10 +1,10 @@
-//! The binaries' edge: logging set-up, Ctrl-C, the one-line error and its exit code, quoting
-//! a printed command. Errors travel as data through the crates; this is where they become the
+//! The binaries' edge: logging set-up, SIGINT/SIGTERM, the one-line error and its exit code,
+//! quoting a printed command. Errors travel as data through the crates; this is where they become the
 //! user's one line.
 
 use std::fmt::Display;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 /// Exit code of a run that failed on bad input or a fault (with one `error: ...` line).
@@ -43,23 +43,65 @@ pub fn quiet_broken_pipe() {
     }
 }
 
-/// Ctrl-C (SIGINT) handling of the long-running binaries: the first one sets `stop` (the work
-/// finishes its step, saves and returns) and prints `first` if given; a second one aborts at
-/// once with exit code 130 and says so. The abort uses `_exit`, which runs no atexit handlers or
-/// static destructors: `std::process::exit` would tear libtorch's statics down under the threads
-/// still computing and crash (exit code 139). Nothing finished is lost: checkpoints are written
-/// atomically, so the last saved one stays whole.
-pub fn on_interrupt(stop: Arc<AtomicBool>, first: Option<&'static str>) {
-    let _ = ctrlc::set_handler(move || {
-        if stop.swap(true, Ordering::SeqCst) {
-            eprintln!("\naborted: the last saved checkpoint (if any) is kept");
-            // SAFETY: _exit takes an exit status and never returns; it touches no Rust state.
-            unsafe { libc::_exit(EXIT_INTERRUPTED as i32) };
+/// A request to stop at the next step boundary, set by SIGINT (Ctrl-C) or SIGTERM (what SLURM,
+/// Kubernetes and spot instances send before SIGKILL): the number of the first signal, 0 while
+/// none came. Cloned handles share it; a parent process can set it too ([`StopSignal::request`]).
+#[derive(Clone, Debug, Default)]
+pub struct StopSignal(Arc<AtomicI32>);
+
+impl StopSignal {
+    /// A handle no signal reaches (tests, library callers); see [`StopSignal::install`].
+    pub fn new() -> Self {
+        StopSignal::default()
+    }
+
+    /// Handles SIGINT and SIGTERM on a thread of their own: the first one is recorded (the work
+    /// finishes its step, saves and returns) and `first` printed if given; a second one aborts at
+    /// once with exit code 128 + its number and says so. The abort uses `_exit`, which runs no
+    /// atexit handlers or static destructors: `std::process::exit` would tear libtorch's statics
+    /// down under the threads still computing and crash (exit code 139). Nothing finished is lost:
+    /// checkpoints are written atomically, so the last saved one stays whole.
+    ///
+    /// Errors: the signal handlers cannot be registered (the OS's reason).
+    pub fn install(first: Option<&'static str>) -> std::io::Result<Self> {
+        use signal_hook::consts::signal::{SIGINT, SIGTERM};
+        let stop = StopSignal::new();
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let handle = stop.clone();
+        std::thread::Builder::new().name("dspnet-signals".into()).spawn(move || {
+            for sig in signals.forever() {
+                if handle.0.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                    eprintln!("\naborted: the last saved checkpoint (if any) is kept");
+                    // SAFETY: _exit takes an exit status and never returns; it touches no Rust state.
+                    unsafe { libc::_exit(128 + sig) };
+                }
+                if let Some(m) = first {
+                    eprintln!("\n{m}");
+                }
+            }
+        })?;
+        Ok(stop)
+    }
+
+    /// Asks to stop as signal `sig` would (2 for SIGINT, 15 for SIGTERM); a request already
+    /// recorded stays.
+    pub fn request(&self, sig: i32) {
+        let _ = self.0.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The signal that asked to stop, if any.
+    pub fn signal(&self) -> Option<i32> {
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
         }
-        if let Some(m) = first {
-            eprintln!("\n{m}");
-        }
-    });
+    }
+
+    /// The exit code of a run stopped by this request: 128 + the signal (130 for SIGINT, 143
+    /// for SIGTERM), 130 when asked without a number.
+    pub fn exit_code(&self) -> u8 {
+        self.signal().map_or(EXIT_INTERRUPTED, |s| (128 + s).clamp(129, 255) as u8)
+    }
 }
 
 /// `s` as one shell word: unchanged when it holds only safe characters, else in single quotes
@@ -99,6 +141,19 @@ mod tests {
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word("$HOME"), "'$HOME'");
         assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn a_stop_request_keeps_its_first_signal_and_gives_the_shell_exit_code() {
+        let s = StopSignal::new();
+        assert_eq!((s.signal(), s.exit_code()), (None, 130));
+        let other = s.clone();
+        other.request(15);
+        s.request(2);
+        assert_eq!((s.signal(), s.exit_code()), (Some(15), 143));
+        let int = StopSignal::new();
+        int.request(2);
+        assert_eq!(int.exit_code(), 130);
     }
 
     #[test]

@@ -198,11 +198,14 @@ pub fn widths_to_evaluate(cfg: &RunConfig, requested: Option<&[f64]>) -> Result<
 /// An evaluation loader (un-augmented centre views, `eval.batch_size`, every sample kept) over
 /// `shards`.
 ///
-/// Errors: [`EvalError::Option`] naming `option` when no shard is given; loader errors.
+/// Errors: [`EvalError::Option`] naming `option` when no shard is given; a `manifest.json` beside
+/// the shards that is malformed; loader errors.
 fn eval_loader(cfg: &RunConfig, shards: &[String], option: &str, device: Device) -> Result<Loader> {
     if shards.is_empty() {
         return Err(EvalError::option(option, format!("{option} is needed by the knn, linear and semi protocols")));
     }
+    // a manifest beside the shards must be readable, as for training (a missing one is fine)
+    dspnet_pipeline::source::manifest_beside(shards, &cfg.runtime.remote)?;
     let mut loader_cfg = cfg.loader.clone();
     loader_cfg.batch_size = cfg.runtime.eval.batch_size;
     loader_cfg.drop_last = false;

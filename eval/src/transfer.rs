@@ -198,6 +198,28 @@ impl EvalProtocol for Transfer {
     }
 }
 
+/// The Python tool is sent SIGTERM when `dspnet-eval` dies (Linux `PR_SET_PDEATHSIG`): a
+/// scheduler's SIGTERM or a kill of `dspnet-eval` stops the fine-tuning it started instead of
+/// leaving it running. Elsewhere a no-op.
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+        // async-signal-safe, with a signal number and no pointers.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
 fn run_tool(
     python: &PythonTool,
     p: Protocol,
@@ -217,6 +239,7 @@ fn run_tool(
         cmd.arg("--random");
     }
     cmd.args(&req.extra_args).stdout(Stdio::null()).stderr(Stdio::piped());
+    die_with_parent(&mut cmd);
     let child = cmd.output().map_err(|e| {
         EvalError::transfer_usage(format!("cannot run {} ({e}); run bash tools/setup.sh", python.python.display()))
     })?;

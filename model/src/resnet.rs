@@ -119,6 +119,29 @@ pub struct ResNetConfig {
 }
 
 impl ResNetConfig {
+    /// Checks the values a network can be built from (without building it).
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidWidthList`] for a bad `widths`; [`ModelError::InvalidConfig`] when
+    /// `in_channels` or `base_channels` is < 1.
+    pub fn validate(&self) -> Result<()> {
+        let cfg = self;
+        cfg.width_list()?;
+        if cfg.in_channels < 1 {
+            return Err(ModelError::InvalidConfig(format!(
+                "in_channels = {} must be >= 1 (1 for grey, 3 for RGB images)",
+                cfg.in_channels
+            )));
+        }
+        if cfg.base_channels < 1 {
+            return Err(ModelError::InvalidConfig(format!(
+                "base_channels = {} must be >= 1 (64 for torchvision ResNets)",
+                cfg.base_channels
+            )));
+        }
+        Ok(())
+    }
+
     /// The validated width list.
     ///
     /// # Errors
@@ -283,18 +306,7 @@ impl SlimResNet {
     /// when `in_channels` or `base_channels` is < 1.
     pub fn new(vs: &nn::Path, cfg: &ResNetConfig) -> Result<Self> {
         let widths = cfg.width_list()?;
-        if cfg.in_channels < 1 {
-            return Err(ModelError::InvalidConfig(format!(
-                "in_channels = {} must be >= 1 (1 for grey, 3 for RGB images)",
-                cfg.in_channels
-            )));
-        }
-        if cfg.base_channels < 1 {
-            return Err(ModelError::InvalidConfig(format!(
-                "base_channels = {} must be >= 1 (64 for torchvision ResNets)",
-                cfg.base_channels
-            )));
-        }
+        cfg.validate()?;
         let b = cfg.base_channels;
         let (k, s, p) = match cfg.stem {
             Stem::Imagenet => (7, 2, 3),

@@ -74,6 +74,11 @@ pub struct CheckpointState {
     /// Images trained on since the start of the run.
     #[serde(default)]
     pub images: u64,
+    /// sha256 of every shard in `shards` (same order), from their `manifest.json`; empty when
+    /// the shards had no manifest (or the checkpoint predates the field). A resume checks the
+    /// shards it is given against them.
+    #[serde(default)]
+    pub shard_sha256: Vec<String>,
 }
 
 fn one() -> usize {
@@ -103,6 +108,7 @@ impl CheckpointState {
             sandwich_rng_word_pos: String::new(),
             skipped_nonfinite: 0,
             images: 0,
+            shard_sha256: Vec::new(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
     python3 tools/dev/module_deps.py            # edges per crate, then "no module cycle"
     python3 tools/dev/module_deps.py --check    # only the check (exit 1 naming a cycle)
+    python3 tools/dev/module_deps.py --crates   # which workspace crate depends on which
 
 A module is a file under a crate's src/ (`src/loader/read.rs` is `loader::read`, a `mod.rs`
 is its folder's module). An edge A -> B is a `crate::B...` path written in A outside its
@@ -79,7 +80,26 @@ def find_cycles(edges):
     return out
 
 
+def crate_deps():
+    """Workspace crates and the workspace crates each depends on (normal dependencies, from
+    the Cargo.toml files; the root package `dspnet` last)."""
+    names = {}
+    manifests = sorted(ROOT.glob("*/Cargo.toml")) + [ROOT / "Cargo.toml"]
+    for toml in manifests:
+        text = toml.read_text()
+        m = re.search(r'^\[package\]\s*\nname\s*=\s*"([^"]+)"', text, re.M)
+        if m:
+            names[m.group(1)] = text
+    for name, text in names.items():
+        deps = text.split("[dependencies]", 1)[1].split("\n[", 1)[0] if "[dependencies]" in text else ""
+        mine = sorted(d for d in names if d != name and re.search(rf"^{re.escape(d)}(\.workspace)?\s*=", deps, re.M))
+        print(f"{name} -> {', '.join(mine) if mine else '(none)'}")
+
+
 def main():
+    if "--crates" in sys.argv:
+        crate_deps()
+        return
     check_only = "--check" in sys.argv
     cycles = []
     for crate, src in crates():

@@ -80,16 +80,25 @@ pub fn join(online: &mut Branch, teacher: &mut Branch, cfg: &RunConfig) -> Resul
     Ok(Some(attach(Arc::new(group), online, teacher, cfg)?))
 }
 
-/// Decides together whether to stop: true on every rank when any rank's `local` flag is set
-/// (Ctrl-C reaching the ranks at different steps must not leave one rank waiting in a
-/// collective). One 1-element all-reduce; a single process just returns `local`.
+/// Decides together whether to stop: every rank learns whether any rank was asked to stop, and
+/// by which signal (SIGTERM wins over SIGINT, so a preempted job reports 143 on every rank), so
+/// a stop reaching the ranks at different steps never leaves one waiting in a collective. One
+/// 2-element all-reduce; a single process just returns `local`.
 ///
 /// Errors: a dead peer.
-pub fn any_rank_stopping(group: Option<&ProcessGroup>, local: bool) -> Result<bool, TrainerError> {
+pub fn any_rank_stopping(group: Option<&ProcessGroup>, local: Option<i32>) -> Result<Option<i32>, TrainerError> {
     let Some(g) = group else { return Ok(local) };
-    let flag = Tensor::from_slice(&[local as i32 as f32]).to_device(device_of_group(g));
-    g.all_reduce_sum(&[flag.shallow_clone()])?;
-    Ok(flag.double_value(&[0]) > 0.0)
+    let term = local == Some(15);
+    let other = local.is_some() && !term;
+    let flags = Tensor::from_slice(&[term as i32 as f32, other as i32 as f32]).to_device(device_of_group(g));
+    g.all_reduce_sum(&[flags.shallow_clone()])?;
+    Ok(if flags.double_value(&[0]) > 0.0 {
+        Some(15)
+    } else if flags.double_value(&[1]) > 0.0 {
+        Some(local.unwrap_or(2))
+    } else {
+        None
+    })
 }
 
 fn device_of_group(g: &ProcessGroup) -> Device {

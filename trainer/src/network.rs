@@ -141,13 +141,8 @@ mod tests {
     use super::*;
     use dspnet_run::config::RunConfig;
 
-    pub(crate) fn tiny_config() -> RunConfig {
-        let text = include_str!("../../configs/cpu-fashion-mnist.toml");
-        let mut cfg = RunConfig::from_toml_str(text, "cpu-fashion-mnist.toml").unwrap();
-        cfg.model.base_channels = 4;
-        cfg.heads.hidden = 16;
-        cfg.heads.out_dim = 8;
-        cfg
+    fn tiny_config() -> RunConfig {
+        dspnet_run::testing::tiny_config(&[0.25, 0.5, 0.75, 1.0])
     }
 
     #[test]

@@ -10,14 +10,14 @@ use crate::fit::resume::Resume;
 use crate::fit::stop::StopOnSignal;
 use crate::fit::{EpochPlan, Hook, TrainLoop, Trainer};
 use crate::momentum::RunLength;
+use dspnet_core::cli::StopSignal;
 use dspnet_pipeline::loader::{Loader, LoaderMode, LoaderSettings};
+use dspnet_pipeline::shard::ShardInfo;
 use dspnet_pipeline::RemoteConfig;
 use dspnet_run::checkpoint::{self, CheckpointState};
 use dspnet_run::layout::{self, RunDir, CONFIG, WEIGHTS};
 use dspnet_run::RunConfig;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use tch::Device;
 
 /// What the caller asks of one training run.
@@ -37,8 +37,9 @@ pub struct TrainRequest {
     /// Continue the run in `run_dir` from its checkpoint (see [`crate::fit`]). `config` must be
     /// the run's own (see [`RunConfig::for_resume`]).
     pub resume: bool,
-    /// Set by a Ctrl-C handler: the current step finishes, then a checkpoint is saved.
-    pub stop: Arc<AtomicBool>,
+    /// Set by SIGINT/SIGTERM (or a parent): the current step finishes, then a checkpoint is
+    /// saved and the run returns with `interrupted`.
+    pub stop: StopSignal,
     /// Show an indicatif progress bar (on stderr).
     pub progress: bool,
 }
@@ -58,34 +59,71 @@ pub struct TrainSummary {
     /// Fraction of wall time the trainer waited for the loader, in [0, 1].
     pub data_wait_fraction: f64,
     pub interrupted: bool,
+    /// The signal that stopped an interrupted run (its own, or another rank's), if any.
+    pub stopped_by: Option<i32>,
     pub precision: String,
     /// Steps skipped because of a non-finite loss since the start of the run.
     pub skipped_nonfinite: u64,
 }
 
-/// Per-shard sample counts of the selected shards, from the `manifest.json` next to them
-/// (written by `dspnet-shard`); `Ok(None)` when there is no manifest or it does not list every
-/// selected shard. A remote manifest is fetched with `remote`'s retry budget
-/// (`remote.max_retries`, `remote.max_retry_secs`); see [`dspnet_pipeline::source::manifest_beside`].
+/// The `manifest.json` entries (name, samples, bytes, sha256) of the selected shards, in their
+/// order, from the manifest beside them (written by `dspnet-shard`); `Ok(None)` when there is no
+/// manifest or it does not list every selected shard. A remote manifest is fetched with
+/// `remote`'s retry budget (`remote.max_retries`, `remote.max_retry_secs`); see
+/// [`dspnet_pipeline::source::manifest_beside`].
 ///
 /// Errors: [`TrainerError::Pipeline`] when a remote store stays unreachable or refuses access
 /// (a missing remote manifest is `Ok(None)`, as a missing local one is), or when a manifest
 /// exists but is unreadable or malformed (the message names it and says to re-run
 /// `dspnet-shard`).
-pub fn manifest_shard_samples(shards: &[String], remote: &RemoteConfig) -> Result<Option<Vec<u64>>> {
+pub fn manifest_entries(shards: &[String], remote: &RemoteConfig) -> Result<Option<Vec<ShardInfo>>> {
     let Some(manifest) = dspnet_pipeline::source::manifest_beside(shards, remote)? else { return Ok(None) };
     Ok(shards
         .iter()
         .map(|s| {
             let name = Path::new(s).file_name()?.to_str()?;
-            Some(manifest.shards.iter().find(|i| i.name == name)?.samples)
+            manifest.shards.iter().find(|i| i.name == name).cloned()
         })
         .collect())
+}
+
+/// Per-shard sample counts of the selected shards ([`manifest_entries`]); errors as there.
+pub fn manifest_shard_samples(shards: &[String], remote: &RemoteConfig) -> Result<Option<Vec<u64>>> {
+    Ok(manifest_entries(shards, remote)?.map(|v| v.iter().map(|i| i.samples).collect()))
 }
 
 /// Number of samples in the selected shards (sum of [`manifest_shard_samples`]); errors as there.
 pub fn manifest_samples(shards: &[String], remote: &RemoteConfig) -> Result<Option<u64>> {
     Ok(manifest_shard_samples(shards, remote)?.map(|v| v.iter().sum()))
+}
+
+/// Checks that the shards a run resumes on hold what it was trained on: the sha256 recorded
+/// in its checkpoint against the one their manifest gives now (shard for shard). Nothing to
+/// check when the run recorded none.
+///
+/// Errors: [`TrainerError::Resume`] naming the first shard whose content changed, or saying
+/// that the manifest to check them against is gone.
+fn check_shard_content(state: &CheckpointState, now: Option<&[ShardInfo]>, run_dir: &Path) -> Result<()> {
+    if state.shard_sha256.is_empty() {
+        return Ok(());
+    }
+    let refuse = |message: String| TrainerError::Resume { run: run_dir.to_path_buf(), message };
+    let Some(now) = now else {
+        return Err(refuse(
+            "the shards have no manifest.json to check them against the ones the run was trained on; restore it (dspnet-shard writes it) or pass --shards where the run's shards are".into(),
+        ));
+    };
+    for ((recorded, info), path) in state.shard_sha256.iter().zip(now).zip(&state.shards) {
+        if *recorded != info.sha256 {
+            return Err(refuse(format!(
+                "shard {} differs from the one the run was trained on (sha256 {} recorded, {} in the manifest now): the shards were re-made; resume with the run's own shards ({path}) or start a new run",
+                info.name,
+                &recorded[..recorded.len().min(12)],
+                &info.sha256[..info.sha256.len().min(12)],
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// RANK and WORLD_SIZE from the environment (as torchrun sets them); 0 and 1 when unset.
@@ -117,6 +155,17 @@ pub fn rank_and_world() -> Result<(usize, usize)> {
 /// the recorded ones (the shards moved).
 fn resume_shards(state: &CheckpointState, requested: &[String], run_dir: &Path) -> Result<Vec<String>> {
     if requested.is_empty() {
+        let missing =
+            state.shards.iter().find(|s| dspnet_pipeline::source::url_scheme(s).is_none() && !Path::new(s).exists());
+        if let Some(m) = missing {
+            return Err(TrainerError::option(
+                "--shards",
+                format!(
+                    "the shards of the run in {} are not where it read them any more ({m} is missing); pass --shards NEW_LOCATION (the folder or pattern where they are now)",
+                    run_dir.display()
+                ),
+            ));
+        }
         return Ok(state.shards.clone());
     }
     let names = |v: &[String]| -> Vec<String> {
@@ -181,7 +230,12 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
             Some(_) => s,
         })
         .collect();
-    let shard_samples = manifest_shard_samples(&shards, &cfg.runtime.remote)?;
+    let entries = manifest_entries(&shards, &cfg.runtime.remote)?;
+    if let Some(ck) = &resumed {
+        check_shard_content(&ck.state, entries.as_deref(), &req.run_dir)?;
+    }
+    let shard_samples: Option<Vec<u64>> = entries.as_ref().map(|v| v.iter().map(|i| i.samples).collect());
+    let shard_sha256: Vec<String> = entries.iter().flatten().map(|i| i.sha256.clone()).collect();
     let settings = LoaderSettings {
         loader: cfg.loader.clone(),
         threads: cfg.runtime.loader,
@@ -243,13 +297,14 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
             write: rank == 0,
         }));
     }
-    hooks.push(Box::new(StopOnSignal { flag: req.stop.clone() }));
+    hooks.push(Box::new(StopOnSignal { stop: req.stop.clone() }));
     hooks.push(Box::new(NonFiniteGuard::new(cfg.train.skip_nonfinite_steps, req.run_dir.clone())));
     hooks.push(Box::new(MetricsLogger::new(req.run_dir.clone(), cfg.runtime.train.log_every, rank == 0, req.progress)));
     hooks.push(Box::new(Checkpointer {
         run_dir: req.run_dir.clone(),
         every: cfg.runtime.train.checkpoint_every,
         shards,
+        shard_sha256,
         world_size: world,
         write: rank == 0,
     }));
@@ -267,6 +322,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
         images_per_sec: out.images as f64 / seconds.max(1e-9),
         data_wait_fraction: out.wait.as_secs_f64() / seconds.max(1e-9),
         interrupted: out.interrupted,
+        stopped_by: req.stop.signal().filter(|_| out.interrupted),
         precision,
         skipped_nonfinite: out.state.skipped,
     })

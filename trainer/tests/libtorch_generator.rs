@@ -2,19 +2,13 @@
 //! checkpoint (tch cannot read it), so exact resume relies on this. Alone in its own test binary
 //! because the generator is process-wide and other tests would race for it.
 
-use dspnet_run::RunConfig;
 use dspnet_trainer::{RunLength, Trainer};
 use tch::{Device, Kind, Tensor};
 
 #[test]
 fn a_step_draws_nothing_from_the_libtorch_generator() {
-    let text = include_str!("../../configs/cpu-fashion-mnist.toml");
-    let mut cfg = RunConfig::from_toml_str(text, "preset").unwrap();
-    cfg.model.base_channels = 4;
-    cfg.heads.hidden = 16;
-    cfg.heads.out_dim = 8;
+    let mut cfg = dspnet_run::testing::tiny_config(&[0.25, 0.5, 0.75, 1.0]);
     cfg.method.random_widths = Some(1);
-    cfg.train.precision = "fp32".into();
     tch::set_num_threads(1);
     let mut t =
         Trainer::new(&cfg, Device::Cpu, RunLength { total_steps: 10, steps_per_epoch: 5, global_batch: 4 }).unwrap();

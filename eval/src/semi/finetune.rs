@@ -312,9 +312,7 @@ mod tests {
         // separable by mean intensity, which crop and flip keep. The zero head makes the first
         // loss exactly ln 2 = 0.6931 nats (chance); training must bring the epoch loss below half
         // of that and classify every training image (eval-mode BN) correctly.
-        let text = include_str!("../../../configs/cpu-fashion-mnist.toml");
-        let mut cfg = dspnet_run::RunConfig::from_toml_str(text, "cpu-fashion-mnist.toml").unwrap();
-        cfg.model.base_channels = 4;
+        let cfg = dspnet_run::testing::tiny_config(&[0.25, 0.5, 0.75, 1.0]);
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let backbone = SlimResNet::new(&(vs.root() / "backbone"), &cfg.model).unwrap();

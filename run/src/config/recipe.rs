@@ -265,6 +265,13 @@ impl Recipe {
 
     /// Checks cross-field constraints; errors name the option and the fix.
     pub fn validate(&self) -> Result<(), RunError> {
+        self.model.validate().map_err(|e| RunError::config("model", format!("model: {e}")))?;
+        for (v, key) in [(self.heads.hidden, "heads.hidden"), (self.heads.out_dim, "heads.out_dim")] {
+            if v < 1 {
+                return Err(RunError::config(key, format!("{key} = {v} must be at least 1")));
+            }
+        }
+        self.loader.validate().map_err(|e| RunError::config("loader", e.to_string()))?;
         let widths = self.train_widths()?;
         if self.method.name == Method::Byol && widths.as_slice().len() != 1 {
             return Err(RunError::config("method.name", format!(

@@ -77,6 +77,7 @@ impl Runtime {
                 return Err(RunError::config(name, format!("{name} = {v} must be a finite number >= 0")));
             }
         }
+        self.loader.validate().map_err(|e| RunError::config("loader", e.to_string()))?;
         self.remote.validate().map_err(|e| RunError::config("remote", e.to_string()))
     }
 }

@@ -15,6 +15,8 @@ pub struct Checkpointer {
     pub every: u64,
     /// The run's shard list (recorded for resuming).
     pub shards: Vec<String>,
+    /// Their sha256 from the manifest (checked when resuming; empty when unknown).
+    pub shard_sha256: Vec<String>,
     pub world_size: usize,
     /// Only rank 0 writes.
     pub write: bool,
@@ -53,6 +55,7 @@ impl Checkpointer {
                     sandwich_rng_word_pos: trainer.method.rng_word_pos().to_string(),
                     skipped_nonfinite: cx.state.skipped,
                     images: cx.state.run_images,
+                    shard_sha256: self.shard_sha256.clone(),
                     ..CheckpointState::basic(step, length.total_steps, trainer.base.format.name())
                 },
             )?;
