@@ -396,3 +396,75 @@ fn semi_supervised_records_on_real_photos() {
     let out = Command::new(EVAL).args(args(&["--semi-epochs", "0"])).output().unwrap();
     assert_one_line_error(&out, "--semi-epochs");
 }
+
+/// The records of `metrics.jsonl` that come from the kNN monitor, without their wall time.
+fn monitor_records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("monitor").is_some())
+        .map(|mut v| {
+            v["monitor"].as_object_mut().unwrap().remove("seconds");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn the_knn_monitor_is_dspnet_evals_knn_and_changes_nothing() {
+    let f = shard_fixture();
+    let sets = tiny_sets();
+    let train = |run: &Path, extra: &[&str]| {
+        let config = root().join("configs/cifar10-small.toml");
+        let mut c = Command::new(TRAIN);
+        c.args(["--config", config.to_str().unwrap(), "--shards", &f.train, "--out", run.to_str().unwrap(), "--quiet"])
+            .args(&sets)
+            .args(["--set", "train.threads=1", "--set", "train.epochs=2"])
+            .args(extra);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let monitor = [
+        "--set".to_string(),
+        format!("monitor.train_shards={}", f.train),
+        "--set".to_string(),
+        format!("monitor.test_shards={}", f.test),
+        "--set".into(),
+        "monitor.every_steps=4".into(),
+    ];
+    let monitor: Vec<&str> = monitor.iter().map(String::as_str).collect();
+    // A without the monitor, B with it: the same weights to the byte
+    let (run_a, run_b) = (f.base.join("a"), f.base.join("b"));
+    train(&run_a, &[]);
+    train(&run_b, &monitor);
+    let bytes = |r: &Path| std::fs::read(r.join("checkpoint.safetensors")).unwrap();
+    assert!(bytes(&run_a) == bytes(&run_b), "the monitor changed the training");
+    // every 4 steps and at the two epoch ends (6 steps each): steps 4, 6, 8, 12
+    let recs = monitor_records(&run_b);
+    let steps: Vec<u64> = recs.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![4, 6, 8, 12], "{recs:?}");
+    assert!(monitor_records(&run_a).is_empty());
+    let last = &recs[3]["monitor"];
+    assert_eq!((last["bank_images"].as_i64(), last["test_images"].as_i64()), (Some(96), Some(48)));
+    assert_eq!(last["top1"].as_array().unwrap().len(), 4, "every trained width");
+    // dspnet-eval's kNN on the final checkpoint and the same data gives the same top-1
+    let out = run(
+        EVAL,
+        &[run_b.to_str().unwrap(), "--train-shards", &f.train, "--test-shards", &f.test, "--protocol", "knn"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(run_b.join("results.json")).unwrap()).unwrap();
+    for m in last["top1"].as_array().unwrap() {
+        let r = results.iter().find(|r| r["width"] == m["width"]).unwrap_or_else(|| panic!("{m} not evaluated"));
+        assert_eq!(r["top1"], m["top1"], "width {}", m["width"]);
+    }
+    // a run stopped mid-epoch and resumed writes the same monitor records
+    let run_c = f.base.join("c");
+    train(&run_c, &[&monitor[..], &["--max-steps", "5"]].concat());
+    let out = run(TRAIN, &["--resume", run_c.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(monitor_records(&run_c), recs);
+    assert!(bytes(&run_c) == bytes(&run_b));
+}

@@ -196,11 +196,11 @@ pub fn widths_to_evaluate(cfg: &RunConfig, requested: Option<&[f64]>) -> Result<
 }
 
 /// An evaluation loader (un-augmented centre views, `eval.batch_size`, every sample kept) over
-/// `shards`.
+/// `shards` (also the trainer's kNN monitor's).
 ///
 /// Errors: [`EvalError::Option`] naming `option` when no shard is given; a `manifest.json` beside
 /// the shards that is malformed; loader errors.
-fn eval_loader(cfg: &RunConfig, shards: &[String], option: &str, device: Device) -> Result<Loader> {
+pub fn eval_loader(cfg: &RunConfig, shards: &[String], option: &str, device: Device) -> Result<Loader> {
     if shards.is_empty() {
         return Err(EvalError::option(option, format!("{option} is needed by the knn, linear and semi protocols")));
     }

@@ -7,9 +7,11 @@ use dspnet_pipeline::loader::Loader;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-/// Frozen features of a whole split at every width: `features[i]` is `[N, D_i]` fp32 (CPU) for
+/// Frozen features of a split at every width: `features[i]` is `[N, D_i]` fp32 (CPU) for
 /// `widths[i]`, `labels` is `[N]` i64. Images are decoded once and run through every width, in
-/// eval mode (BN running statistics), under `no_grad`.
+/// eval mode (BN running statistics), under `no_grad`; nothing else changes (no BN statistic, no
+/// random number is drawn). `limit`: only the first N images of the split (in the Eval-mode
+/// loader's order, which is the shards' order), `None` for all.
 ///
 /// Errors: the loader's; [`EvalError::NoLabelledImage`] when the shards give no image.
 pub fn extract_features(
@@ -18,12 +20,19 @@ pub fn extract_features(
     widths: &[f64],
     loader: &Loader,
     format: ComputeFormat,
+    limit: Option<usize>,
 ) -> Result<(Vec<Tensor>, Tensor), EvalError> {
     let mut feats: Vec<Vec<Tensor>> = widths.iter().map(|_| Vec::new()).collect();
     let mut labels = Vec::new();
+    let mut left = limit.unwrap_or(usize::MAX);
     for batch in loader.epoch(0)? {
+        if left == 0 {
+            break;
+        }
         let batch = batch?;
-        let x = format.apply(&batch.view_a.to_device(device));
+        let take = (batch.labels.size()[0] as usize).min(left) as i64;
+        left -= take as usize;
+        let x = format.apply(&batch.view_a.narrow(0, 0, take).to_device(device));
         tch::no_grad(|| -> Result<(), EvalError> {
             for (i, &w) in widths.iter().enumerate() {
                 let f = backbone.forward_t(&x, w, false)?;
@@ -31,7 +40,7 @@ pub fn extract_features(
             }
             Ok(())
         })?;
-        labels.push(batch.labels.to_device(Device::Cpu));
+        labels.push(batch.labels.narrow(0, 0, take).to_device(Device::Cpu));
     }
     if labels.is_empty() {
         return Err(EvalError::NoLabelledImage);

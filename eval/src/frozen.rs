@@ -41,8 +41,8 @@ impl EvalProtocol for FrozenFeatures<'_> {
             }
             let init = init.name();
             tracing::info!(init, "extracting features");
-            let (train_f, train_y) = extract_features(&b.net, cx.device, cx.widths, self.train, cx.format)?;
-            let (test_f, test_y) = extract_features(&b.net, cx.device, cx.widths, self.test, cx.format)?;
+            let (train_f, train_y) = extract_features(&b.net, cx.device, cx.widths, self.train, cx.format, None)?;
+            let (test_f, test_y) = extract_features(&b.net, cx.device, cx.widths, self.test, cx.format, None)?;
             let classes = train_y.max().int64_value(&[]).max(test_y.max().int64_value(&[])) + 1;
             for (i, &w) in cx.widths.iter().enumerate() {
                 let params = b.net.num_params(w);

@@ -4,7 +4,8 @@
 
 use crate::error::{Result, TrainerError};
 use crate::fit::checkpointing::Checkpointer;
-use crate::fit::logging::MetricsLogger;
+use crate::fit::logging::{MetricsLogger, MetricsSink};
+use crate::fit::monitor::KnnMonitor;
 use crate::fit::nonfinite::NonFiniteGuard;
 use crate::fit::resume::Resume;
 use crate::fit::stop::StopOnSignal;
@@ -185,6 +186,27 @@ fn resume_shards(state: &CheckpointState, requested: &[String], run_dir: &Path) 
     Ok(requested.to_vec())
 }
 
+/// The kNN monitor `[monitor]` asks for (rank 0 only), its loaders over its shards.
+///
+/// Errors: shard patterns that match nothing, a malformed manifest, loader errors.
+fn knn_monitor(cfg: &RunConfig, device: Device, rank: usize, sink: MetricsSink) -> Result<Option<KnnMonitor>> {
+    let m = &cfg.runtime.monitor;
+    if !m.enabled() || rank != 0 {
+        return Ok(None);
+    }
+    let bank = dspnet_pipeline::source::expand_pattern(&m.train_shards)?;
+    let test = dspnet_pipeline::source::expand_pattern(&m.test_shards)?;
+    Ok(Some(KnnMonitor {
+        cfg: m.clone(),
+        k: cfg.runtime.eval.knn_k,
+        t: cfg.runtime.eval.knn_t,
+        bank: dspnet_eval::evaluate::eval_loader(cfg, &bank, "monitor.train_shards", device)?,
+        test: dspnet_eval::evaluate::eval_loader(cfg, &test, "monitor.test_shards", device)?,
+        sink,
+        last: None,
+    }))
+}
+
 /// Runs pretraining as requested; see [`crate::fit`] for exact resume and the per-epoch cap.
 ///
 /// Errors (each one line): bad shards (pattern, unreadable, strict-data violations), an output
@@ -299,7 +321,11 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
     }
     hooks.push(Box::new(StopOnSignal { stop: req.stop.clone() }));
     hooks.push(Box::new(NonFiniteGuard::new(cfg.train.skip_nonfinite_steps, req.run_dir.clone())));
-    hooks.push(Box::new(MetricsLogger::new(req.run_dir.clone(), cfg.runtime.train.log_every, rank == 0, req.progress)));
+    let sink = MetricsSink::new(&req.run_dir, rank == 0);
+    hooks.push(Box::new(MetricsLogger::new(sink.clone(), cfg.runtime.train.log_every, req.progress)));
+    if let Some(monitor) = knn_monitor(cfg, device, rank, sink)? {
+        hooks.push(Box::new(monitor));
+    }
     hooks.push(Box::new(Checkpointer {
         run_dir: req.run_dir.clone(),
         every: cfg.runtime.train.checkpoint_every,

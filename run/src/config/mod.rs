@@ -20,7 +20,7 @@ pub use recipe::{
     DistillTarget, HeadBn, HeadsConfig, Method, MethodConfig, NarrowPredictor, OptimConfig, OptimizerKind, Recipe,
     TrainConfig,
 };
-pub use runtime::{EvalConfig, Runtime, TrainRuntime};
+pub use runtime::{EvalConfig, MonitorConfig, Runtime, TrainRuntime};
 
 use crate::error::RunError;
 use std::collections::BTreeSet;

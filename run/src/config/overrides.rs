@@ -59,6 +59,7 @@ fn optional_key(parts: &[&str]) -> bool {
             | ["optim", "lars_eta"]
             | ["train", "skip_nonfinite_steps" | "sync_bn" | "dist_timeout_sec"]
             | ["remote", "read_ahead" | "read_ahead_bytes" | "max_retries" | "max_retry_secs"]
+            | ["monitor", "train_shards" | "test_shards" | "every_steps" | "bank_images" | "test_images"]
     )
 }
 

@@ -18,6 +18,62 @@ pub struct Runtime {
     #[serde(default)]
     pub remote: RemoteConfig,
     pub eval: EvalConfig,
+    /// The kNN monitor during pretraining (absent from a file: off).
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+}
+
+/// The kNN monitor (`[monitor]`): kNN top-1 of every trained width during pretraining, with
+/// `dspnet-eval`'s protocol (`eval.knn_k`, `eval.knn_t`, eval-mode BN, un-augmented centre
+/// views), written to `metrics.jsonl`. Off while `test_shards` is empty. Its cost per
+/// evaluation is one eval-mode forward pass of `bank_images + test_images` images at every
+/// trained width; it changes no weight, BN statistic or random stream of the training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Labelled shards whose first `bank_images` images (in shard order) are the kNN bank, e.g.
+    /// the training shards (a pattern, as `--shards`).
+    #[serde(default)]
+    pub train_shards: String,
+    /// Labelled shards whose first `test_images` images are classified (empty: monitor off).
+    #[serde(default)]
+    pub test_shards: String,
+    /// Also evaluate every this many optimiser steps (0: only at every epoch end).
+    #[serde(default)]
+    pub every_steps: u64,
+    /// Cap of the bank, images.
+    #[serde(default = "default_bank_images")]
+    pub bank_images: usize,
+    /// Cap of the images classified, images.
+    #[serde(default = "default_test_images")]
+    pub test_images: usize,
+}
+
+fn default_bank_images() -> usize {
+    5000
+}
+
+fn default_test_images() -> usize {
+    2000
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            train_shards: String::new(),
+            test_shards: String::new(),
+            every_steps: 0,
+            bank_images: default_bank_images(),
+            test_images: default_test_images(),
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// True when the monitor runs.
+    pub fn enabled(&self) -> bool {
+        !self.test_shards.trim().is_empty()
+    }
 }
 
 /// The `[train]` keys that do not change the weights: threads, logging, checkpoints, timeouts.
@@ -78,6 +134,19 @@ impl Runtime {
             }
         }
         self.loader.validate().map_err(|e| RunError::config("loader", e.to_string()))?;
+        let m = &self.monitor;
+        if m.enabled() && m.train_shards.trim().is_empty() {
+            return Err(RunError::config(
+                "monitor.train_shards",
+                "monitor.test_shards is set but monitor.train_shards is empty: the kNN monitor needs labelled shards for its bank (e.g. the training shards)",
+            ));
+        }
+        if m.enabled() && (m.bank_images == 0 || m.test_images == 0) {
+            return Err(RunError::config(
+                "monitor.bank_images",
+                "monitor.bank_images and monitor.test_images must be at least 1",
+            ));
+        }
         self.remote.validate().map_err(|e| RunError::config("remote", e.to_string()))
     }
 }

@@ -7,18 +7,49 @@ use crate::error::Result;
 use dspnet_run::metrics::MetricsLog;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// The run's `metrics.jsonl`, shared by the hooks that write records (the logger, the kNN
+/// monitor). Opened for appending at the first record (after a resume has cut the file back);
+/// ranks other than 0 write nothing.
+#[derive(Clone)]
+pub struct MetricsSink(Rc<RefCell<(Option<PathBuf>, Option<MetricsLog>)>>);
+
+impl MetricsSink {
+    /// The sink of the run in `run_dir`; `write` is false on ranks other than 0.
+    pub fn new(run_dir: &Path, write: bool) -> Self {
+        MetricsSink(Rc::new(RefCell::new((write.then(|| run_dir.to_path_buf()), None))))
+    }
+
+    /// Appends a record (nothing on ranks that do not write).
+    ///
+    /// Errors: the file cannot be opened or written, with the path.
+    pub fn append(&self, record: &serde_json::Value) -> Result<()> {
+        let mut inner = self.0.borrow_mut();
+        let (dir, log) = &mut *inner;
+        let Some(dir) = dir else { return Ok(()) };
+        if log.is_none() {
+            *log = Some(MetricsLog::open(dir)?);
+        }
+        log.as_mut().expect("opened above").append(record)?;
+        Ok(())
+    }
+
+    /// True on the rank that writes.
+    pub fn writes(&self) -> bool {
+        self.0.borrow().0.is_some()
+    }
+}
 
 /// Writes a metrics record every `log_every` steps and at the run's last step.
 pub struct MetricsLogger {
-    pub run_dir: PathBuf,
     pub log_every: u64,
-    /// Only rank 0 writes `metrics.jsonl` (its local losses).
-    pub write: bool,
-    /// Show a progress bar on stderr.
+    /// Show a progress bar on stderr (on the rank that writes).
     pub progress: bool,
-    log: Option<MetricsLog>,
+    sink: MetricsSink,
     bar: ProgressBar,
     /// Start of the run's timing, and of the window since the last record (images, data wait).
     started: Instant,
@@ -26,15 +57,13 @@ pub struct MetricsLogger {
 }
 
 impl MetricsLogger {
-    /// A logger for the run in `run_dir`.
-    pub fn new(run_dir: PathBuf, log_every: u64, write: bool, progress: bool) -> Self {
+    /// A logger writing into `sink`.
+    pub fn new(sink: MetricsSink, log_every: u64, progress: bool) -> Self {
         let now = Instant::now();
         MetricsLogger {
-            run_dir,
             log_every,
-            write,
             progress,
-            log: None,
+            sink,
             bar: ProgressBar::hidden(),
             started: now,
             window: (now, 0, Duration::ZERO),
@@ -44,11 +73,9 @@ impl MetricsLogger {
 
 impl Hook for MetricsLogger {
     fn on_start(&mut self, cx: &mut Cx) -> Result<()> {
-        if self.write {
-            self.log = Some(MetricsLog::open(&self.run_dir)?);
-        }
         let run_steps = cx.plan.run_steps;
-        self.bar = if self.progress && self.write { ProgressBar::new(run_steps) } else { ProgressBar::hidden() };
+        self.bar =
+            if self.progress && self.sink.writes() { ProgressBar::new(run_steps) } else { ProgressBar::hidden() };
         self.bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {elapsed_precise} eta {eta_precise}  {msg}")
                 .expect("valid template"),
@@ -77,9 +104,7 @@ impl Hook for MetricsLogger {
                         "skipped_nonfinite": cx.state.skipped,
                         "elapsed_sec": self.started.elapsed().as_secs_f64(),
                     });
-                    if let Some(log) = self.log.as_mut() {
-                        log.append(&record)?;
-                    }
+                    self.sink.append(&record)?;
                     if self.progress {
                         let losses: Vec<String> = stats.losses.iter().map(|(w, l)| format!("{w}:{l:.3}")).collect();
                         self.bar.set_message(format!(
@@ -93,9 +118,7 @@ impl Hook for MetricsLogger {
             }
             StepEvent::Skipped(loss) => {
                 let record = json!({"step": step, "epoch": epoch, "skipped_nonfinite": cx.state.skipped, "skip_reason": loss.to_string()});
-                if let Some(log) = self.log.as_mut() {
-                    log.append(&record)?;
-                }
+                self.sink.append(&record)?;
             }
         }
         self.bar.set_position(step);

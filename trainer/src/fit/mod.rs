@@ -7,6 +7,7 @@
 //! | [`stop::StopOnSignal`] | Ctrl-C: stop at a step boundary (every rank at the same step) |
 //! | [`nonfinite::NonFiniteGuard`] | a non-finite loss: stop, or skip the step (`train.skip_nonfinite_steps`) |
 //! | [`logging::MetricsLogger`] | `metrics.jsonl` records and the progress bar |
+//! | [`monitor::KnnMonitor`] | kNN top-1 of every width at epoch ends and every N steps |
 //! | [`checkpointing::Checkpointer`] | checkpoints every N steps, at every epoch end and at the end |
 //!
 //! # Exact resume
@@ -27,6 +28,7 @@
 
 pub mod checkpointing;
 pub mod logging;
+pub mod monitor;
 pub mod nonfinite;
 pub mod resume;
 pub mod stop;
