@@ -255,7 +255,7 @@ impl Plan {
 /// `model.base_channels · width` base channels, `heads.hidden` → `slim_channels(hidden, width)`,
 /// `method.name = "byol"`, no sandwich settings, loss weight 1, and the DSPNet ablation switches
 /// at their defaults (`method.distill_target`, `method.narrow_warmup_epochs`,
-/// `method.narrow_predictor` only concern narrow widths; `heads.bn`: a single-width network's
+/// `method.narrow_predictor`, `method.width_gradients` only concern several widths; `heads.bn`: a single-width network's
 /// switchable and shared BN are the same thing), so the one-by-one configs are identical
 /// whatever the DSPNet ablation is. Everything else (data, augmentations, optimiser, schedule,
 /// epochs, seed) is `base`'s.
@@ -281,6 +281,7 @@ pub fn one_by_one_config(base: &RunConfig, width: f64) -> Result<RunConfig> {
     c.method.distill_target = Default::default();
     c.method.narrow_warmup_epochs = 0.0;
     c.method.narrow_predictor = Default::default();
+    c.method.width_gradients = Default::default();
     c.heads.bn = Default::default();
     c.validate()?;
     Ok(c)
@@ -393,6 +394,7 @@ mod tests {
             "method.distill_target=online",
             "method.narrow_warmup_epochs=0.5",
             "method.narrow_predictor=separate",
+            "method.width_gradients=trust",
             "heads.bn=shared",
         ]
         .iter()
@@ -403,7 +405,13 @@ mod tests {
         let d = ablated.dspnet_config().unwrap();
         assert_eq!(
             plain.dspnet_config().unwrap().differences(&d),
-            vec!["heads.bn", "method.distill_target", "method.narrow_predictor", "method.narrow_warmup_epochs"]
+            vec![
+                "heads.bn",
+                "method.distill_target",
+                "method.narrow_predictor",
+                "method.narrow_warmup_epochs",
+                "method.width_gradients"
+            ]
         );
         // ... the one-by-one networks are the same configs, to the serialised text
         for &w in &plain.widths {
@@ -413,6 +421,7 @@ mod tests {
             assert_eq!(b.method.narrow_predictor, dspnet_run::config::NarrowPredictor::Shared);
             assert_eq!(b.heads.bn, dspnet_run::config::HeadBn::Switchable);
             assert_eq!(b.method.narrow_warmup_epochs, 0.0);
+            assert_eq!(b.method.width_gradients, dspnet_run::config::WidthGradients::Sum);
         }
     }
 }

@@ -4,12 +4,14 @@
 use tch::{Kind, Tensor};
 
 /// Standard deviation (n − 1 divisor) over the batch of the l2-normalised projection `[B, D]`,
-/// averaged over dimensions (no gradient). Collapse shows as → 0; a healthy value is near `1/sqrt(D)`.
-pub fn feature_std(projection: &Tensor) -> f64 {
+/// averaged over dimensions (no gradient), as a 0-dim f32 tensor on the projection's device (read
+/// with the step's other figures in one host sync). Collapse shows as → 0; a healthy value is
+/// near `1/sqrt(D)`.
+pub fn feature_std(projection: &Tensor) -> Tensor {
     tch::no_grad(|| {
         let z = projection.detach();
         let z = &z / z.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
-        z.std_dim(Some([0].as_slice()), true, false).mean(Kind::Float).double_value(&[])
+        z.std_dim(Some([0].as_slice()), true, false).mean(Kind::Float)
     })
 }
 
@@ -23,9 +25,9 @@ mod tests {
         // rows (1, 0) and (0, 1) once normalised: per dimension the values are {1, 0}, mean 1/2,
         // squared deviations 1/4 + 1/4 over n − 1 = 1: std sqrt(1/2)
         let z = Tensor::from_slice(&[2.0f32, 0.0, 0.0, 3.0]).view([2, 2]);
-        assert!((feature_std(&z) - 0.5f64.sqrt()).abs() < 1e-6);
+        assert!((feature_std(&z).double_value(&[]) - 0.5f64.sqrt()).abs() < 1e-6);
         // every row the same direction: no spread
         let same = Tensor::ones([8, 4], (Kind::Float, Device::Cpu));
-        assert!(feature_std(&same).abs() < 1e-7);
+        assert!(feature_std(&same).double_value(&[]).abs() < 1e-7);
     }
 }

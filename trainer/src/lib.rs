@@ -11,6 +11,7 @@
 //! | [`method`] | [`method::Method`]: [`method::dspnet`] (sandwich rule, in-place distillation) and [`method::byol`] |
 //! | [`network`] | the online and teacher branches (backbone, projector, predictor), the EMA update |
 //! | [`loss`], [`sandwich`], [`optim`], [`collapse`] | BYOL's regression loss, the sandwich rule, SGD/LARS, the collapse monitor |
+//! | [`width_grads`] | the widths' gradients taken apart: interference measurement and the `method.width_gradients` remedies |
 //! | [`data_parallel`] | data parallel over PyTorch's c10d (gradient averaging, SyncBN, stopping together) |
 //! | [`fit`] | the training loop and its hooks (resume, stop, non-finite loss, metrics, checkpoints) |
 //! | [`session`] | `dspnet-stream-train`'s run: run directory, shards, loader, plan, hooks, summary |
@@ -26,6 +27,7 @@ pub mod network;
 pub mod optim;
 pub mod sandwich;
 pub mod session;
+pub mod width_grads;
 
 pub use error::{Result, TrainerError};
 pub use fit::Trainer;

@@ -146,10 +146,26 @@ impl MomentumBase {
     ///
     /// Errors: a dead or hung peer.
     pub fn update(&mut self, lr: f64, tau: f64) -> Result<()> {
-        if let Some(dp) = &self.data_parallel {
-            dp.average_gradients()?;
-        }
+        self.average_gradients()?;
         self.optimizer.step(lr);
+        self.update_teacher(tau)
+    }
+
+    /// The accumulated gradients averaged over the ranks in place (one bucketed all-reduce); a
+    /// single process: nothing.
+    ///
+    /// Errors: a dead or hung peer.
+    pub fn average_gradients(&self) -> Result<()> {
+        match &self.data_parallel {
+            Some(dp) => dp.average_gradients(),
+            None => Ok(()),
+        }
+    }
+
+    /// The teacher's EMA update at rate `tau`: `θ_t ← τ·θ_t + (1 − τ)·θ_online`.
+    ///
+    /// Errors: libtorch errors.
+    pub fn update_teacher(&mut self, tau: f64) -> Result<()> {
         ema_update(&self.teacher, &self.online, tau)
     }
 

@@ -34,6 +34,12 @@ impl Optimizer {
         Optimizer { kind: cfg.kind, momentum: cfg.momentum, weight_decay: cfg.weight_decay, eta: cfg.lars_eta, params }
     }
 
+    /// The optimised parameters (sorted by name) and whether each is adapted (a conv/linear
+    /// weight of rank > 1: weight decay and the LARS trust ratio apply, and every width shares it).
+    pub fn params(&self) -> impl Iterator<Item = (&Tensor, bool)> {
+        self.params.iter().map(|p| (&p.value, p.adapt))
+    }
+
     /// Zeroes every parameter's gradient.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
@@ -45,22 +51,27 @@ impl Optimizer {
     /// `g ← ∇ + wd·w` (adapted tensors); LARS: `g ← g · eta·‖w‖/‖g‖` (when both norms > 0);
     /// `v ← m·v + g`; `w ← w − lr·v`.
     ///
-    /// A parameter that received no gradient (e.g. the switchable BN of a width the sandwich rule
-    /// did not draw) is updated with `∇ = 0`, exactly as once libtorch has allocated its
-    /// gradient (`zero_grad` keeps it as zeros): its momentum keeps moving it. So the update
-    /// depends on the weights and momentum buffers alone, never on which gradients libtorch
-    /// happens to have allocated, and a run restored from a checkpoint continues bit-identically.
+    /// A parameter that received no gradient in this step (its gradient is undefined or all
+    /// zero: the switchable BN of a width the sandwich rule did not draw, the narrow widths'
+    /// predictor during the narrow warm-up) gets `g = 0`: no weight decay and no LARS
+    /// adaptation, which would otherwise turn the decay alone into a full-size step (the trust
+    /// ratio of `wd·w` is `eta/wd`). Its momentum keeps moving it. The rule reads the gradient's
+    /// values, not whether libtorch has allocated it, so the update depends on the weights,
+    /// momentum buffers and gradients alone and a run restored from a checkpoint continues
+    /// bit-identically.
     pub fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
             for p in &mut self.params {
                 let grad = p.value.grad();
-                let grad = if grad.defined() { grad } else { p.value.zeros_like() };
-                let mut g = if p.adapt && self.weight_decay > 0.0 {
+                let received = grad.defined() && (!p.adapt || grad.abs().max().double_value(&[]) > 0.0);
+                let mut g = if !received {
+                    p.value.zeros_like()
+                } else if p.adapt && self.weight_decay > 0.0 {
                     &grad + &p.value * self.weight_decay
                 } else {
                     grad.shallow_clone()
                 };
-                if p.adapt && self.kind == OptimizerKind::Lars {
+                if received && p.adapt && self.kind == OptimizerKind::Lars {
                     let wn = p.value.norm().double_value(&[]);
                     let gn = g.norm().double_value(&[]);
                     if wn > 0.0 && gn > 0.0 {
@@ -134,6 +145,43 @@ mod tests {
             opt.step(0.1);
             assert!((b.double_value(&[0]) - 0.82).abs() < 1e-6, "allocated {allocated}: {}", b.double_value(&[0]));
         }
+    }
+
+    #[test]
+    fn a_weight_without_gradient_is_not_moved_by_weight_decay() {
+        // w = [3, 4] (rank 2, ‖w‖ = 5), wd = 0.1, LARS eta 0.001, lr 1: no gradient this step.
+        // Before the fix: g = wd·w = [0.3, 0.4], trust = eta·‖w‖/‖g‖ = 0.001·5/0.5 = 0.01,
+        // g = [0.003, 0.004]: w moved to [2.997, 3.996] by decay alone. Now: unchanged.
+        for kind in [OptimizerKind::Lars, OptimizerKind::Sgd] {
+            for allocated in [false, true] {
+                let w = Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]).set_requires_grad(true);
+                let mut opt = Optimizer::new(&cfg(kind, 0.1), vec![("w".into(), w.shallow_clone())]);
+                if allocated {
+                    (&w * 2.0).sum(Kind::Float).backward();
+                    opt.zero_grad();
+                }
+                opt.step(1.0);
+                let got: Vec<f32> = w.flatten(0, -1).try_into().unwrap();
+                assert_eq!(got, vec![3.0, 4.0], "{kind:?}, allocated {allocated}");
+            }
+        }
+        // with a momentum buffer of [1, 1] from earlier steps it still coasts: v = 0.9·1 = 0.9,
+        // w = [3 − 0.9, 4 − 0.9] (no decay, no trust ratio on top)
+        let w = Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]).set_requires_grad(true);
+        let mut opt = Optimizer::new(&cfg(OptimizerKind::Lars, 0.1), vec![("w".into(), w.shallow_clone())]);
+        let mut state = std::collections::HashMap::new();
+        state.insert("optim.w".to_string(), Tensor::from_slice(&[1.0f32, 1.0]).view([1, 2]));
+        opt.load_state(&state).unwrap();
+        opt.step(1.0);
+        let got: Vec<f32> = w.flatten(0, -1).try_into().unwrap();
+        assert!((got[0] - 2.1).abs() < 1e-6 && (got[1] - 3.1).abs() < 1e-6, "{got:?}");
+        // a weight WITH gradient is decayed as before: g = ∇ + wd·w = [0, 1] + [0.3, 0.4]
+        let w = Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]).set_requires_grad(true);
+        let mut opt = Optimizer::new(&cfg(OptimizerKind::Sgd, 0.1), vec![("w".into(), w.shallow_clone())]);
+        w.select(1, 1).sum(Kind::Float).backward();
+        opt.step(1.0);
+        let got: Vec<f32> = w.flatten(0, -1).try_into().unwrap();
+        assert!((got[0] - 2.7).abs() < 1e-6 && (got[1] - 2.6).abs() < 1e-6, "{got:?}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod runtime;
 pub use overrides::apply_override;
 pub use recipe::{
     DistillTarget, HeadBn, HeadsConfig, Method, MethodConfig, NarrowPredictor, OptimConfig, OptimizerKind, Recipe,
-    TrainConfig,
+    TrainConfig, WidthGradients,
 };
 pub use runtime::{EvalConfig, MonitorConfig, Runtime, TrainRuntime};
 
@@ -326,10 +326,11 @@ mod tests {
         assert_eq!(cfg.method.distill_target, DistillTarget::Teacher);
         assert_eq!(cfg.method.narrow_predictor, NarrowPredictor::Shared);
         assert_eq!(cfg.method.narrow_warmup_epochs, 0.0);
+        assert_eq!(cfg.method.width_gradients, WidthGradients::Sum);
         assert_eq!(cfg.heads.bn, HeadBn::Switchable);
         // a config written before the switches existed serialises to the same text
         let text = cfg.to_toml();
-        for key in ["distill_target", "narrow_warmup_epochs", "narrow_predictor", "\nbn ="] {
+        for key in ["distill_target", "narrow_warmup_epochs", "narrow_predictor", "width_gradients", "\nbn ="] {
             assert!(!text.contains(key), "{key} in\n{text}");
         }
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cifar10-small.toml");
@@ -337,6 +338,7 @@ mod tests {
             "method.distill_target=online",
             "method.narrow_warmup_epochs=0.5",
             "method.narrow_predictor=\"separate\"",
+            "method.width_gradients=project",
             "heads.bn=shared",
         ]
         .iter()
@@ -347,9 +349,16 @@ mod tests {
             (set.method.distill_target, set.method.narrow_warmup_epochs, set.method.narrow_predictor, set.heads.bn),
             (DistillTarget::Online, 0.5, NarrowPredictor::Separate, HeadBn::Shared)
         );
+        assert_eq!(set.method.width_gradients, WidthGradients::Project);
         assert_eq!(
             cfg.differences(&set),
-            vec!["heads.bn", "method.distill_target", "method.narrow_predictor", "method.narrow_warmup_epochs"]
+            vec![
+                "heads.bn",
+                "method.distill_target",
+                "method.narrow_predictor",
+                "method.narrow_warmup_epochs",
+                "method.width_gradients"
+            ]
         );
         // and they round-trip through the resolved config.toml
         let back = RunConfig::from_toml_str(&set.to_toml(), "back").unwrap();
@@ -460,7 +469,12 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cifar10-small.toml");
         let byol = ["method.name=byol".to_string(), "method.train_widths=[1.0]".to_string()];
         assert!(RunConfig::load(&path, &byol).is_ok());
-        for set in ["method.random_widths=1", "method.distill_target=online", "method.narrow_warmup_epochs=0.5"] {
+        for set in [
+            "method.random_widths=1",
+            "method.distill_target=online",
+            "method.narrow_warmup_epochs=0.5",
+            "method.width_gradients=steps",
+        ] {
             let sets: Vec<String> = byol.iter().cloned().chain([set.to_string()]).collect();
             let e = RunConfig::load(&path, &sets).unwrap_err().to_string();
             let key = set.split('=').next().unwrap();

@@ -55,11 +55,20 @@ fn optional_key(parts: &[&str]) -> bool {
                 | "distill_target"
                 | "narrow_warmup_epochs"
                 | "narrow_predictor"
+                | "width_gradients"
         ] | ["heads", "bn"]
             | ["optim", "lars_eta"]
             | ["train", "skip_nonfinite_steps" | "sync_bn" | "dist_timeout_sec"]
             | ["remote", "read_ahead" | "read_ahead_bytes" | "max_retries" | "max_retry_secs"]
-            | ["monitor", "train_shards" | "test_shards" | "every_steps" | "bank_images" | "test_images"]
+            | [
+                "monitor",
+                "train_shards"
+                    | "test_shards"
+                    | "every_steps"
+                    | "bank_images"
+                    | "test_images"
+                    | "interference_every_steps"
+            ]
     )
 }
 

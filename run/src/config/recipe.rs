@@ -121,6 +121,27 @@ string_enum!(
 );
 
 string_enum!(
+    /// `method.width_gradients`: how the widths' gradients of one DSPNet step become the update
+    /// of the shared weights (conv and linear weights; switchable BN is private to a width).
+    WidthGradients, "method.width_gradients", {
+        /// Summed, one optimiser step (DSPNet, slimmable networks). The default.
+        #[default]
+        Sum = "sum",
+        /// Per-width trust ratio: on every shared weight, each width's gradient is rescaled to
+        /// the mean of the widths' gradient norms on it before the sum, so no width's step is
+        /// set by the others' magnitude (the LARS trust ratio, You et al. 2017, taken per width).
+        Trust = "trust",
+        /// Gradient surgery: a narrow width's gradient that opposes the full width's (negative
+        /// dot product over the shared weights) loses its component along it before the sum
+        /// (PCGrad, Yu et al. 2020, with the full width's gradient kept as it is).
+        Project = "project",
+        /// One optimiser step per width, largest first, each on that width's gradient alone,
+        /// the next width's loss taken on the updated weights (US3L, Yang et al. 2022).
+        Steps = "steps",
+    }
+);
+
+string_enum!(
     /// `method.narrow_predictor`: which predictor the narrow widths use.
     NarrowPredictor, "method.narrow_predictor", {
         /// One slimmable predictor for every width (`predictor.*`). The default.
@@ -176,6 +197,10 @@ pub struct MethodConfig {
     /// (default "shared"; see [`NarrowPredictor`]).
     #[serde(default, skip_serializing_if = "is_default")]
     pub narrow_predictor: NarrowPredictor,
+    /// Ablation switch: how the widths' gradients are combined (default "sum"; see
+    /// [`WidthGradients`]).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub width_gradients: WidthGradients,
 }
 
 fn one() -> f64 {
@@ -375,6 +400,7 @@ impl Recipe {
             (m.distill_target != DistillTarget::default(), "method.distill_target"),
             (m.narrow_warmup_epochs != 0.0, "method.narrow_warmup_epochs"),
             (m.narrow_predictor != NarrowPredictor::default(), "method.narrow_predictor"),
+            (m.width_gradients != WidthGradients::default(), "method.width_gradients"),
         ]
         .into_iter()
         .filter_map(|(on, key)| on.then_some(key))

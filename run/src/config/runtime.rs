@@ -47,6 +47,12 @@ pub struct MonitorConfig {
     /// Cap of the images classified, images.
     #[serde(default = "default_test_images")]
     pub test_images: usize,
+    /// DSPNet: every this many optimiser steps, measure the interference between widths (each
+    /// width's gradient norm on the shared weights, the cosine between the full width's gradient
+    /// and the narrow widths' sum) into `metrics.jsonl` (0: never). Independent of the kNN
+    /// monitor; the step's update is bit-identical with and without it.
+    #[serde(default)]
+    pub interference_every_steps: u64,
 }
 
 fn default_bank_images() -> usize {
@@ -65,6 +71,7 @@ impl Default for MonitorConfig {
             every_steps: 0,
             bank_images: default_bank_images(),
             test_images: default_test_images(),
+            interference_every_steps: 0,
         }
     }
 }

@@ -92,6 +92,17 @@ impl Hook for MetricsLogger {
         let (step, epoch) = (cx.state.step, cx.state.pos.epoch);
         match info.event {
             StepEvent::Trained(stats) => {
+                if let Some(i) = &stats.interference {
+                    let record = json!({
+                        "step": step, "epoch": epoch,
+                        "interference": {
+                            "grad_norm": i.norms.iter().map(|(w, g)| json!({"width": w, "norm": g})).collect::<Vec<_>>(),
+                            "cos_full_vs_narrow_sum": i.cosine_full_vs_narrow,
+                            "cos_full": i.cosine_per_width.iter().map(|(w, c)| json!({"width": w, "cos": c})).collect::<Vec<_>>(),
+                        },
+                    });
+                    self.sink.append(&record)?;
+                }
                 if step % self.log_every.max(1) == 0 || step == cx.plan.run_steps {
                     let dt = self.window.0.elapsed().as_secs_f64();
                     let ips = self.window.1 as f64 / dt.max(1e-9);

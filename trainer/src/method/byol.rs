@@ -63,8 +63,13 @@ impl Method for Byol {
             return Err(TrainerError::NonFinite(NonFiniteLoss { width: w, step: step + 1, value }));
         }
         loss.backward();
-        let stats =
-            StepStats { losses: vec![(w, value)], feature_std: vec![(w, feature_std(&proj.narrow(0, 0, n)))], lr, tau };
+        let stats = StepStats {
+            losses: vec![(w, value)],
+            feature_std: vec![(w, feature_std(&proj.narrow(0, 0, n)).double_value(&[]))],
+            lr,
+            tau,
+            interference: None,
+        };
         base.update(lr, tau)?;
         Ok(stats)
     }

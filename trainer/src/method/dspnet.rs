@@ -10,11 +10,12 @@ use crate::error::{NonFiniteLoss, Result, TrainerError};
 use crate::loss::regression_loss;
 use crate::momentum::MomentumBase;
 use crate::sandwich::sandwich_widths;
-use dspnet_run::config::DistillTarget;
+use crate::width_grads::{self, WidthGrad};
+use dspnet_run::config::{DistillTarget, WidthGradients};
 use dspnet_run::RunConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// Seed offset of the sandwich rule's generator (its seed is `train.seed` XOR this).
 const SANDWICH_SEED: u64 = 0x5a4d_5749_4454_4853;
@@ -32,6 +33,11 @@ pub struct Dspnet {
     /// Optimiser steps (0-based indices below this) that train only the largest width
     /// (`round(method.narrow_warmup_epochs · steps_per_epoch)`; 0: none).
     pub narrow_warmup_steps: u64,
+    /// How the widths' gradients become the update (`method.width_gradients`).
+    pub width_gradients: WidthGradients,
+    /// Measure the interference between widths after every this many steps
+    /// (`monitor.interference_every_steps`; 0: never).
+    pub interference_every: u64,
     rng: ChaCha8Rng,
 }
 
@@ -47,6 +53,8 @@ impl Dspnet {
             random_widths: cfg.method.random_widths,
             distill_target: cfg.method.distill_target,
             narrow_warmup_steps: (cfg.method.narrow_warmup_epochs * steps_per_epoch as f64).round() as u64,
+            width_gradients: cfg.method.width_gradients,
+            interference_every: cfg.runtime.monitor.interference_every_steps,
             rng: ChaCha8Rng::seed_from_u64(cfg.train.seed ^ SANDWICH_SEED),
         })
     }
@@ -71,6 +79,17 @@ impl Method for Dspnet {
     ///    `λ_w·L_w` is back-propagated at once, so only one width's activations are alive at a
     ///    time; gradients accumulate.
     /// 3. [`MomentumBase::update`]: gradients averaged over the ranks, one optimiser step, EMA.
+    ///
+    /// `method.width_gradients` other than "sum" takes each width's gradient apart
+    /// ([`width_grads`]) and combines them per [`WidthGradients`] before the one step (data
+    /// parallel: each width's gradient averaged over the ranks first), or ("steps") takes one
+    /// optimiser step per width right after its backward pass; the EMA stays once per step. At
+    /// the steps `monitor.interference_every_steps` names, the raw per-width gradients are
+    /// measured ([`width_grads::interference`]; this rank's, before averaging) and, for "sum",
+    /// summed back in autograd's order: the update is the same as without the measurement.
+    ///
+    /// The losses and feature spreads of all widths are read with ONE host synchronisation at
+    /// the end of the step ("steps": one per width, before each width's update).
     fn step(&mut self, base: &mut MomentumBase, view_a: &Tensor, view_b: &Tensor, step: u64) -> Result<StepStats> {
         let (ab, n) = base.both_views(view_a, view_b);
         let z = base.teacher_targets(&ab)?;
@@ -81,12 +100,24 @@ impl Method for Dspnet {
         } else {
             sandwich_widths(&self.widths, self.random_widths, &mut self.rng)
         };
+        let (lr, tau) = (base.lr_at(step), base.ema_rate_at(step));
+        let combine = self.width_gradients;
+        let measure = self.interference_every > 0 && (step + 1).is_multiple_of(self.interference_every);
+        // the widths' gradients are taken apart to measure them or to combine them otherwise
+        let apart = measure || matches!(combine, WidthGradients::Trust | WidthGradients::Project);
+        let params: Vec<(Tensor, bool)> = if apart {
+            base.optimizer.params().map(|(p, shared)| (p.shallow_clone(), shared)).collect()
+        } else {
+            Vec::new()
+        };
+        let shared: Vec<bool> = params.iter().map(|(_, s)| *s).collect();
+        let mut per_width: Vec<WidthGrad> = Vec::new();
         // distill_target = online: the full width's own projection of both views, detached
         let mut online_target: Option<Tensor> = None;
-        let (lr, tau) = (base.lr_at(step), base.ema_rate_at(step));
-        let mut stats = StepStats { lr, tau, ..Default::default() };
+        // per width: the loss and the feature spread, 0-dim tensors read together at the end
+        let mut figures: Vec<Tensor> = Vec::with_capacity(2 * chosen.len());
         base.zero_grad();
-        for &w in &chosen {
+        for (k, &w) in chosen.iter().enumerate() {
             let idx = self.widths.iter().position(|x| *x == w).expect("sandwich picks trained widths");
             let proj = base.online.project(&ab, w, true, &base.format)?;
             let q = base.online.predict(&proj, w, true)?;
@@ -110,17 +141,65 @@ impl Method for Dspnet {
             if !narrow && self.distill_target == DistillTarget::Online {
                 online_target = Some(proj.detach());
             }
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                base.zero_grad();
-                return Err(TrainerError::NonFinite(NonFiniteLoss { width: w, step: step + 1, value }));
-            }
+            figures.push(loss.detach());
+            figures.push(feature_std(&proj.narrow(0, 0, n)));
             (loss * self.loss_weights[idx]).backward();
-            stats.losses.push((w, value));
-            stats.feature_std.push((w, feature_std(&proj.narrow(0, 0, n))));
+            if combine == WidthGradients::Steps {
+                // this width's own optimiser step, before the next width's forward pass
+                if let Some(e) = non_finite(&chosen[k..=k], &read_figures(&figures[2 * k..]), step) {
+                    base.zero_grad();
+                    return Err(e);
+                }
+                if measure {
+                    let params: Vec<(Tensor, bool)> =
+                        base.optimizer.params().map(|(p, shared)| (p.shallow_clone(), shared)).collect();
+                    per_width.push(width_grads::take(&params, w));
+                    width_grads::set_sum(&params, &per_width[k..]);
+                }
+                base.average_gradients()?;
+                base.optimizer.step(lr);
+                base.zero_grad();
+            } else if apart {
+                if combine != WidthGradients::Sum {
+                    base.average_gradients()?;
+                }
+                per_width.push(width_grads::take(&params, w));
+            }
         }
-        base.update(lr, tau)?;
-        Ok(stats)
+        let values = read_figures(&figures);
+        if let Some(e) = non_finite(&chosen, &values, step) {
+            base.zero_grad();
+            return Err(e);
+        }
+        let interference = measure.then(|| {
+            let shared: Vec<bool> = base.optimizer.params().map(|(_, s)| s).collect();
+            width_grads::interference(&per_width, &shared)
+        });
+        match combine {
+            WidthGradients::Sum => {
+                if apart {
+                    width_grads::set_sum(&params, &per_width);
+                }
+                base.update(lr, tau)?;
+            }
+            WidthGradients::Trust | WidthGradients::Project => {
+                if combine == WidthGradients::Trust {
+                    width_grads::equalise_norms(&mut per_width, &shared);
+                } else if let Some((full, narrower)) = per_width.split_first_mut() {
+                    for g in narrower {
+                        width_grads::project_away_conflict(g, full, &shared);
+                    }
+                }
+                width_grads::set_sum(&params, &per_width);
+                // already averaged over the ranks, width by width
+                base.optimizer.step(lr);
+                base.update_teacher(tau)?;
+            }
+            WidthGradients::Steps => base.update_teacher(tau)?,
+        }
+        let losses = chosen.iter().enumerate().map(|(k, &w)| (w, values[2 * k])).collect();
+        let feature_std = chosen.iter().enumerate().map(|(k, &w)| (w, values[2 * k + 1])).collect();
+        Ok(StepStats { losses, feature_std, lr, tau, interference })
     }
 
     /// The sandwich rule's ChaCha8 generator (seeded from `train.seed`). Steps of the narrow
@@ -132,6 +211,22 @@ impl Method for Dspnet {
     fn set_rng_word_pos(&mut self, pos: u128) {
         self.rng.set_word_pos(pos);
     }
+}
+
+/// The 0-dim figures of a step as f64, in one host synchronisation.
+fn read_figures(figures: &[Tensor]) -> Vec<f64> {
+    let all = Tensor::stack(figures, 0).to_kind(Kind::Double).to_device(Device::Cpu);
+    Vec::<f64>::try_from(all).expect("a 1-dim f64 tensor converts")
+}
+
+/// The first width (in training order) whose loss in `values` (`[loss, std]` per width) is not
+/// finite, as the error that names it and the 1-based step.
+fn non_finite(widths: &[f64], values: &[f64], step: u64) -> Option<TrainerError> {
+    widths
+        .iter()
+        .zip(values.chunks(2))
+        .find(|(_, v)| !v[0].is_finite())
+        .map(|(&width, v)| TrainerError::NonFinite(NonFiniteLoss { width, step: step + 1, value: v[0] }))
 }
 
 #[cfg(test)]
@@ -464,5 +559,211 @@ mod tests {
         dspnet_run::checkpoint::save(d2.path(), &plain.base.checkpoint_tensors(), state).unwrap();
         let e = u.base.restore(&dspnet_run::checkpoint::load(d2.path()).unwrap()).expect_err("refused").to_string();
         assert!(e.contains("lacks online."), "{e}");
+    }
+
+    /// Each width's gradient of every trainable online parameter on its own (a fresh backward
+    /// pass of that width's loss, by hand through the branches), by name; zeros where none.
+    fn grads_of_width(t: &mut T, a: &Tensor, b: &Tensor, w: f64) -> Vec<(String, Tensor)> {
+        let (ab, _) = t.base.both_views(a, b);
+        let z = t.base.teacher_targets(&ab).unwrap();
+        t.base.zero_grad();
+        let proj = t.base.online.project(&ab, w, true, &t.base.format).unwrap();
+        let q = t.base.online.predict(&proj, w, true).unwrap();
+        let n = q.size()[0] / 2;
+        let loss = regression_loss(&q.narrow(0, 0, n), &z.narrow(0, n, n))
+            + regression_loss(&q.narrow(0, n, n), &z.narrow(0, 0, n));
+        loss.backward();
+        let mut out: Vec<(String, Tensor)> = t
+            .base
+            .online
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, v)| v.requires_grad())
+            .map(|(name, v)| {
+                let g = v.grad();
+                let g = if g.defined() { g.to_kind(Kind::Double) } else { v.zeros_like().to_kind(Kind::Double) };
+                (name, g)
+            })
+            .collect();
+        out.sort_by(|x, y| x.0.cmp(&y.0));
+        t.base.zero_grad();
+        out
+    }
+
+    /// Two widths, plain SGD (no momentum, no weight decay, lr 0.1·4/256): the online weights
+    /// after one step of trainer `t` against `w0 − lr·g` for the combination `g` of the
+    /// per-width gradients `combine` computes. Returns the largest deviation relative to the
+    /// largest |lr·g|.
+    fn deviation_from(t: &T, w0: &[(String, Tensor)], g: &[(String, Tensor)], lr: f64) -> f64 {
+        let now = t.base.online.vs.variables();
+        let (mut dev, mut scale) = (0.0f64, 0.0f64);
+        for ((name, w), (gname, g)) in w0.iter().zip(g) {
+            assert_eq!(name, gname);
+            let want = w.to_kind(Kind::Double) - g * lr;
+            dev = dev.max((now[name].to_kind(Kind::Double) - want).abs().max().double_value(&[]));
+            scale = scale.max((g * lr).abs().max().double_value(&[]));
+        }
+        dev / scale
+    }
+
+    fn sgd_two_widths(combine: &str) -> RunConfig {
+        let mut cfg = tiny(&[0.5, 1.0]);
+        cfg.optim.kind = dspnet_run::config::OptimizerKind::Sgd;
+        cfg.optim.momentum = 0.0;
+        cfg.optim.weight_decay = 0.0;
+        cfg.optim.lr = 0.1;
+        cfg.method.width_gradients = dspnet_run::config::WidthGradients::try_from(combine.to_string()).unwrap();
+        cfg
+    }
+
+    /// A trainer and a reference with the same weights, and the weights before the step.
+    fn twins(cfg: &RunConfig) -> (T, T, Vec<(String, Tensor)>) {
+        let t = T::new(cfg, 10, 10, 4);
+        let mut r = T::new(cfg, 10, 10, 4);
+        r.base.online.vs.copy(&t.base.online.vs).unwrap();
+        r.base.teacher.vs.copy(&t.base.teacher.vs).unwrap();
+        let mut w0: Vec<(String, Tensor)> = t
+            .base
+            .online
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, v)| v.requires_grad())
+            .map(|(n, v)| (n, v.copy()))
+            .collect();
+        w0.sort_by(|x, y| x.0.cmp(&y.0));
+        (t, r, w0)
+    }
+
+    fn dot(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
+        a.iter()
+            .zip(b)
+            .filter(|((_, x), _)| x.dim() > 1)
+            .map(|((_, x), (_, y))| (x * y).sum(Kind::Double).double_value(&[]))
+            .sum()
+    }
+
+    /// Views on which the full width's and the half width's gradients conflict (found by trying
+    /// seeds: at initialisation some batches do, some do not).
+    fn conflicting_views() -> (Tensor, Tensor) {
+        for seed in 0..200 {
+            tch::manual_seed(seed);
+            let a = Tensor::randn([4, 1, 16, 16], (Kind::Float, Device::Cpu));
+            let b = Tensor::randn([4, 1, 16, 16], (Kind::Float, Device::Cpu));
+            let (_, mut r, _) = twins(&sgd_two_widths("sum"));
+            let (g1, g5) = (grads_of_width(&mut r, &a, &b, 1.0), grads_of_width(&mut r, &a, &b, 0.5));
+            if dot(&g1, &g5) < 0.0 {
+                return (a, b);
+            }
+        }
+        panic!("no conflicting batch in 200 seeds")
+    }
+
+    #[test]
+    fn each_width_gradients_switch_against_a_two_width_step_by_hand() {
+        let lr = 0.1 * 4.0 / 256.0;
+        let (a, b) = conflicting_views();
+        let mut results = Vec::new();
+        for combine in ["sum", "trust", "project", "steps"] {
+            let (mut t, mut r, w0) = twins(&sgd_two_widths(combine));
+            let g1 = grads_of_width(&mut r, &a, &b, 1.0);
+            let g5 = grads_of_width(&mut r, &a, &b, 0.5);
+            let expected: Vec<(String, Tensor)> = match combine {
+                "sum" => g1.iter().zip(&g5).map(|((n, x), (_, y))| (n.clone(), x + y)).collect(),
+                // per shared tensor both scaled to the mean of their norms; BN tensors summed
+                "trust" => g1
+                    .iter()
+                    .zip(&g5)
+                    .map(|((n, x), (_, y))| {
+                        if x.dim() < 2 {
+                            return (n.clone(), x + y);
+                        }
+                        let (nx, ny) = (x.norm().double_value(&[]), y.norm().double_value(&[]));
+                        let nonzero = [nx, ny].iter().filter(|v| **v > 0.0).count().max(1) as f64;
+                        let mean = (nx + ny) / nonzero;
+                        let sx = if nx > 0.0 { mean / nx } else { 0.0 };
+                        let sy = if ny > 0.0 { mean / ny } else { 0.0 };
+                        (n.clone(), x * sx + y * sy)
+                    })
+                    .collect(),
+                // g5 ← g5 − (⟨g5, g1⟩/‖g1‖²)·g1 on the shared tensors (they conflict here)
+                "project" => {
+                    let c = dot(&g5, &g1) / dot(&g1, &g1);
+                    assert!(c < 0.0);
+                    g1.iter()
+                        .zip(&g5)
+                        .map(|((n, x), (_, y))| (n.clone(), if x.dim() > 1 { x + (y - x * c) } else { x + y }))
+                        .collect()
+                }
+                // w1 = w0 − lr·g1(w0); w2 = w1 − lr·g5(w1): the reference takes its own full step
+                _ => {
+                    tch::no_grad(|| {
+                        let vars = r.base.online.vs.variables();
+                        for (n, g) in &g1 {
+                            let _ = vars[n].shallow_clone().g_sub_(&(g * lr).to_kind(Kind::Float));
+                        }
+                    });
+                    let g5_after = grads_of_width(&mut r, &a, &b, 0.5);
+                    g1.iter().zip(&g5_after).map(|((n, x), (_, y))| (n.clone(), x + y)).collect()
+                }
+            };
+            let s = t.step(&a, &b, 0).unwrap();
+            assert_eq!(s.losses.iter().map(|(w, _)| *w).collect::<Vec<_>>(), vec![1.0, 0.5]);
+            let dev = deviation_from(&t, &w0, &expected, lr);
+            assert!(dev < 1e-4, "{combine}: relative deviation {dev}");
+            results.push((combine, expected));
+        }
+        // the four are different updates, by far more than the tolerance
+        for i in 0..results.len() {
+            for j in i + 1..results.len() {
+                let diff: f64 = results[i]
+                    .1
+                    .iter()
+                    .zip(&results[j].1)
+                    .map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[]))
+                    .fold(0.0, f64::max);
+                let scale: f64 = results[i].1.iter().map(|(_, x)| x.abs().max().double_value(&[])).fold(0.0, f64::max);
+                assert!(
+                    diff / scale > 1e-2,
+                    "{} and {} give the same update ({})",
+                    results[i].0,
+                    results[j].0,
+                    diff / scale
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn measuring_interference_changes_no_weight_and_reports_the_figures() {
+        let cfg = tiny(&[0.25, 0.5, 1.0]);
+        let mut measured_cfg = cfg.clone();
+        measured_cfg.runtime.monitor.interference_every_steps = 2;
+        let mut plain = T::new(&cfg, 10, 10, 4);
+        let mut measured = T::new(&measured_cfg, 10, 10, 4);
+        measured.base.online.vs.copy(&plain.base.online.vs).unwrap();
+        measured.base.teacher.vs.copy(&plain.base.teacher.vs).unwrap();
+        let (a, b) = views();
+        for step in 0..3 {
+            let p = plain.step(&a, &b, step).unwrap();
+            let m = measured.step(&a, &b, step).unwrap();
+            assert_eq!(p.losses, m.losses, "step {step}");
+            assert!(p.interference.is_none());
+            // after every 2nd step: step index 1
+            assert_eq!(m.interference.is_some(), step == 1, "step {step}");
+            if let Some(i) = m.interference {
+                assert_eq!(i.norms.iter().map(|n| n.0).collect::<Vec<_>>(), vec![1.0, 0.5, 0.25]);
+                assert!(i.norms.iter().all(|n| n.1 > 0.0 && n.1.is_finite()), "{i:?}");
+                let c = i.cosine_full_vs_narrow.unwrap();
+                assert!((-1.0..=1.0).contains(&c), "{c}");
+                assert_eq!(i.cosine_per_width.len(), 2);
+            }
+        }
+        let (pv, mv) = (plain.base.checkpoint_tensors(), measured.base.checkpoint_tensors());
+        assert_eq!(pv.len(), mv.len());
+        for ((name, x), (_, y)) in pv.iter().zip(&mv) {
+            assert!(x.equal(y), "{name} differs with the measurement on");
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod dspnet;
 
 use crate::error::Result;
 use crate::momentum::MomentumBase;
+use crate::width_grads::Interference;
 use dspnet_run::config::Method as MethodName;
 use dspnet_run::RunConfig;
 use tch::Tensor;
@@ -23,6 +24,9 @@ pub struct StepStats {
     pub lr: f64,
     /// EMA rate used for the teacher update after this step.
     pub tau: f64,
+    /// The interference between widths, at the steps `monitor.interference_every_steps` asks
+    /// for (DSPNet only).
+    pub interference: Option<Interference>,
 }
 
 /// A pretraining method: one step on two augmented views of a batch.
