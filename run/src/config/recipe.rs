@@ -290,7 +290,13 @@ impl Recipe {
 
     /// Checks cross-field constraints; errors name the option and the fix.
     pub fn validate(&self) -> Result<(), RunError> {
-        self.model.validate().map_err(|e| RunError::config("model", format!("model: {e}")))?;
+        self.model.validate().map_err(|e| {
+            let key = match e {
+                dspnet_model::ModelError::InvalidWidthList { .. } => "model.widths",
+                _ => "model",
+            };
+            RunError::config(key, format!("{key}: {e}"))
+        })?;
         for (v, key) in [(self.heads.hidden, "heads.hidden"), (self.heads.out_dim, "heads.out_dim")] {
             if v < 1 {
                 return Err(RunError::config(key, format!("{key} = {v} must be at least 1")));
