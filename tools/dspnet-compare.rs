@@ -6,7 +6,7 @@
 //! dspnet-compare --preset cpu --out runs/compare-cpu            # shards a CIFAR-10 subset itself
 //! dspnet-compare --config configs/compare-gpu.toml --train-shards 'data/train-{000000..000004}.tar' \
 //!     --test-shards 'data/test-000000.tar' --out runs/compare [--widths 0.25,0.5,1.0] \
-//!     [--protocols knn,linear] [--same-budget] [--resume] [--baseline-from DIR] [--set key=value]... [--device cuda]
+//!     [--protocols knn,linear,transfer-linear --transfer-data DIR] [--same-budget] [--resume] [--baseline-from DIR] [--set key=value]... [--device cuda]
 //! ```
 //! Writes OUT/report.md, OUT/compare.json and OUT/compare.png (atomically) and one run directory
 //! per training. `--resume` keeps every finished sub-run. Exit code 2 with one line on bad input.
@@ -46,6 +46,10 @@ struct Args {
     /// Comma-separated evaluation protocols, as dspnet-eval names them (default: compare.protocols).
     #[arg(long)]
     protocols: Option<String>,
+    /// Image folder of the transfer-linear protocol (train/<class>/<image>, test/<class>/<image>,
+    /// optionally val/); repeatable; replaces compare.transfer_data.
+    #[arg(long, value_name = "DIR")]
+    transfer_data: Vec<PathBuf>,
     /// Also train the one-by-one networks within DSPNet's measured wall time, split equally.
     #[arg(long)]
     same_budget: bool,
@@ -79,7 +83,7 @@ fn run(args: Args, stop: StopSignal) -> Result<(), CompareError> {
     if let Some(run) = &args.child_train {
         return dspnet_compare::child::child_train(run, stop);
     }
-    let plan = match (&args.preset, &args.config) {
+    let mut plan = match (&args.preset, &args.config) {
         (Some(name), _) => {
             let (file, text) = preset(name)?;
             Plan::parse(
@@ -96,6 +100,9 @@ fn run(args: Args, stop: StopSignal) -> Result<(), CompareError> {
         }
         (None, None) => unreachable!("clap requires --preset or --config"),
     };
+    if !args.transfer_data.is_empty() {
+        plan.compare.transfer_data = args.transfer_data.iter().map(|d| d.to_string_lossy().to_string()).collect();
+    }
     let exe = std::env::current_exe().map_err(|e| {
         CompareError::Config(format!("cannot locate the dspnet-compare binary to run the trainings: {e}"))
     })?;

@@ -1,6 +1,6 @@
 //! `dspnet-eval`: evaluate EVERY width of a DSPNet run (kNN monitor and linear probe on frozen
-//! features, and semi-supervised fine-tuning on 1% / 10% of the labels), with parameters and
-//! FLOPs per width.
+//! features, semi-supervised fine-tuning on 1% / 10% of the labels, linear transfer to another
+//! image folder), with parameters and FLOPs per width.
 //!
 //! ```text
 //! dspnet-eval runs/fmnist --train-shards 'data/train-{000000..000005}.tar' \
@@ -10,6 +10,12 @@
 //! Prints a table, writes RUN/results.json (one record per width, init and protocol; semi
 //! records are named `semi-1%`, `semi-10%` or `semi-<subset file stem>`) and
 //! RUN/accuracy_vs_flops.png.
+//!
+//! Linear transfer: `--protocol transfer-linear --transfer-data DIR [--transfer-data DIR2]`
+//! fits a multinomial logistic regression (weight decay picked on DIR/val/ or a held-out part of
+//! DIR/train/, L-BFGS) on frozen features of every width on the image folder DIR
+//! (`train/<class>/<image>`, `test/<class>/<image>`, optional `val/`); records
+//! `transfer-linear-<DIR's name>`.
 //!
 //! Transfer protocols: `--protocol detection,segmentation [--coco DIR] [--transfer-preset cpu]`
 //! exports each width to RUN/export, fine-tunes a Faster R-CNN with FPN / an FCN-style
@@ -21,6 +27,7 @@ use clap::Parser;
 use dspnet_core::cli::{exit_with, init_logging};
 use dspnet_eval::report::table;
 use dspnet_eval::semi::SemiSettings;
+use dspnet_eval::transfer_linear::{Lbfgs, TransferLinearSettings, DEFAULT_WEIGHT_DECAYS};
 use dspnet_eval::{evaluate, EvalError, EvalRequest, Protocol, TransferSettings};
 use dspnet_model::parse_device;
 use dspnet_pipeline::source::expand_pattern;
@@ -39,10 +46,27 @@ struct Args {
     #[arg(long)]
     test_shards: Option<String>,
     /// Comma-separated protocols: knn, linear, semi (fine-tune the whole sub-network on label
-    /// subsets; slow: one fine-tuning per subset, width and init); detection, segmentation
-    /// (transfer on COCO).
+    /// subsets; slow: one fine-tuning per subset, width and init); transfer-linear (logistic
+    /// regression on frozen features of --transfer-data); detection, segmentation (transfer on
+    /// COCO).
     #[arg(long, default_value = "knn,linear")]
     protocol: String,
+    /// transfer-linear: a labelled image folder with train/<class>/<image>, test/<class>/<image>
+    /// and optionally val/<class>/<image> (repeat the option for several datasets; records are
+    /// named transfer-linear-<folder name>).
+    #[arg(long, value_name = "DIR")]
+    transfer_data: Vec<PathBuf>,
+    /// transfer-linear: comma-separated L2 weight decays tried, the one with the best validation
+    /// top-1 is refitted on train + validation.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_WEIGHT_DECAYS)]
+    transfer_weight_decays: Vec<f64>,
+    /// transfer-linear: part of each train/ class held out for validation when DIR has no val/
+    /// (class-balanced, seed 0).
+    #[arg(long, default_value_t = TransferLinearSettings::default().val_fraction)]
+    transfer_val_fraction: f64,
+    /// transfer-linear: L-BFGS iterations at most per fit.
+    #[arg(long, default_value_t = TransferLinearSettings::default().lbfgs.max_iter)]
+    transfer_max_iter: usize,
     /// Transfer dataset: a COCO128-layout folder or a COCO folder with annotations/ (default:
     /// ../shared/data/coco128 beside the checkout the binary was built in).
     #[arg(long)]
@@ -151,6 +175,13 @@ fn run(args: Args) -> Result<(), EvalError> {
             crop_scale_min: args.semi_crop_scale,
         },
         transfer,
+        transfer_linear: TransferLinearSettings {
+            datasets: args.transfer_data,
+            weight_decays: args.transfer_weight_decays,
+            val_fraction: args.transfer_val_fraction,
+            split_seed: TransferLinearSettings::default().split_seed,
+            lbfgs: Lbfgs { max_iter: args.transfer_max_iter, ..Lbfgs::default() },
+        },
     };
     evaluate(&req)?;
     // every record of the file (earlier ones of other widths, protocols or inits included)

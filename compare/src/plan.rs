@@ -17,12 +17,13 @@
 //! run time against the DSPNet run's records), and nothing wider is stored or computed.
 
 use crate::error::{CompareError, Result};
-use dspnet_eval::Protocol;
+use dspnet_eval::transfer_linear::TransferLinear;
+use dspnet_eval::{Protocol, TransferLinearSettings};
 use dspnet_model::slim_channels;
 use dspnet_run::config::{apply_override, Method};
 use dspnet_run::RunConfig;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The presets shipped in `configs/`: (name for `--preset`, file name, text).
 pub const PRESETS: &[(&str, &str, &str)] = &[
@@ -85,11 +86,22 @@ pub struct CompareSection {
     /// Data to shard when no shards are given.
     #[serde(default)]
     pub data: Option<DataSection>,
+    /// Image folders of the `transfer-linear` protocol (`train/<class>/<image>`,
+    /// `test/<class>/<image>`, optionally `val/`); `--transfer-data DIR` replaces them. A relative
+    /// path is relative to the current folder.
+    #[serde(default)]
+    pub transfer_data: Vec<String>,
 }
 
 impl Default for CompareSection {
     fn default() -> Self {
-        CompareSection { widths: None, protocols: default_protocols(), same_budget: false, data: None }
+        CompareSection {
+            widths: None,
+            protocols: default_protocols(),
+            same_budget: false,
+            data: None,
+            transfer_data: Vec::new(),
+        }
     }
 }
 
@@ -102,7 +114,7 @@ pub struct Plan {
     pub compare: CompareSection,
     /// Widths compared, ascending.
     pub widths: Vec<f64>,
-    /// Protocol names, each accepted by `dspnet_eval::Protocol` (not the transfer ones).
+    /// Protocol names, each accepted by `dspnet_eval::Protocol` (not detection or segmentation).
     pub protocols: Vec<String>,
     pub same_budget: bool,
     /// Where the config came from (file or preset), for messages and the report.
@@ -190,7 +202,7 @@ impl Plan {
         for p in &protocols {
             if p.parse::<Protocol>()?.is_transfer() {
                 return Err(CompareError::Config(format!(
-                    "--protocols {p}: dspnet-compare evaluates knn, linear and semi; run dspnet-eval --protocol {p} on its run folders"
+                    "--protocols {p}: dspnet-compare evaluates knn, linear, semi and transfer-linear; run dspnet-eval --protocol {p} on its run folders"
                 )));
             }
         }
@@ -219,6 +231,27 @@ impl Plan {
     /// The protocols as the evaluation takes them.
     pub fn eval_protocols(&self) -> Result<Vec<Protocol>> {
         Ok(self.protocols.iter().map(|p| p.parse()).collect::<std::result::Result<Vec<Protocol>, _>>()?)
+    }
+
+    /// The settings of the `transfer-linear` protocol: `compare.transfer_data` (made absolute)
+    /// with the protocol's defaults. When the protocol is compared, its datasets are opened and
+    /// checked here, so that a bad folder fails before anything trains.
+    ///
+    /// Errors: `transfer-linear` without a dataset (names `--transfer-data` and
+    /// `compare.transfer_data`); a dataset that cannot be used (the evaluation's error).
+    pub fn transfer_linear(&self) -> Result<TransferLinearSettings> {
+        let datasets: Vec<PathBuf> =
+            self.compare.transfer_data.iter().map(|d| std::path::absolute(d).unwrap_or_else(|_| d.into())).collect();
+        let settings = TransferLinearSettings { datasets, ..Default::default() };
+        if self.protocols.iter().any(|p| p == Protocol::TransferLinear.name()) {
+            if settings.datasets.is_empty() {
+                return Err(CompareError::Config(
+                    "--protocols transfer-linear needs --transfer-data DIR (or compare.transfer_data = [\"DIR\"]): an image folder with train/<class>/<image> and test/<class>/<image>".into(),
+                ));
+            }
+            TransferLinear::prepare(settings.clone())?;
+        }
+        Ok(settings)
     }
 
     /// DSPNet over the compared widths: `model.widths` = the compared widths (so the switchable
@@ -374,6 +407,26 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         let e = Plan::parse(cpu(), "cpu", &["compare.nosuch=1".into()], None, None, false).unwrap_err().to_string();
         assert!(e.contains("compare.nosuch"), "{e}");
+    }
+
+    #[test]
+    fn transfer_linear_needs_a_usable_dataset() {
+        let plan = Plan::parse(cpu(), "cpu", &[], None, Some("knn,transfer-linear"), false).unwrap();
+        assert_eq!(plan.eval_protocols().unwrap(), vec![Protocol::Knn, Protocol::TransferLinear]);
+        let e = plan.transfer_linear().unwrap_err().to_string();
+        assert!(e.contains("--transfer-data DIR") && e.contains("compare.transfer_data"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("nope");
+        // a config file's [compare] transfer_data (dspnet-compare's --transfer-data replaces it)
+        let text =
+            cpu().replacen("[compare]\n", &format!("[compare]\ntransfer_data = [\"{}\"]\n", missing.display()), 1);
+        let plan = Plan::parse(&text, "cpu", &[], None, Some("transfer-linear"), false).unwrap();
+        assert_eq!(plan.compare.transfer_data, vec![missing.display().to_string()]);
+        let e = plan.transfer_linear().unwrap_err().to_string();
+        assert!(e.contains("--transfer-data") && e.contains("nope") && e.contains("no such folder"), "{e}");
+        // without the protocol the folders are not needed
+        let plan = Plan::parse(&text, "cpu", &[], None, Some("knn"), false).unwrap();
+        assert_eq!(plan.transfer_linear().unwrap().datasets, vec![missing]);
     }
 
     #[test]

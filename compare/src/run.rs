@@ -37,7 +37,7 @@ use crate::error::{CompareError, Result};
 use crate::plan::{one_by_one_config, same_budget_config, Plan};
 use crate::report::{build, write_all, Comparison, Machine, Meta, SubRun, TrainRecord};
 use dspnet_core::cli::StopSignal;
-use dspnet_eval::{evaluate, EvalRequest};
+use dspnet_eval::{evaluate, EvalRequest, Protocol, TransferLinearSettings};
 use dspnet_model::parse_device;
 use dspnet_model::width_tag;
 use dspnet_pipeline::source::{expand_pattern, is_remote};
@@ -100,6 +100,9 @@ struct PlanRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct EvalFile {
     protocols: Vec<String>,
+    /// The transfer-linear datasets evaluated (absolute paths; empty without that protocol).
+    #[serde(default)]
+    transfer_data: Vec<String>,
     records: Vec<EvalRecord>,
 }
 
@@ -114,6 +117,8 @@ struct Ctx<'a> {
     req: &'a CompareRequest,
     train_shards: Vec<String>,
     test_shards: Vec<String>,
+    /// Settings of the transfer-linear protocol (its datasets checked before anything trains).
+    transfer_linear: TransferLinearSettings,
     kept: Vec<String>,
     trained: Vec<String>,
     reused: Vec<String>,
@@ -350,13 +355,23 @@ impl Ctx<'_> {
         Ok(Some(record))
     }
 
-    /// Evaluates `OUT/name` with the plan's protocols unless done before with the same ones.
+    /// The transfer-linear datasets a sub-run's evaluation covers (none without that protocol).
+    fn transfer_data(&self) -> Vec<String> {
+        if !self.req.plan.protocols.iter().any(|p| p == Protocol::TransferLinear.name()) {
+            return Vec::new();
+        }
+        self.transfer_linear.datasets.iter().map(|d| d.display().to_string()).collect()
+    }
+
+    /// Evaluates `OUT/name` with the plan's protocols unless done before with the same ones (and
+    /// the same transfer-linear datasets).
     /// Record widths are mapped from the config's (ascending) to `nominal`.
     fn ensure_evaluated(&self, name: &str, config_widths: &[f64], nominal: &[f64]) -> Result<Vec<EvalRecord>> {
         let dir = self.req.out.join(name);
         let path = dir.join(EVAL_RECORD);
+        let transfer_data = self.transfer_data();
         if let Some(f) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<EvalFile>(&b).ok()) {
-            if f.protocols == self.req.plan.protocols {
+            if f.protocols == self.req.plan.protocols && f.transfer_data == transfer_data {
                 return Ok(f.records);
             }
         }
@@ -371,13 +386,14 @@ impl Ctx<'_> {
             parse_device(&self.req.device)?,
         );
         request.protocols = self.req.plan.eval_protocols()?;
+        request.transfer_linear = self.transfer_linear.clone();
         let mut records = evaluate(&request)?;
         for r in &mut records {
             if let Some(i) = config_widths.iter().position(|w| (w - r.width).abs() <= 1e-9) {
                 r.width = nominal[i];
             }
         }
-        let file = EvalFile { protocols: self.req.plan.protocols.clone(), records: records.clone() };
+        let file = EvalFile { protocols: self.req.plan.protocols.clone(), transfer_data, records: records.clone() };
         dspnet_core::fs::write_atomic(&dir.join(EVAL_RECORD), &serde_json::to_vec_pretty(&file).expect("json"))?;
         Ok(records)
     }
@@ -413,6 +429,8 @@ pub fn code_version() -> String {
 /// ones are kept).
 pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     parse_device(&req.device)?;
+    // the transfer-linear datasets are checked before anything is written, sharded or trained
+    let transfer_linear = req.plan.transfer_linear()?;
     let out = &req.out;
     let plan_path = out.join(PLAN);
     if plan_path.exists() && !req.resume {
@@ -543,6 +561,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         req,
         train_shards: train_shards.clone(),
         test_shards: test_shards.clone(),
+        transfer_linear,
         kept: Vec::new(),
         trained: Vec::new(),
         reused: Vec::new(),

@@ -22,6 +22,11 @@ pub enum EvalError {
     /// A non-finite fine-tuning loss of the semi-supervised protocol.
     #[error("protocol semi: non-finite loss ({value}) at width {width} in fine-tuning step {step}; lower --semi-lr / --semi-head-lr")]
     NonFinite { width: f64, step: usize, value: f64 },
+    /// A dataset of the transfer-linear protocol that cannot be used (missing split folder, a
+    /// test class absent from train, an undecodable image, ...); `message` names the folder or
+    /// file inside `dir`.
+    #[error("--transfer-data {}: {message}", dir.display())]
+    TransferData { dir: PathBuf, message: String },
     /// The Python transfer tool cannot run or failed (bad input: `usage`; a failed run:
     /// otherwise); `message` carries its own error line.
     #[error("{message}")]
@@ -60,6 +65,11 @@ impl EvalError {
     /// An [`EvalError::File`] for an I/O error at `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         EvalError::File(dspnet_core::PathError::new(path, source))
+    }
+
+    /// An [`EvalError::TransferData`] about the dataset folder `dir`.
+    pub fn transfer_data(dir: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        EvalError::TransferData { dir: dir.into(), message: message.into() }
     }
 
     /// An [`EvalError::Option`] about `option`.

@@ -5,15 +5,17 @@
 //!
 //! Protocols ([`Protocol`]): `knn` and `linear` on frozen features ([`FrozenFeatures`]), `semi`
 //! (fine-tuning the whole sub-network on class-balanced label subsets, [`SemiSupervised`]),
-//! `detection` and `segmentation` (transfer through the Python tool, [`Transfer`]). Everything
-//! that can be checked is checked before the first long computation: settings, subset files,
-//! the transfer tool's packages.
+//! `transfer-linear` (a logistic regression on frozen features of another image folder,
+//! [`TransferLinear`]), `detection` and `segmentation` (transfer through the Python tool,
+//! [`Transfer`]). Everything that can be checked is checked before the first long computation:
+//! settings, subset files, the transfer datasets' folders, the transfer tool's packages.
 
 use crate::error::{EvalError, Result};
 use crate::frozen::FrozenFeatures;
 use crate::protocol::{EvalContext, EvalProtocol, Init, Protocol};
 use crate::semi::{SemiSettings, SemiSupervised};
 use crate::transfer::{PythonTool, Transfer, TransferRequest};
+use crate::transfer_linear::{TransferLinear, TransferLinearSettings};
 use dspnet_model::ComputeFormat;
 use dspnet_pipeline::loader::{Loader, LoaderMode, LoaderSettings};
 use dspnet_run::layout::ACCURACY_PLOT;
@@ -57,11 +59,14 @@ pub struct EvalRequest {
     pub semi: SemiSettings,
     /// Dataset and schedule of the transfer protocols (needed only by them).
     pub transfer: Option<TransferSettings>,
+    /// Datasets and classifier settings of [`Protocol::TransferLinear`] (ignored by the others).
+    pub transfer_linear: TransferLinearSettings,
 }
 
 impl EvalRequest {
     /// A request with the defaults of `dspnet-eval`: protocols knn and linear, every trained
-    /// width, no random-init baseline, no BN calibration, default [`SemiSettings`].
+    /// width, no random-init baseline, no BN calibration, default [`SemiSettings`] and
+    /// [`TransferLinearSettings`] (no dataset).
     pub fn new(run_dir: PathBuf, train_shards: Vec<String>, test_shards: Vec<String>, device: Device) -> Self {
         EvalRequest {
             run_dir,
@@ -74,6 +79,7 @@ impl EvalRequest {
             device,
             semi: SemiSettings::default(),
             transfer: None,
+            transfer_linear: TransferLinearSettings::default(),
         }
     }
 }
@@ -84,8 +90,9 @@ impl EvalRequest {
 ///
 /// Errors: no or corrupt checkpoint, a width the run did not train, missing shards for the
 /// protocols that read them, no labelled image; for semi: bad settings, a subset file with an
-/// unknown key, a non-finite fine-tuning loss; for transfer: no dataset folder, a venv without
-/// the packages, a failed tool run.
+/// unknown key, a non-finite fine-tuning loss; for transfer-linear: no `--transfer-data`, a
+/// folder without `train/` or `test/`, a test class absent from train, an undecodable image; for
+/// transfer: no dataset folder, a venv without the packages, a failed tool run.
 pub fn evaluate(req: &EvalRequest) -> Result<Vec<EvalRecord>> {
     let wants = |p: Protocol| req.protocols.contains(&p);
     let transfer_protocols: Vec<Protocol> = req.protocols.iter().copied().filter(|p| p.is_transfer()).collect();
@@ -115,6 +122,12 @@ pub fn evaluate(req: &EvalRequest) -> Result<Vec<EvalRecord>> {
     if wants(Protocol::Semi) {
         req.semi.validate()?;
     }
+    // the transfer datasets' folders are scanned and checked before anything is computed
+    let transfer_linear = if wants(Protocol::TransferLinear) {
+        Some(TransferLinear::prepare(req.transfer_linear.clone())?)
+    } else {
+        None
+    };
     let run = RunDir::new(&req.run_dir);
     let cfg = run.read_config()?;
     let ckpt = checkpoint::load(run.path())?;
@@ -155,6 +168,9 @@ pub fn evaluate(req: &EvalRequest) -> Result<Vec<EvalRecord>> {
         if let Some(s) = semi {
             protocols.push(Box::new(s));
         }
+    }
+    if let Some(t) = transfer_linear {
+        protocols.push(Box::new(t));
     }
     if let Some(t) = transfer {
         protocols.push(Box::new(t));

@@ -32,20 +32,36 @@ pub fn extract_features(
         let batch = batch?;
         let take = (batch.labels.size()[0] as usize).min(left) as i64;
         left -= take as usize;
-        let x = format.apply(&batch.view_a.narrow(0, 0, take).to_device(device));
-        tch::no_grad(|| -> Result<(), EvalError> {
-            for (i, &w) in widths.iter().enumerate() {
-                let f = backbone.forward_t(&x, w, false)?;
-                feats[i].push(f.to_kind(Kind::Float).to_device(Device::Cpu));
-            }
-            Ok(())
-        })?;
+        let x = batch.view_a.narrow(0, 0, take).to_device(device);
+        for (i, f) in batch_features(backbone, &x, widths, format)?.into_iter().enumerate() {
+            feats[i].push(f);
+        }
         labels.push(batch.labels.narrow(0, 0, take).to_device(Device::Cpu));
     }
     if labels.is_empty() {
         return Err(EvalError::NoLabelledImage);
     }
     Ok((feats.into_iter().map(|v| Tensor::cat(&v, 0)).collect(), Tensor::cat(&labels, 0)))
+}
+
+/// Frozen features of one batch at every width: `x` is `[B, C, S, S]` f32 on the backbone's
+/// device; `out[i]` is `[B, D_i]` fp32 (CPU) for `widths[i]`. Eval mode (BN running statistics),
+/// under `no_grad`, in `format`.
+///
+/// Errors: a width the backbone was not built with.
+pub fn batch_features(
+    backbone: &SlimResNet,
+    x: &Tensor,
+    widths: &[f64],
+    format: ComputeFormat,
+) -> Result<Vec<Tensor>, EvalError> {
+    let x = format.apply(x);
+    tch::no_grad(|| {
+        widths
+            .iter()
+            .map(|&w| Ok(backbone.forward_t(&x, w, false)?.to_kind(Kind::Float).to_device(Device::Cpu)))
+            .collect()
+    })
 }
 
 /// Re-estimates the BN running statistics of every width in `widths` (backbone only) from

@@ -18,6 +18,10 @@ pub enum Protocol {
     /// Semi-supervised: fine-tune the whole sub-network on class-balanced label subsets
     /// ([`crate::semi`]); one record per subset, protocol `semi-1%`, `semi-10%`, ...
     Semi,
+    /// Linear transfer to another dataset: a logistic regression on frozen features of a
+    /// labelled image folder ([`crate::transfer_linear`]); one record per dataset, protocol
+    /// `transfer-linear-<dataset folder name>`.
+    TransferLinear,
     /// Detection transfer: Faster R-CNN with FPN on COCO ([`crate::transfer`]).
     Detection,
     /// Semantic segmentation transfer: FCN head on FPN features ([`crate::transfer`]).
@@ -26,16 +30,24 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol, in the order `dspnet-eval` runs them.
-    pub const ALL: [Protocol; 5] =
-        [Protocol::Knn, Protocol::Linear, Protocol::Semi, Protocol::Detection, Protocol::Segmentation];
+    pub const ALL: [Protocol; 6] = [
+        Protocol::Knn,
+        Protocol::Linear,
+        Protocol::Semi,
+        Protocol::TransferLinear,
+        Protocol::Detection,
+        Protocol::Segmentation,
+    ];
 
-    /// Name on the command line and in `results.json` (`knn`, `linear`, `semi`, `detection`,
-    /// `segmentation`).
+    /// Name on the command line and in `results.json` (`knn`, `linear`, `semi`,
+    /// `transfer-linear`, `detection`, `segmentation`; semi and transfer-linear records add a
+    /// suffix).
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Knn => "knn",
             Protocol::Linear => "linear",
             Protocol::Semi => "semi",
+            Protocol::TransferLinear => "transfer-linear",
             Protocol::Detection => "detection",
             Protocol::Segmentation => "segmentation",
         }
@@ -46,8 +58,8 @@ impl Protocol {
         matches!(self, Protocol::Knn | Protocol::Linear | Protocol::Semi)
     }
 
-    /// True for the transfer protocols (detection, segmentation), whose headline metric is not
-    /// a classification accuracy.
+    /// True for the detection and segmentation transfer protocols, whose headline metric is not
+    /// a classification accuracy (transfer-linear's is: it is not one of them).
     pub fn is_transfer(self) -> bool {
         matches!(self, Protocol::Detection | Protocol::Segmentation)
     }
@@ -74,7 +86,7 @@ impl std::str::FromStr for Protocol {
             EvalError::option(
                 "--protocol",
                 format!(
-                    "--protocol {}: unknown protocol; use knn, linear, semi or a list like knn,linear,semi; transfer protocols: detection, segmentation",
+                    "--protocol {}: unknown protocol; use knn, linear, semi, transfer-linear or a list like knn,linear,semi; transfer protocols: detection, segmentation",
                     s.trim()
                 ),
             )
@@ -138,5 +150,9 @@ mod tests {
         assert!(Protocol::Semi.reads_shards() && !Protocol::Detection.reads_shards());
         assert!(!"knn".parse::<Protocol>().unwrap().is_transfer());
         assert!(Protocol::Segmentation.is_transfer() && !Protocol::Knn.is_transfer());
+        let t: Protocol = "transfer-linear".parse().unwrap();
+        assert_eq!(t, Protocol::TransferLinear);
+        assert!(!t.is_transfer() && !t.reads_shards());
+        assert!(e.contains("transfer-linear"), "{e}");
     }
 }
