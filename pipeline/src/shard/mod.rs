@@ -71,8 +71,19 @@ pub struct ShardInfo {
     pub sha256: String,
 }
 
-/// Content of `manifest.json`, written last (atomically) by [`ShardWriter::finish`].
+/// An input file `dspnet-shard` left out because it is not a usable image.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedFile {
+    /// Where it came from: the path relative to the input folder, or the member path inside an
+    /// archive (e.g. `n01440764.tar/n01440764_10026.JPEG`).
+    pub name: String,
+    /// Why, in one line (e.g. `empty file (0 bytes)`, `truncated JPEG: ...`).
+    pub reason: String,
+}
+
+/// Content of `manifest.json`, written last (atomically) by [`ShardWriter::finish`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Layout version ([`FORMAT_VERSION`]).
@@ -87,6 +98,17 @@ pub struct Manifest {
     pub total_samples: u64,
     /// Shards in write order.
     pub shards: Vec<ShardInfo>,
+    /// Number of input files skipped as unusable images (written only when not 0; manifests
+    /// without it read as 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_total: u64,
+    /// The skipped files in input order, with the reason (written only when not empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedFile>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Read `DIR/manifest.json`.
