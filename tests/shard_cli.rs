@@ -227,3 +227,24 @@ fn imagefolder_bad_files_are_skipped_or_stop_the_run() {
     assert_one_line_error(&res, &format!("bad image {}", m.skipped[0].name));
     assert_eq!(fs::read_dir(&strict).unwrap().count(), 0);
 }
+
+#[test]
+fn progress_bar_with_rate_and_eta_on_a_terminal_only() {
+    let Some(input) = cifar_subset() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // not a terminal: nothing on stderr
+    let out = run(&["--input", p(input.path()), "--output", p(&tmp.path().join("plain"))]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    // a terminal (util-linux `script` runs the command on a pseudo-terminal)
+    let cmd = format!(
+        "{} --input {} --output {}",
+        env!("CARGO_BIN_EXE_dspnet-shard"),
+        p(input.path()),
+        p(&tmp.path().join("tty"))
+    );
+    let out = Command::new("script").args(["-qfec", &cmd, "/dev/null"]).output().expect("script (util-linux) runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("/120 images, ") && screen.contains(" images/s, ETA "), "{screen}");
+    assert!(screen.contains("dspnet-shard: 120 samples"), "{screen}");
+}

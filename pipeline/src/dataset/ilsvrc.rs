@@ -110,6 +110,9 @@ fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// Where an indexing thread leaves the members of one per-synset tar (or why it could not).
+type Slot = Mutex<Option<std::result::Result<Vec<TarMember>, String>>>;
+
 /// The training archive: a tar of per-synset tars `nXXXXXXXX.tar` (in any order), indexed with
 /// `threads` threads. `indexed(done, total)` is called as per-synset tars are indexed.
 ///
@@ -143,8 +146,7 @@ pub fn ilsvrc_train(path: &Path, threads: usize, indexed: &(dyn Fn(u64, u64) + S
     }
     // index the per-synset tars on `threads` threads; results land in their sorted slot
     let n = synsets.len();
-    let slots: Vec<Mutex<Option<std::result::Result<Vec<TarMember>, String>>>> =
-        (0..n).map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Slot> = (0..n).map(|_| Mutex::new(None)).collect();
     let (next, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
     std::thread::scope(|s| {
         for _ in 0..threads.max(1).min(n) {

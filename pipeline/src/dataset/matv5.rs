@@ -205,7 +205,7 @@ fn numbers(ty: u32, data: &[u8], be: bool) -> Result<Vec<f64>, String> {
     let w = width(ty)
         .filter(|_| !matches!(ty, MI_UTF8 | MI_UTF16 | MI_UTF32))
         .ok_or(format!("data type {ty} is not numeric"))?;
-    if data.len() % w != 0 {
+    if !data.len().is_multiple_of(w) {
         return Err(format!("{} bytes of data type {ty} ({w} bytes per value)", data.len()));
     }
     let word = |c: &[u8]| -> u64 {
@@ -327,7 +327,7 @@ fn field_names(cur: &mut Cursor<'_>) -> Result<Vec<String>, String> {
     let len = numbers(MI_INT32, cur.expect("field name length", &[MI_INT32])?, cur.be)?;
     let len = len.first().copied().filter(|&l| l >= 1.0).ok_or("field name length below 1")? as usize;
     let raw = cur.expect("field names", &[MI_INT8, MI_UINT8])?;
-    if raw.len() % len != 0 {
+    if !raw.len().is_multiple_of(len) {
         return Err(format!("{} bytes of field names of {len} bytes each", raw.len()));
     }
     Ok(raw

@@ -414,6 +414,6 @@ mod tests {
         let m = pack_images(&slow, w, &opts(4, false), &slow).unwrap();
         assert_eq!(m.total_samples, 2000);
         let ahead = slow.ahead.load(Ordering::SeqCst);
-        assert!(ahead >= 20 && ahead <= 32, "{ahead} images read ahead of the writer (window 32)");
+        assert!((20..=32).contains(&ahead), "{ahead} images read ahead of the writer (window 32)");
     }
 }
