@@ -181,6 +181,9 @@ pub fn ilsvrc_train(path: &Path, threads: usize, indexed: &(dyn Fn(u64, u64) + S
         }));
         entries[start..].sort_by(|a, b| a.name.cmp(&b.name));
     }
+    if entries.is_empty() {
+        return Err(bad("its per-synset tars hold no file".into()));
+    }
     let classes = synsets.into_iter().map(|(wnid, _)| wnid).collect();
     Ok(ArchiveImages { path: path.to_path_buf(), file, classes, entries })
 }

@@ -10,7 +10,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `writer` | [`ShardWriter`], [`ShardWriterConfig`]: deterministic tar / tar.zst shards, manifest last |
+//! | `writer` | [`ShardWriter`], [`ShardWriterConfig`]: deterministic tar / tar.zst shards (renamed into place one by one, or staged until the end), skipped input files, manifest last |
 //! | `reader` | [`ShardReader`], [`open_shard_reader`], [`open_shard_file`], [`split_member_name`] |
 mod reader;
 mod writer;
@@ -256,6 +256,29 @@ mod tests {
             open_shard_file(out.path().join("x-000000.tar")).unwrap().map(|r| r.unwrap()).collect();
         assert_eq!(back[1].key, long_key);
         assert_eq!(back[1].files["bin"], vec![7u8; 600]);
+    }
+
+    #[test]
+    fn skipped_files_in_the_manifest_and_manifests_without_them() {
+        let out = tempfile::tempdir().unwrap();
+        let mut w = ShardWriter::new(writer_cfg(out.path(), "t", 10)).unwrap();
+        w.write(&RawSample::new("k").with("txt", "x")).unwrap();
+        w.skip(SkippedFile { name: "a/b.jpg".into(), reason: "empty file (0 bytes)".into() });
+        let m = w.finish(&["a".into()]).unwrap();
+        assert_eq!((m.skipped_total, m.skipped.len()), (1, 1));
+        assert_eq!(read_manifest(out.path()).unwrap(), m);
+        let json = fs::read_to_string(out.path().join(MANIFEST_NAME)).unwrap();
+        assert!(
+            json.contains("\"skipped_total\": 1") && json.contains("\"reason\": \"empty file (0 bytes)\""),
+            "{json}"
+        );
+        // a manifest without the fields (older, or nothing skipped) reads as none skipped
+        let old = r#"{"format_version": 1, "prefix": "t", "compression": "none", "class_names": [],
+            "total_samples": 0, "shards": []}"#;
+        fs::write(out.path().join(MANIFEST_NAME), old).unwrap();
+        let m = read_manifest(out.path()).unwrap();
+        assert_eq!((m.skipped_total, m.skipped.len()), (0, 0));
+        assert!(!serde_json::to_string(&m).unwrap().contains("skipped"));
     }
 
     #[test]
