@@ -280,6 +280,29 @@ mod tests {
     }
 
     #[test]
+    fn header_reaches_the_first_scan_and_grayscale_jpegs_decode_to_rgb() {
+        let Some(coco) = shared("coco128/images") else { return };
+        let photo = jpgs(&coco.join("val2017"), 1).remove(0);
+        let h = jpeg_header(&photo).unwrap();
+        assert_eq!((Some((h.width, h.height)), h.components), (jpeg_dimensions(&photo), 3));
+        assert!(h.scan_data > 100 && h.scan_data < photo.len() / 10, "{h:?}");
+        assert_eq!(jpeg_header(&photo[..h.scan_data - 1]), None, "ends inside the SOS segment");
+        // a grayscale JPEG (ImageNet holds some): one component, decoded to equal R, G and B
+        let luma = crate::image::decode_image(&photo, 1).unwrap();
+        let mut gray = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut gray, 90)
+            .encode(&luma.data, luma.width, luma.height, image::ExtendedColorType::L8)
+            .unwrap();
+        assert_eq!(jpeg_header(&gray).unwrap().components, 1);
+        let rgb = crate::image::decode_image(&gray, 3).unwrap();
+        let reference = decode_image_with_image_crate(&gray, 1).unwrap();
+        assert_eq!((rgb.width, rgb.height, rgb.channels), (h.width, h.height, 3));
+        for (px, r) in rgb.data.chunks_exact(3).zip(&reference.data) {
+            assert!(px[0] == px[1] && px[1] == px[2] && (px[0] as i32 - *r as i32).abs() <= 6);
+        }
+    }
+
+    #[test]
     fn a_header_claiming_a_huge_image_is_refused_before_allocating() {
         // SOF0 claiming 60000 x 60000 = 3.6e9 pixels (> 89,478,485) and nothing after it
         let b = [0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0xEA, 0x60, 0xEA, 0x60, 0x03];
