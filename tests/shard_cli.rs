@@ -160,3 +160,91 @@ fn bad_input_exits_2_with_one_line() {
     let out = run(&["--input", "x", "--output", "y", "--samples-per-shard", "5", "--max-shard-bytes", "100"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// sha256 of the shards and manifest that dspnet-shard wrote for `cifar_subset()` with
+/// `--samples-per-shard 50 --seed 5` before images were checked on worker threads (commit
+/// f644446): the imagefolder output must stay byte-identical.
+const SUBSET_SHA256: [(&str, &str); 4] = [
+    ("manifest.json", "99e599e6cc3d97267dedcab878da87991a2037b298c8009e9153e7b9b2ac0dae"),
+    ("train-000000.tar", "48ac18f1d83cca5acc727394df65db2015dbcf503c2d35f62f75520d49318f50"),
+    ("train-000001.tar", "bd41e8474baf33e4c510485f466ae3836c8697302e8514c1727b6a24ed989f80"),
+    ("train-000002.tar", "7e0316b0be750afe11dfe8685e5c20252350e279700b5d959395b8f798a59e06"),
+];
+
+#[test]
+fn imagefolder_shards_are_byte_identical_to_before_on_any_thread_count() {
+    let Some(input) = cifar_subset() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for threads in ["1", "4"] {
+        let out = tmp.path().join(threads);
+        let args = ["--input", p(input.path()), "--output", p(&out), "--samples-per-shard", "50", "--seed", "5"];
+        let res = bin().args(args).args(["--threads", threads]).output().unwrap();
+        assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+        for (name, sha) in SUBSET_SHA256 {
+            let bytes = fs::read(out.join(name)).unwrap();
+            assert_eq!(dspnet_core::fs::sha256_hex(&bytes), sha, "{name} on {threads} thread(s)");
+        }
+    }
+}
+
+#[test]
+fn imagefolder_bad_files_are_skipped_or_stop_the_run() {
+    let Some(input) = cifar_subset() else { return };
+    let photo = fs::read(Path::new(CIFAR).join("bird/0100.jpg")).unwrap();
+    // kept: a PNG named .jpg (stored as .png); skipped: empty, truncated, not an image
+    let png = {
+        let mut out = Vec::new();
+        image::load_from_memory(&photo)
+            .unwrap()
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    };
+    fs::write(input.path().join("bird/png-named.jpg"), &png).unwrap();
+    fs::write(input.path().join("airplane/empty.jpg"), b"").unwrap();
+    fs::write(input.path().join("automobile/cut.jpg"), &photo[..photo.len() - 40]).unwrap();
+    fs::write(input.path().join("bird/page.png"), b"<html></html>").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lenient");
+    let res = run(&["--input", p(input.path()), "--output", p(&out), "--verify", "full", "--seed", "1"]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains("121 samples") && stdout.contains("skipped 3 unusable image(s)"), "{stdout}");
+    for line in ["airplane/empty.jpg: empty file", "automobile/cut.jpg: truncated JPEG", "bird/page.png: not a JPEG"] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    let m = read_manifest(&out).unwrap();
+    assert_eq!((m.total_samples, m.skipped_total, m.skipped.len()), (121, 3, 3));
+    let png_sample = shard_files(&out)
+        .iter()
+        .flat_map(|f| open_shard_file(f).unwrap().map(|s| s.unwrap()))
+        .find(|s| s.key == "bird_png-named")
+        .unwrap();
+    assert_eq!(png_sample.files.get("png"), Some(&png));
+    // --strict-data: exit 2 naming the first bad file in write order, and no shard written
+    let strict = tmp.path().join("strict");
+    let res = run(&["--input", p(input.path()), "--output", p(&strict), "--seed", "1", "--strict-data"]);
+    assert_one_line_error(&res, &format!("bad image {}", m.skipped[0].name));
+    assert_eq!(fs::read_dir(&strict).unwrap().count(), 0);
+}
+
+#[test]
+fn progress_bar_with_rate_and_eta_on_a_terminal_only() {
+    let Some(input) = cifar_subset() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // not a terminal: nothing on stderr
+    let out = run(&["--input", p(input.path()), "--output", p(&tmp.path().join("plain"))]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    // a terminal (util-linux `script` runs the command on a pseudo-terminal)
+    let cmd = format!(
+        "{} --input {} --output {}",
+        env!("CARGO_BIN_EXE_dspnet-shard"),
+        p(input.path()),
+        p(&tmp.path().join("tty"))
+    );
+    let out = Command::new("script").args(["-qfec", &cmd, "/dev/null"]).output().expect("script (util-linux) runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("/120 images, ") && screen.contains(" images/s, ETA "), "{screen}");
+    assert!(screen.contains("dspnet-shard: 120 samples"), "{screen}");
+}

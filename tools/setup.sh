@@ -52,5 +52,11 @@ if ! .venv/bin/python -c "import moto.server" 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check "moto[server]==5.2.5"
 fi
 
+# scipy.io.savemat: an independent writer of the devkit's meta.mat for the ILSVRC test (tests/ilsvrc_cli.rs).
+if ! .venv/bin/python -c "import scipy.io" 2>/dev/null; then
+  echo "setup: pip install scipy (MAT-file writer for the ILSVRC test)"
+  .venv/bin/pip install -q --disable-pip-version-check "scipy==1.17.1"
+fi
+
 echo "setup: cargo build --release (torch-sys takes a few minutes the first time)"
 cargo build --release --quiet --workspace --bins

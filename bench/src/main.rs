@@ -3,7 +3,7 @@
 //! and the target.
 //!
 //! ```text
-//! dspnet-bench [--quick] [--out FILE.json] [--skip loader,trainer,peer,e2e] [--threads N]
+//! dspnet-bench [--quick] [--out FILE.json] [--skip loader,trainer,peer,e2e,shard] [--threads N]
 //!              [--batch B] [--steps S]
 //! ```
 //!
@@ -19,7 +19,9 @@
 //! * loader: the loader contributor's `bench/src/loader.rs` (twin views at 224 and 32 px, the
 //!   decode-only ceiling, PyTorch DataLoader + torchvision as the peer);
 //! * end to end: a real short `dspnet-stream-train` run (the library's run loop) from CIFAR-10
-//!   shards with the fraction of step time the trainer waited for data.
+//!   shards with the fraction of step time the trainer waited for data;
+//! * shard: `bench/src/shard.rs` (`dspnet-shard`'s library path on CIFAR-10 class folders and on
+//!   an ILSVRC-layout archive of COCO photos, against Python webdataset's `ShardWriter`).
 //!
 //! FLOP convention: forward FLOPs = 2 x the backbone's convolution multiply-accumulates
 //! (`SlimResNet::flops`; heads, BN, ReLU and additions not counted: < 1 % here); a training
@@ -36,6 +38,7 @@
 //! unwritable --out, missing shared data), 1 when a measurement fails.
 
 mod loader;
+mod shard;
 
 use clap::Parser;
 use dspnet_core::machine::cpu_has_native_bf16;
@@ -62,6 +65,7 @@ enum Part {
     Trainer,
     Peer,
     E2e,
+    Shard,
 }
 
 #[derive(Parser)]
@@ -77,7 +81,7 @@ struct Args {
     /// Also write every figure and the machine description as JSON to this file (atomically).
     #[arg(long, value_name = "FILE.json")]
     out: Option<PathBuf>,
-    /// Parts to leave out, comma-separated: loader, trainer, peer, e2e.
+    /// Parts to leave out, comma-separated: loader, trainer, peer, e2e, shard.
     #[arg(long, value_enum, value_delimiter = ',')]
     skip: Vec<Part>,
     /// libtorch intra-op threads (0: libtorch's default, one per core).
@@ -708,7 +712,7 @@ fn run(args: Args) -> Result<(), Failure> {
         check_out(out).map_err(Failure::Input)?;
     }
     let skip = |p: Part| args.skip.contains(&p);
-    let data = if skip(Part::Loader) && skip(Part::E2e) {
+    let data = if skip(Part::Loader) && skip(Part::E2e) && skip(Part::Shard) {
         None
     } else {
         Some(loader::shared_data_dir().map_err(Failure::Input)?)
@@ -1022,6 +1026,14 @@ fn run(args: Args) -> Result<(), Failure> {
         w.pass = e.wait_steady.is_finite().then_some(e.wait_steady < 0.05);
         rows.push(w);
         lap("end-to-end", &mut sections);
+    }
+
+    // ---- sharding ----
+    if !skip(Part::Shard) {
+        eprintln!("shard: dspnet-shard's library path against webdataset's ShardWriter ...");
+        let figs = shard::run_shard_bench(plan.quick).map_err(run_err)?;
+        rows.extend(figs.into_iter().map(Row::from));
+        lap("shard", &mut sections);
     }
 
     let seconds = started.elapsed().as_secs_f64();

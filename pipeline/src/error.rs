@@ -50,6 +50,18 @@ pub enum PipelineError {
     /// An input image folder holds no image.
     #[error("input folder {} holds no image (expected DIR/<class>/<image>.jpg|jpeg|png|webp); check --input", path.display())]
     NoImages { path: PathBuf },
+    /// An input image is unusable (empty, truncated, undecodable) and `--strict-data` asked to stop.
+    #[error("bad image {file}: {reason}; no shard was written (--strict-data): fix or remove the file, or drop --strict-data to skip bad images (they are listed in manifest.json)")]
+    BadImage { file: String, reason: String },
+    /// Every input image is unusable.
+    #[error("none of the {total} input images is usable (the first, {first}: {reason}); check --input")]
+    NoUsableImage { total: u64, first: String, reason: String },
+    /// An ImageNet archive is not in the official layout, or unreadable.
+    #[error("ImageNet archive {}: {reason}", path.display())]
+    BadArchive { path: PathBuf, reason: String },
+    /// A validation label file is malformed or does not cover the images.
+    #[error("labels {}: {reason}; --labels takes the devkit (ILSVRC2012_devkit_t12.tar.gz), LOC_val_solution.csv or lines `filename wnid`", path.display())]
+    BadLabels { path: PathBuf, reason: String },
     /// A Fashion-MNIST IDX file is missing.
     #[error("missing Fashion-MNIST file {}; --input must be the folder with the *-ubyte.gz IDX files", path.display())]
     MissingIdx { path: PathBuf },

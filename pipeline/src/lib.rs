@@ -4,7 +4,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`shard`] | deterministic tar / tar.zst shard writer, `manifest.json`, streaming shard reader |
-//! | [`dataset`] | inputs of `dspnet-shard` (ImageNet-style class folders, Fashion-MNIST IDX) |
+//! | [`dataset`] | inputs of `dspnet-shard` (ImageNet-style class folders, Fashion-MNIST IDX, the ILSVRC2012 archives), checked and packed into shards on every core |
 //! | [`image`] | decoded images, crop-box geometry, decoding (libjpeg-turbo window decoder, `image` crate) |
 //! | [`augment`] | BYOL twin-view augmentations and the evaluation transform |
 //! | [`source`] | shard patterns; the [`source::ShardSource`] contract: local and remote shards ([`source::remote`]) |
@@ -12,8 +12,8 @@
 //! | [`error`] | [`PipelineError`] |
 //!
 //! Dependencies point down the table's layers: `loader` uses `source`, `augment` and `shard`;
-//! `augment` uses `image`; `source` uses `shard`; `dataset` uses `shard`; `image` and `shard`
-//! use nothing else of the crate.
+//! `augment` uses `image`; `source` uses `shard`; `dataset` uses `shard` and `image`; `image` and
+//! `shard` use nothing else of the crate.
 pub mod augment;
 pub mod dataset;
 pub mod error;

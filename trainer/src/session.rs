@@ -375,6 +375,7 @@ mod tests {
             class_names: vec![],
             total_samples: 7,
             shards: vec![info("t-000000.tar", 3), info("t-000001.tar", 4)],
+            ..Default::default()
         };
         std::fs::write(dir.path().join(MANIFEST_NAME), serde_json::to_vec(&m).unwrap()).unwrap();
         // in the order of the selected shards

@@ -44,9 +44,44 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
 /// (width, height) in pixels from the first SOF marker, without decoding; `None` when the
 /// markers before it are malformed or the frame has a zero side.
 pub fn jpeg_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    walk_markers(bytes, true).and_then(|(frame, _)| frame).map(|f| (f.width, f.height))
+}
+
+/// What the markers of a JPEG say before its first scan: the frame (size, colour components)
+/// and where the first scan's entropy-coded data starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JpegHeader {
+    pub width: u32,
+    pub height: u32,
+    /// Colour components of the frame: 1 (grayscale), 3 (YCbCr or RGB), 4 (CMYK or YCCK).
+    pub components: u8,
+    /// Byte offset of the first scan's entropy-coded data (just after its SOS segment).
+    pub scan_data: usize,
+}
+
+/// [`JpegHeader`] of `bytes`, reading markers up to the first SOS without decoding; `None` when
+/// the markers are malformed, the file ends before a scan, or no frame header precedes it.
+pub fn jpeg_header(bytes: &[u8]) -> Option<JpegHeader> {
+    let (frame, scan_data) = walk_markers(bytes, false)?;
+    let f = frame.filter(|f| f.components > 0)?;
+    Some(JpegHeader { width: f.width, height: f.height, components: f.components, scan_data: scan_data? })
+}
+
+struct Frame {
+    width: u32,
+    height: u32,
+    components: u8,
+}
+
+/// Walks the marker segments from SOI: stops at the first frame header when `stop_at_frame`,
+/// else at the first SOS, returning the frame (if seen) and the offset after the SOS segment.
+/// `None` for malformed markers, a truncated segment, EOI before a scan, or a frame with a zero
+/// side.
+fn walk_markers(bytes: &[u8], stop_at_frame: bool) -> Option<(Option<Frame>, Option<usize>)> {
     if !is_jpeg(bytes) {
         return None;
     }
+    let mut frame = None;
     let mut i = 2usize;
     loop {
         // skip fill bytes, then read the marker code
@@ -59,19 +94,30 @@ pub fn jpeg_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
         let marker = *bytes.get(i + 1)?;
         i += 2;
         match marker {
-            0xD8 | 0x01 | 0xD0..=0xD7 => continue, // markers without a length
-            0xD9 | 0xDA => return None,            // EOI / SOS before any frame header
+            0xD8 | 0x01 | 0xD0..=0xD7 => continue,  // markers without a length
+            0xD9 => return None,                    // EOI before any scan
+            0xDA if frame.is_none() => return None, // SOS before any frame header
             _ => {}
         }
         let len = u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]) as usize;
         if len < 2 {
             return None;
         }
+        if marker == 0xDA {
+            return (i + len <= bytes.len()).then_some((frame, Some(i + len)));
+        }
         // SOF0-3, 5-7, 9-11, 13-15 (C4 = DHT, C8 = JPG, CC = DAC are not frame headers)
-        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
-            let h = u16::from_be_bytes([*bytes.get(i + 3)?, *bytes.get(i + 4)?]) as u32;
-            let w = u16::from_be_bytes([*bytes.get(i + 5)?, *bytes.get(i + 6)?]) as u32;
-            return (w > 0 && h > 0).then_some((w, h));
+        if frame.is_none() && matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            let height = u16::from_be_bytes([*bytes.get(i + 3)?, *bytes.get(i + 4)?]) as u32;
+            let width = u16::from_be_bytes([*bytes.get(i + 5)?, *bytes.get(i + 6)?]) as u32;
+            let components = bytes.get(i + 7).copied().unwrap_or(0);
+            if width == 0 || height == 0 {
+                return None;
+            }
+            frame = Some(Frame { width, height, components });
+            if stop_at_frame {
+                return Some((frame, None));
+            }
         }
         i += len;
     }
@@ -231,6 +277,29 @@ mod tests {
         assert_eq!(jpeg_dimensions(b"\x89PNG\r\n\x1a\n"), None);
         assert_eq!(jpeg_dimensions(&[0xFF, 0xD8, 0xFF, 0xDA, 0x00]), None);
         assert_eq!(jpeg_dimensions(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00]), None);
+    }
+
+    #[test]
+    fn header_reaches_the_first_scan_and_grayscale_jpegs_decode_to_rgb() {
+        let Some(coco) = shared("coco128/images") else { return };
+        let photo = jpgs(&coco.join("val2017"), 1).remove(0);
+        let h = jpeg_header(&photo).unwrap();
+        assert_eq!((Some((h.width, h.height)), h.components), (jpeg_dimensions(&photo), 3));
+        assert!(h.scan_data > 100 && h.scan_data < photo.len() / 10, "{h:?}");
+        assert_eq!(jpeg_header(&photo[..h.scan_data - 1]), None, "ends inside the SOS segment");
+        // a grayscale JPEG (ImageNet holds some): one component, decoded to equal R, G and B
+        let luma = crate::image::decode_image(&photo, 1).unwrap();
+        let mut gray = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut gray, 90)
+            .encode(&luma.data, luma.width, luma.height, image::ExtendedColorType::L8)
+            .unwrap();
+        assert_eq!(jpeg_header(&gray).unwrap().components, 1);
+        let rgb = crate::image::decode_image(&gray, 3).unwrap();
+        let reference = decode_image_with_image_crate(&gray, 1).unwrap();
+        assert_eq!((rgb.width, rgb.height, rgb.channels), (h.width, h.height, 3));
+        for (px, r) in rgb.data.chunks_exact(3).zip(&reference.data) {
+            assert!(px[0] == px[1] && px[1] == px[2] && (px[0] as i32 - *r as i32).abs() <= 6);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `writer` | [`ShardWriter`], [`ShardWriterConfig`]: deterministic tar / tar.zst shards, manifest last |
+//! | `writer` | [`ShardWriter`], [`ShardWriterConfig`]: deterministic tar / tar.zst shards (renamed into place one by one, or staged until the end), skipped input files, manifest last |
 //! | `reader` | [`ShardReader`], [`open_shard_reader`], [`open_shard_file`], [`split_member_name`] |
 mod reader;
 mod writer;
@@ -71,8 +71,19 @@ pub struct ShardInfo {
     pub sha256: String,
 }
 
-/// Content of `manifest.json`, written last (atomically) by [`ShardWriter::finish`].
+/// An input file `dspnet-shard` left out because it is not a usable image.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedFile {
+    /// Where it came from: the path relative to the input folder, or the member path inside an
+    /// archive (e.g. `n01440764.tar/n01440764_10026.JPEG`).
+    pub name: String,
+    /// Why, in one line (e.g. `empty file (0 bytes)`, `truncated JPEG: ...`).
+    pub reason: String,
+}
+
+/// Content of `manifest.json`, written last (atomically) by [`ShardWriter::finish`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Layout version ([`FORMAT_VERSION`]).
@@ -87,6 +98,17 @@ pub struct Manifest {
     pub total_samples: u64,
     /// Shards in write order.
     pub shards: Vec<ShardInfo>,
+    /// Number of input files skipped as unusable images (written only when not 0; manifests
+    /// without it read as 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_total: u64,
+    /// The skipped files in input order, with the reason (written only when not empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedFile>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Read `DIR/manifest.json`.
@@ -234,6 +256,29 @@ mod tests {
             open_shard_file(out.path().join("x-000000.tar")).unwrap().map(|r| r.unwrap()).collect();
         assert_eq!(back[1].key, long_key);
         assert_eq!(back[1].files["bin"], vec![7u8; 600]);
+    }
+
+    #[test]
+    fn skipped_files_in_the_manifest_and_manifests_without_them() {
+        let out = tempfile::tempdir().unwrap();
+        let mut w = ShardWriter::new(writer_cfg(out.path(), "t", 10)).unwrap();
+        w.write(&RawSample::new("k").with("txt", "x")).unwrap();
+        w.skip(SkippedFile { name: "a/b.jpg".into(), reason: "empty file (0 bytes)".into() });
+        let m = w.finish(&["a".into()]).unwrap();
+        assert_eq!((m.skipped_total, m.skipped.len()), (1, 1));
+        assert_eq!(read_manifest(out.path()).unwrap(), m);
+        let json = fs::read_to_string(out.path().join(MANIFEST_NAME)).unwrap();
+        assert!(
+            json.contains("\"skipped_total\": 1") && json.contains("\"reason\": \"empty file (0 bytes)\""),
+            "{json}"
+        );
+        // a manifest without the fields (older, or nothing skipped) reads as none skipped
+        let old = r#"{"format_version": 1, "prefix": "t", "compression": "none", "class_names": [],
+            "total_samples": 0, "shards": []}"#;
+        fs::write(out.path().join(MANIFEST_NAME), old).unwrap();
+        let m = read_manifest(out.path()).unwrap();
+        assert_eq!((m.skipped_total, m.skipped.len()), (0, 0));
+        assert!(!serde_json::to_string(&m).unwrap().contains("skipped"));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The shard writer: samples into numbered, deterministic tar (or tar.zst) shards, each written
-//! to a temporary name, fsynced and renamed; `manifest.json` written last, atomically.
+//! to a temporary name, fsynced and renamed (when complete, or all at once at the end for a
+//! staged writer); `manifest.json` written last, atomically.
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::shard::{Manifest, RawSample, ShardInfo, FORMAT_VERSION, MANIFEST_NAME};
+use crate::shard::{Manifest, RawSample, ShardInfo, SkippedFile, FORMAT_VERSION, MANIFEST_NAME};
 use crate::{PipelineError, Result};
 
 /// Where and how [`ShardWriter`] writes shards.
@@ -66,11 +67,22 @@ struct OpenShard {
 /// Tar headers are deterministic (ustar, mtime 0, uid/gid 0, mode 0o644, empty user/group names,
 /// members of a sample in extension order), so the same samples in the same order give
 /// byte-identical shards. Each shard is written to `.NAME.tmp`, fsynced and renamed when
-/// complete; `manifest.json` is written last, the same way.
+/// complete ([`ShardWriter::new`]) or, for a staged writer ([`ShardWriter::new_staged`]), all at
+/// once by [`ShardWriter::finish`]; `manifest.json` is written last, the same way.
 pub struct ShardWriter {
     cfg: ShardWriterConfig,
     current: Option<OpenShard>,
     shards: Vec<ShardInfo>,
+    skipped: Vec<SkippedFile>,
+    /// `Some` for a staged writer: (temporary, final) paths of the closed shards, and the shard
+    /// files the folder held before (removed by `finish`).
+    staged: Option<Staged>,
+}
+
+#[derive(Default)]
+struct Staged {
+    closed: Vec<(PathBuf, PathBuf)>,
+    old: Vec<PathBuf>,
 }
 
 fn is_shard_file(name: &str) -> bool {
@@ -85,6 +97,32 @@ impl ShardWriter {
     /// [`PipelineError::OutputHasShards`] when it already holds `*.tar`, `*.tar.zst`, `*.tar.gz`
     /// or `manifest.json` and `overwrite` is false.
     pub fn new(cfg: ShardWriterConfig) -> Result<Self> {
+        let old = Self::prepare(&cfg)?;
+        // One folder = one dataset (one manifest): every old shard goes, whatever its prefix,
+        // so a folder pattern never mixes old and new shards.
+        for path in old {
+            fs::remove_file(&path).map_err(|e| PipelineError::write(&path, e))?;
+        }
+        Ok(ShardWriter { cfg, current: None, shards: Vec::new(), skipped: Vec::new(), staged: None })
+    }
+
+    /// A writer that leaves the output folder as it was until [`ShardWriter::finish`]: every
+    /// shard stays under its temporary name `.NAME.tmp`; `finish` then removes the folder's old
+    /// shards (allowed by `overwrite`), renames the new ones into place and writes the manifest.
+    /// Dropping it before `finish` (an error, a bad image under `--strict-data`) removes the
+    /// temporary files, so no shard is ever written. Costs the disk space of old and new shards
+    /// together until `finish`.
+    ///
+    /// Errors: as [`ShardWriter::new`].
+    pub fn new_staged(cfg: ShardWriterConfig) -> Result<Self> {
+        let old = Self::prepare(&cfg)?;
+        let staged = Some(Staged { closed: Vec::new(), old });
+        Ok(ShardWriter { cfg, current: None, shards: Vec::new(), skipped: Vec::new(), staged })
+    }
+
+    /// Checks the settings and the folder (created if missing, writable); returns the shard files
+    /// it already holds. Errors: as [`ShardWriter::new`].
+    fn prepare(cfg: &ShardWriterConfig) -> Result<Vec<PathBuf>> {
         if cfg.prefix.is_empty() || cfg.prefix.contains(['/', '\\', '.']) {
             return Err(PipelineError::config(
                 "prefix",
@@ -123,17 +161,10 @@ impl ShardWriter {
                 existing.push((entry.path(), name));
             }
         }
-        if !existing.is_empty() {
-            if !cfg.overwrite {
-                return Err(PipelineError::OutputHasShards { path: dir.clone() });
-            }
-            // One folder = one dataset (one manifest): every old shard goes, whatever its prefix,
-            // so a folder pattern never mixes old and new shards.
-            for (path, _) in existing {
-                fs::remove_file(&path).map_err(|e| PipelineError::write(&path, e))?;
-            }
+        if !existing.is_empty() && !cfg.overwrite {
+            return Err(PipelineError::OutputHasShards { path: dir.clone() });
         }
-        Ok(ShardWriter { cfg, current: None, shards: Vec::new() })
+        Ok(existing.into_iter().map(|(path, _)| path).collect())
     }
 
     fn open_next(&mut self) -> Result<OpenShard> {
@@ -164,8 +195,13 @@ impl ShardWriter {
         let file = inner.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all().map_err(werr)?;
         drop(file);
-        fs::rename(&open.tmp_path, &open.final_path).map_err(|e| PipelineError::write(&open.final_path, e))?;
-        dspnet_core::fs::sync_dir(&self.cfg.output_dir);
+        match &mut self.staged {
+            Some(staged) => staged.closed.push((open.tmp_path, open.final_path)),
+            None => {
+                fs::rename(&open.tmp_path, &open.final_path).map_err(|e| PipelineError::write(&open.final_path, e))?;
+                dspnet_core::fs::sync_dir(&self.cfg.output_dir);
+            }
+        }
         self.shards.push(ShardInfo {
             name: open.name,
             samples: open.samples,
@@ -229,9 +265,36 @@ impl ShardWriter {
         Ok(())
     }
 
+    /// Record an input file left out as an unusable image: listed in the manifest's `skipped`
+    /// (in the order recorded) and counted in `skipped_total`.
+    pub fn skip(&mut self, file: SkippedFile) {
+        self.skipped.push(file);
+    }
+
+    /// The files recorded by [`ShardWriter::skip`] so far.
+    pub fn skipped_files(&self) -> &[SkippedFile] {
+        &self.skipped
+    }
+
     /// Close the last shard and write `manifest.json` (atomically, last). Returns the manifest.
+    /// A staged writer first removes the folder's old shards and old manifest and renames its
+    /// shards into place.
     pub fn finish(mut self, class_names: &[String]) -> Result<Manifest> {
         self.close_current()?;
+        if let Some(staged) = self.staged.take() {
+            let manifest = self.cfg.output_dir.join(MANIFEST_NAME);
+            if staged.old.contains(&manifest) {
+                fs::remove_file(&manifest).map_err(|e| PipelineError::write(&manifest, e))?;
+            }
+            for (tmp, done) in &staged.closed {
+                fs::rename(tmp, done).map_err(|e| PipelineError::write(done, e))?;
+            }
+            let new: Vec<&PathBuf> = staged.closed.iter().map(|(_, done)| done).collect();
+            for old in staged.old.iter().filter(|p| **p != manifest && !new.contains(p)) {
+                fs::remove_file(old).map_err(|e| PipelineError::write(old, e))?;
+            }
+            dspnet_core::fs::sync_dir(&self.cfg.output_dir);
+        }
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             prefix: self.cfg.prefix.clone(),
@@ -239,6 +302,8 @@ impl ShardWriter {
             class_names: class_names.to_vec(),
             total_samples: self.shards.iter().map(|s| s.samples).sum(),
             shards: std::mem::take(&mut self.shards),
+            skipped_total: self.skipped.len() as u64,
+            skipped: std::mem::take(&mut self.skipped),
         };
         let mut json = serde_json::to_vec_pretty(&manifest).map_err(|e| PipelineError::Internal(e.to_string()))?;
         json.push(b'\n');
@@ -250,11 +315,17 @@ impl ShardWriter {
 
 impl Drop for ShardWriter {
     fn drop(&mut self) {
-        // An unfinished shard is never renamed into place: remove its temp file.
+        // An unfinished shard is never renamed into place: remove its temp file, and a staged
+        // writer's closed ones too.
         if let Some(open) = self.current.take() {
             let path = open.tmp_path.clone();
             drop(open);
             let _ = fs::remove_file(path);
+        }
+        if let Some(staged) = self.staged.take() {
+            for (tmp, _) in staged.closed {
+                let _ = fs::remove_file(tmp);
+            }
         }
     }
 }

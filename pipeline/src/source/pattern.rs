@@ -1,5 +1,5 @@
-//! Shard patterns: brace patterns, folders and single files expanded into shard URLs, with
-//! remote URLs checked for form only.
+//! Shard patterns: brace patterns, globs in the file name, folders and single files expanded
+//! into shard URLs, with remote URLs checked for form only.
 use std::path::Path;
 
 use crate::source::braces::expand_braces;
@@ -14,14 +14,18 @@ fn is_shard_name(name: &str) -> bool {
 /// Expand a shard pattern into shard URLs (in pattern order).
 ///
 /// * brace patterns: `dir/train-{000000..000146}.tar`, `{a,b}`, several braces;
+/// * a glob in the last path component (`'dir/train-*.tar'`, `?`, `[0-4]`, as PyTorch users
+///   type it quoted): the matching `*.tar`, `*.tar.zst`, `*.tar.gz` files of that folder,
+///   sorted by name (a leading dot must be matched literally); braces are expanded first;
 /// * a folder → all `*.tar`, `*.tar.zst`, `*.tar.gz` in it, sorted by name;
-/// * a plain file path → itself;
+/// * a plain file path → itself (also when its name holds `*`, `?` or `[`);
 /// * remote URLs (`s3://bucket/prefix/train-{000000..000146}.tar`, `gs://`, `az://`, `http(s)://`)
 ///   are brace-expanded and parsed but not checked against the store (no network access here).
 ///   Globs (`*`, `?`, `[`) and folder URLs are refused: remote prefixes are not listed.
 ///
-/// Errors: [`PipelineError::NoShards`] when nothing exists; [`PipelineError::Read`] naming the
-/// first missing shard when only some exist; [`PipelineError::BadPattern`] for malformed braces;
+/// Errors: [`PipelineError::NoShards`] when nothing exists (a glob matching nothing adds
+/// nothing); [`PipelineError::Read`] naming the first missing shard when only some exist;
+/// [`PipelineError::BadPattern`] for malformed braces or globs, and wildcards in a folder name;
 /// [`PipelineError::UnsupportedScheme`] / [`PipelineError::RemoteConfig`] for bad remote URLs.
 pub fn expand_pattern(pattern: &str) -> Result<Vec<String>> {
     let pattern_trim = pattern.trim();
@@ -52,6 +56,8 @@ pub fn expand_pattern(pattern: &str) -> Result<Vec<String>> {
             out.extend(names.into_iter().map(|n| path.join(n).to_string_lossy().to_string()));
         } else if path.is_file() {
             out.push(url);
+        } else if has_glob(&path_str) {
+            out.extend(expand_glob(pattern, &path_str)?);
         } else if missing.is_none() {
             missing = Some(path_str);
         }
@@ -69,6 +75,41 @@ pub fn expand_pattern(pattern: &str) -> Result<Vec<String>> {
         ));
     }
     Ok(out)
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// The shard files of the folder of `path` whose names match its last component, sorted.
+fn expand_glob(pattern: &str, path: &str) -> Result<Vec<String>> {
+    let (dir, name) = match path.rsplit_once('/') {
+        Some(("", name)) => ("/", name),
+        Some((dir, name)) => (dir, name),
+        None => (".", path),
+    };
+    if has_glob(dir) {
+        return Err(PipelineError::BadPattern {
+            pattern: pattern.to_string(),
+            reason: "wildcards (* ? [) are allowed in the file name only, not in folder names".into(),
+        });
+    }
+    let glob = glob::Pattern::new(name).map_err(|e| PipelineError::BadPattern {
+        pattern: pattern.to_string(),
+        reason: format!("glob {name}: {}", e.msg),
+    })?;
+    let opts =
+        glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: true };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| is_shard_name(n) && glob.matches_with(n, opts))
+        .collect();
+    names.sort();
+    let join = |n: String| if path.contains('/') { Path::new(dir).join(n).to_string_lossy().to_string() } else { n };
+    Ok(names.into_iter().map(join).collect())
 }
 
 #[cfg(test)]
@@ -104,5 +145,45 @@ mod tests {
         assert!(e.contains("glob") && e.contains("braces"), "{e}");
         assert!(expand_pattern("s3://bucket/prefix/").unwrap_err().to_string().contains("not listed"));
         assert!(matches!(expand_pattern("ftp://h/a-{0..1}.tar").unwrap_err(), PipelineError::UnsupportedScheme { .. }));
+    }
+
+    #[test]
+    fn globs_in_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in
+            ["train-000000.tar", "train-000001.tar", "train-000002.tar.zst", "val-000000.tar", ".train-000003.tar.tmp"]
+        {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join("manifest.json"), b"{}").unwrap();
+        std::fs::write(dir.path().join("odd[1].tar"), b"x").unwrap();
+        let d = dir.path().to_string_lossy().to_string();
+        let names = |p: &str| -> Vec<String> {
+            expand_pattern(p).unwrap().iter().map(|u| u.rsplit('/').next().unwrap().to_string()).collect()
+        };
+        assert_eq!(names(&format!("{d}/train-*.tar")), ["train-000000.tar", "train-000001.tar"]);
+        assert_eq!(names(&format!("{d}/train-*")), ["train-000000.tar", "train-000001.tar", "train-000002.tar.zst"]);
+        assert_eq!(names(&format!("{d}/*")).len(), 5, "manifest.json and hidden files are not shards");
+        assert_eq!(names(&format!("{d}/train-00000[02].tar*")), ["train-000000.tar", "train-000002.tar.zst"]);
+        assert_eq!(names(&format!("{d}/?al-*.tar")), ["val-000000.tar"]);
+        assert_eq!(names(&format!("{d}/{{train,val}}-000000.tar")), ["train-000000.tar", "val-000000.tar"]);
+        assert_eq!(
+            names(&format!("{d}/{{train,val}}-*.tar")),
+            ["train-000000.tar", "train-000001.tar", "val-000000.tar"]
+        );
+        // a file whose name holds glob characters is itself
+        assert_eq!(names(&format!("{d}/odd[1].tar")), ["odd[1].tar"]);
+        // full path of each match, in the pattern's folder
+        assert_eq!(expand_pattern(&format!("{d}/val-*.tar")).unwrap(), [format!("{d}/val-000000.tar")]);
+        // matching nothing: the usual one-line error
+        let e = expand_pattern(&format!("{d}/test-*.tar")).unwrap_err();
+        assert!(matches!(e, PipelineError::NoShards { .. }) && e.to_string().contains("matches no shard"), "{e}");
+        assert!(matches!(expand_pattern("/no/such/dir/train-*.tar").unwrap_err(), PipelineError::NoShards { .. }));
+        let e = expand_pattern(&format!("{d}/*/train-*.tar")).unwrap_err().to_string();
+        assert!(e.contains("file name only"), "{e}");
+        let e = expand_pattern(&format!("{d}/train-[.tar")).unwrap_err();
+        assert!(matches!(e, PipelineError::BadPattern { .. }), "{e}");
+        // remote globs stay refused (stores are not listed)
+        assert!(expand_pattern("s3://bucket/train-*.tar").unwrap_err().to_string().contains("glob"));
     }
 }
