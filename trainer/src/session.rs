@@ -4,6 +4,7 @@
 
 use crate::error::{Result, TrainerError};
 use crate::fit::checkpointing::Checkpointer;
+use crate::fit::curves::Curves;
 use crate::fit::logging::MetricsLogger;
 use crate::fit::nonfinite::NonFiniteGuard;
 use crate::fit::resume::Resume;
@@ -308,6 +309,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
         world_size: world,
         write: rank == 0,
     }));
+    hooks.push(Box::new(Curves { run_dir: req.run_dir.clone(), write: rank == 0 }));
     let plan = EpochPlan { shard_samples, batch_size: batch, run_steps };
     let out = TrainLoop { trainer: &mut trainer, loader: &loader, plan, hooks }.run()?;
     // dist: every rank waits for rank 0's checkpoint (it also hosts the store)

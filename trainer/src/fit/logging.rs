@@ -1,6 +1,7 @@
 //! `metrics.jsonl` records (rank 0) and the progress bar: per logged step the loss and the
 //! collapse monitor of every trained width, learning rate, EMA rate, images/s and the fraction of
 //! the time spent waiting for data since the last record; a record for every skipped step.
+//! [`MetricsLog`] mirrors each record into this invocation's TensorBoard event file.
 
 use super::{Cx, Hook, StepEvent, StepInfo};
 use crate::error::Result;
@@ -104,6 +105,9 @@ impl Hook for MetricsLogger {
 
     fn on_end(&mut self, _cx: &mut Cx, _interrupted: bool) -> Result<()> {
         self.bar.finish_and_clear();
+        if let Some(log) = self.log.take() {
+            log.close()?;
+        }
         Ok(())
     }
 }
