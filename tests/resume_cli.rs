@@ -415,10 +415,23 @@ fn unwritable_output_location_is_found_before_training() {
     let ok = dir.path().join("ok");
     let out = train(&train_shards, &ok, &[extra, vec!["--max-steps".into(), "1".into()]].concat()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut names: Vec<String> =
-        std::fs::read_dir(&ok).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&ok)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|n| if n.starts_with("events.out.tfevents.") { "events.out.tfevents.*".into() } else { n })
+        .collect();
     names.sort();
-    assert_eq!(names, vec!["checkpoint.json", "checkpoint.safetensors", "config.toml", "metrics.jsonl"]);
+    assert_eq!(
+        names,
+        vec![
+            "checkpoint.json",
+            "checkpoint.safetensors",
+            "config.toml",
+            "curves_loss.png",
+            "events.out.tfevents.*",
+            "metrics.jsonl"
+        ]
+    );
     // a resume of a run that never saved a checkpoint is a clear error too
     let mut s = String::new();
     std::fs::File::open(ok.join("config.toml")).unwrap().read_to_string(&mut s).unwrap();

@@ -19,14 +19,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# pycocotools: COCO box mAP and mask rasterisation of the detection/segmentation transfer tools
+# pycocotools: COCO box mAP and mask rasterisation of the detection/segmentation transfer tools;
+# tensorboard: `tensorboard --logdir runs/`, and its reader checks our event files (tests/tensorboard_cli.rs)
 PY_PACKAGES=(torch==2.13.0 torchvision==0.28.0 webdataset==1.0.2 safetensors numpy
-             timm==1.0.31 onnx==1.23.2 onnxruntime==1.32.0 pycocotools==2.0.11 pyyaml==6.0.4)
+             timm==1.0.31 onnx==1.23.2 onnxruntime==1.32.0 pycocotools==2.0.11 pyyaml==6.0.4
+             tensorboard==2.21.0)
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, torchvision, webdataset, safetensors, timm, onnx, onnxruntime, pycocotools.cocoeval, yaml; assert torch.__version__.startswith('2.13.0') and timm.__version__ == '1.0.31'" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, torchvision, webdataset, safetensors, timm, onnx, onnxruntime, pycocotools.cocoeval, yaml, tensorboard.backend.event_processing.event_accumulator; assert torch.__version__.startswith('2.13.0') and timm.__version__ == '1.0.31' and tensorboard.__version__ == '2.21.0'" 2>/dev/null; then
   echo "setup: pip install ${PY_PACKAGES[*]} (a few GB the first time)"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi

@@ -28,6 +28,9 @@ pub enum RunError {
     /// The model cannot be built from the configuration.
     #[error(transparent)]
     Model(#[from] dspnet_model::ModelError),
+    /// A chart that cannot be drawn (the font missing, the PNG unwritable); names the file.
+    #[error(transparent)]
+    Plot(#[from] dspnet_core::plot::PlotError),
     /// libtorch failed (reading or writing tensors).
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -16,6 +16,13 @@ pub const STATE: &str = "checkpoint.json";
 pub const NEXT_WEIGHTS: &str = "checkpoint.next.safetensors";
 /// One JSON record per logged step.
 pub const METRICS: &str = "metrics.jsonl";
+/// Start of the TensorBoard event files' names (`events.out.tfevents.<seconds>.<host>`, one per
+/// invocation; see [`crate::tensorboard`]).
+pub const EVENTS_PREFIX: &str = "events.out.tfevents.";
+/// Per-width loss against step, drawn at the end of every invocation.
+pub const LOSS_CURVES: &str = "curves_loss.png";
+/// Per-width kNN top-1 of the training monitor against step (when the run has monitor records).
+pub const KNN_CURVES: &str = "curves_knn.png";
 /// Evaluation records of every width, protocol and init.
 pub const RESULTS: &str = "results.json";
 /// Top-1 against multiply-accumulates, one line per protocol and init.
@@ -73,7 +80,7 @@ impl RunDir {
 
     /// Creates the run directory for a new run: refuses one that already holds a checkpoint
     /// unless `overwrite`, checks it is writable ([`check_writable`]) and removes what an earlier
-    /// run left there (checkpoint, metrics, results).
+    /// run left there (checkpoint, metrics, event files, curves, results).
     ///
     /// Errors: [`RunError::Output`] naming the folder and the fix.
     pub fn prepare_new(&self, overwrite: bool) -> Result<()> {
@@ -92,8 +99,14 @@ impl RunDir {
             message: format!("cannot create run directory {}: {e}; choose a writable --out", dir.display()),
         })?;
         check_writable(dir)?;
-        for stale in [STATE, WEIGHTS, NEXT_WEIGHTS, METRICS, RESULTS] {
+        for stale in [STATE, WEIGHTS, NEXT_WEIGHTS, METRICS, LOSS_CURVES, KNN_CURVES, RESULTS] {
             let _ = std::fs::remove_file(dir.join(stale));
+        }
+        let events = std::fs::read_dir(dir).map_err(|e| RunError::io(dir, e))?;
+        for e in events.flatten() {
+            if e.file_name().to_string_lossy().starts_with(EVENTS_PREFIX) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
         Ok(())
     }
@@ -206,5 +219,12 @@ mod tests {
         let ok = tmp.path().join("run");
         RunDir::new(&ok).prepare_new(false).unwrap();
         assert_eq!(std::fs::read_dir(&ok).unwrap().count(), 0);
+        // what an earlier run without a checkpoint left goes, other files stay
+        for f in [METRICS, "events.out.tfevents.1700000000.host", LOSS_CURVES, "notes.txt"] {
+            std::fs::write(ok.join(f), b"x").unwrap();
+        }
+        RunDir::new(&ok).prepare_new(false).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&ok).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec!["notes.txt"]);
     }
 }

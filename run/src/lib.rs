@@ -8,7 +8,8 @@
 //! |---|---|---|
 //! | `config.toml` | [`config`]: [`RunConfig`] = [`Recipe`] (what determines the weights) + [`Runtime`] (what may change on resume) | the trainer, once |
 //! | `checkpoint.safetensors` + `checkpoint.json` | [`checkpoint`] (atomic, sha256-checked) | the trainer |
-//! | `metrics.jsonl` | [`metrics`] (one record per write) | the trainer |
+//! | `metrics.jsonl` + `events.out.tfevents.*` | [`metrics`] (one record per write, mirrored as TensorBoard scalars by [`tensorboard`]) | the trainer |
+//! | `curves_loss.png`, `curves_knn.png` | [`curves`] (drawn from `metrics.jsonl`) | the trainer, at the end of every invocation |
 //! | `results.json` | [`results`] ([`EvalRecord`], merged by width, protocol and init) | `dspnet-eval` |
 //!
 //! [`RunDir`] names every path of a run directory and checks an output location before a run
@@ -17,10 +18,12 @@
 pub mod backbone;
 pub mod checkpoint;
 pub mod config;
+pub mod curves;
 pub mod error;
 pub mod layout;
 pub mod metrics;
 pub mod results;
+pub mod tensorboard;
 pub mod testing;
 
 pub use config::RunConfig;

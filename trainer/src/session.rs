@@ -4,6 +4,7 @@
 
 use crate::error::{Result, TrainerError};
 use crate::fit::checkpointing::Checkpointer;
+use crate::fit::curves::Curves;
 use crate::fit::logging::{MetricsLogger, MetricsSink};
 use crate::fit::monitor::KnnMonitor;
 use crate::fit::nonfinite::NonFiniteGuard;
@@ -323,7 +324,7 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
     hooks.push(Box::new(NonFiniteGuard::new(cfg.train.skip_nonfinite_steps, req.run_dir.clone())));
     let sink = MetricsSink::new(&req.run_dir, rank == 0);
     hooks.push(Box::new(MetricsLogger::new(sink.clone(), cfg.runtime.train.log_every, req.progress)));
-    if let Some(monitor) = knn_monitor(cfg, device, rank, sink)? {
+    if let Some(monitor) = knn_monitor(cfg, device, rank, sink.clone())? {
         hooks.push(Box::new(monitor));
     }
     hooks.push(Box::new(Checkpointer {
@@ -334,8 +335,10 @@ pub fn train(req: TrainRequest) -> Result<TrainSummary> {
         world_size: world,
         write: rank == 0,
     }));
+    hooks.push(Box::new(Curves { run_dir: req.run_dir.clone(), write: rank == 0 }));
     let plan = EpochPlan { shard_samples, batch_size: batch, run_steps };
     let out = TrainLoop { trainer: &mut trainer, loader: &loader, plan, hooks }.run()?;
+    sink.close()?;
     // dist: every rank waits for rank 0's checkpoint (it also hosts the store)
     crate::data_parallel::finish(trainer.base.data_parallel().map(|dp| dp.group.clone()))?;
     tracing::info!(loader = %loader.stats().summary(), "loader");

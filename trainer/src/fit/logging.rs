@@ -1,6 +1,7 @@
 //! `metrics.jsonl` records (rank 0) and the progress bar: per logged step the loss and the
 //! collapse monitor of every trained width, learning rate, EMA rate, images/s and the fraction of
 //! the time spent waiting for data since the last record; a record for every skipped step.
+//! [`MetricsLog`] mirrors each record into this invocation's TensorBoard event file.
 
 use super::{Cx, Hook, StepEvent, StepInfo};
 use crate::error::Result;
@@ -35,6 +36,17 @@ impl MetricsSink {
             *log = Some(MetricsLog::open(dir)?);
         }
         log.as_mut().expect("opened above").append(record)?;
+        Ok(())
+    }
+
+    /// Flushes this invocation's TensorBoard event file to disk and closes the log (a later
+    /// record would open a new one). Called once, after the last hook has written.
+    ///
+    /// Errors: the fsync's, with the path.
+    pub fn close(&self) -> Result<()> {
+        if let Some(log) = self.0.borrow_mut().1.take() {
+            log.close()?;
+        }
         Ok(())
     }
 

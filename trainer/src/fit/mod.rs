@@ -6,9 +6,10 @@
 //! | [`resume::Resume`] | continue from a checkpoint exactly (validate, restore, stream position) |
 //! | [`stop::StopOnSignal`] | Ctrl-C: stop at a step boundary (every rank at the same step) |
 //! | [`nonfinite::NonFiniteGuard`] | a non-finite loss: stop, or skip the step (`train.skip_nonfinite_steps`) |
-//! | [`logging::MetricsLogger`] | `metrics.jsonl` records and the progress bar |
+//! | [`logging::MetricsLogger`] | `metrics.jsonl` records (mirrored into a TensorBoard event file) and the progress bar |
 //! | [`monitor::KnnMonitor`] | kNN top-1 of every width at epoch ends and every N steps |
 //! | [`checkpointing::Checkpointer`] | checkpoints every N steps, at every epoch end and at the end |
+//! | [`curves::Curves`] | `curves_loss.png` and `curves_knn.png` at the end of every invocation |
 //!
 //! # Exact resume
 //! A checkpoint holds everything the next step depends on: online and teacher weights with BN
@@ -27,6 +28,7 @@
 //! shard split gives them, derived identically on every rank.
 
 pub mod checkpointing;
+pub mod curves;
 pub mod logging;
 pub mod monitor;
 pub mod nonfinite;
