@@ -205,6 +205,14 @@ fn bad_training_input_is_one_line_and_exit_2() {
     args[3] = missing.to_str().unwrap();
     assert_one_line_error(&run(TRAIN, &args), "nothing-");
     assert!(!f.run.join("checkpoint.json").exists());
+    // a file that is not a shard (here the config itself), named with the option
+    let not_a_shard = root().join("configs/cifar10-small.toml");
+    let mut args = train_args(&f, &sets, &[]);
+    args[3] = not_a_shard.to_str().unwrap();
+    let out = run(TRAIN, &args);
+    assert_one_line_error(&out, "--shards");
+    assert_one_line_error(&out, "cifar10-small.toml is not a shard");
+    assert!(!f.run.join("checkpoint.json").exists());
     // an unknown key in the config file itself
     let cfg = f.base.join("bad.toml");
     let text = std::fs::read_to_string(root().join("configs/cifar10-small.toml")).unwrap();
@@ -230,6 +238,14 @@ fn bad_evaluation_input_is_one_line_and_exit_2() {
     // a directory that is not a run
     let out = run(EVAL, &[f.base.to_str().unwrap(), "--train-shards", &f.train, "--test-shards", &f.test]);
     assert_one_line_error(&out, "not a dspnet run directory");
+    // a file that is not a shard, for either split: the option is named, before any feature
+    let not_a_shard = root().join("configs/cifar10-small.toml");
+    let not_a_shard = not_a_shard.to_str().unwrap();
+    let out = run(EVAL, &[run_dir, "--train-shards", &f.train, "--test-shards", not_a_shard]);
+    assert_one_line_error(&out, "--test-shards: ");
+    assert_one_line_error(&out, "is not a shard");
+    let out = run(EVAL, &[run_dir, "--train-shards", not_a_shard, "--test-shards", &f.test]);
+    assert_one_line_error(&out, "--train-shards: ");
     // a corrupt (truncated) checkpoint
     let w = f.run.join("checkpoint.safetensors");
     let bytes = std::fs::read(&w).unwrap();

@@ -128,9 +128,10 @@ struct Args {
 
 /// The shards of `value`, or none when the option is absent (the protocols that read shards
 /// say which option they need).
-fn shards(value: Option<String>) -> Result<Vec<String>, EvalError> {
+/// Errors name `option`: a pattern matching nothing, a file that is not a shard, ...
+fn shards(value: Option<String>, option: &str) -> Result<Vec<String>, EvalError> {
     Ok(match value {
-        Some(v) => expand_pattern(&v)?,
+        Some(v) => expand_pattern(&v).map_err(|e| EvalError::option(option, format!("{option}: {e}")))?,
         None => Vec::new(),
     })
 }
@@ -151,8 +152,8 @@ fn run(args: Args) -> Result<(), EvalError> {
     });
     let req = EvalRequest {
         run_dir: args.run.clone(),
-        train_shards: shards(args.train_shards)?,
-        test_shards: shards(args.test_shards)?,
+        train_shards: shards(args.train_shards, "--train-shards")?,
+        test_shards: shards(args.test_shards, "--test-shards")?,
         protocols,
         widths: args.widths,
         random_init: args.random_init,

@@ -118,7 +118,7 @@ fn run(args: Args) -> Result<Outcome, TrainerError> {
     };
     let device = parse_device(&args.device)?;
     let shards = match &args.shards {
-        Some(p) => expand_pattern(p)?,
+        Some(p) => expand_pattern(p).map_err(|e| TrainerError::option("--shards", format!("--shards: {e}")))?,
         None => Vec::new(), // --resume: the run's own
     };
     let out = match (&resume, &args.out) {

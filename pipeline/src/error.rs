@@ -31,6 +31,9 @@ pub enum PipelineError {
     /// A shard pattern matched nothing.
     #[error("shard pattern {pattern} matches no shard; check the path (e.g. data/train-{{000000..000009}}.tar)")]
     NoShards { pattern: String },
+    /// A local file named as a shard is not one (no tar header, no zstd or gzip frame).
+    #[error("{} is not a shard: {reason}; pass shards written by dspnet-shard (.tar, .tar.zst, .tar.gz) or their folder", path.display())]
+    NotAShard { path: PathBuf, reason: String },
     /// A shard pattern is malformed.
     #[error("shard pattern {pattern} is malformed: {reason}; use braces like train-{{000000..000009}}.tar or {{a,b}}")]
     BadPattern { pattern: String, reason: String },

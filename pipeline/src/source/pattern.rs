@@ -55,6 +55,7 @@ pub fn expand_pattern(pattern: &str) -> Result<Vec<String>> {
             names.sort();
             out.extend(names.into_iter().map(|n| path.join(n).to_string_lossy().to_string()));
         } else if path.is_file() {
+            check_shard_file(path)?;
             out.push(url);
         } else if has_glob(&path_str) {
             out.extend(expand_glob(pattern, &path_str)?);
@@ -75,6 +76,40 @@ pub fn expand_pattern(pattern: &str) -> Result<Vec<String>> {
         ));
     }
     Ok(out)
+}
+
+/// Checks that the local file at `path` starts like a shard: a zstd frame, a gzip member, or a
+/// tar header (`ustar` magic at byte 257, or, for a pre-POSIX tar, a header whose checksum
+/// field matches its bytes, counted as POSIX.1 defines it: the field itself as 8 spaces).
+///
+/// Errors: [`PipelineError::NotAShard`] naming the file and what was found;
+/// [`PipelineError::Read`] when it cannot be read.
+pub fn check_shard_file(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(512).read_to_end(&mut head))
+        .map_err(|e| PipelineError::read(path, e))?;
+    let not = |reason: &str| Err(PipelineError::NotAShard { path: path.to_path_buf(), reason: reason.into() });
+    if head.is_empty() {
+        return not("the file is empty");
+    }
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || head.starts_with(&[0x1f, 0x8b]) {
+        return Ok(());
+    }
+    if head.len() < 512 {
+        return not("it is shorter than one 512-byte tar header");
+    }
+    if &head[257..262] == b"ustar" {
+        return Ok(());
+    }
+    let field = std::str::from_utf8(&head[148..156]).unwrap_or("").trim_matches(|c: char| c == ' ' || c == '\0');
+    let stored = u32::from_str_radix(field, 8).ok();
+    let sum: u32 = head.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) }).sum();
+    if stored == Some(sum) {
+        return Ok(());
+    }
+    not("it has no tar header and no zstd or gzip frame")
 }
 
 fn has_glob(s: &str) -> bool {
@@ -116,11 +151,68 @@ fn expand_glob(pattern: &str, path: &str) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
+    /// A one-member tar as the `tar` crate writes it (GNU header, `ustar` magic).
+    fn tar_bytes() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_cksum();
+        b.append_data(&mut h, "a.cls", &b"1"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_plain_file_must_start_like_a_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        // a GNU/POSIX tar, a pre-POSIX (v7) tar recognised by its checksum, zstd and gzip frames
+        let gnu = write("a.tar", &tar_bytes());
+        let mut v7 = tar::Header::new_old();
+        v7.set_path("b.cls").unwrap();
+        v7.set_size(0);
+        v7.set_cksum();
+        let v7 = write("b.tar", v7.as_bytes());
+        let zst = write("c.tar.zst", &zstd::encode_all(&tar_bytes()[..], 1).unwrap());
+        let gz = write("d.tar.gz", &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+        for p in [&gnu, &v7, &zst, &gz] {
+            check_shard_file(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        // a v7 header with one byte changed after its checksum was set is not a header
+        let mut bad = std::fs::read(&v7).unwrap();
+        bad[0] ^= 1;
+        let bad = write("e.tar", &bad);
+        let text = write("labels.txt", &b"hello\n".repeat(200));
+        let empty = write("f.tar", b"");
+        let short = write("g.tar", b"hello");
+        for (p, reason) in [
+            (&bad, "no tar header"),
+            (&text, "no tar header"),
+            (&empty, "empty"),
+            (&short, "shorter than one 512-byte tar header"),
+        ] {
+            match check_shard_file(p) {
+                Err(e @ PipelineError::NotAShard { .. }) => {
+                    let m = e.to_string();
+                    assert!(m.contains(&p.display().to_string()) && m.contains(reason), "{m}");
+                }
+                other => panic!("{}: {other:?}", p.display()),
+            }
+        }
+        // expand_pattern checks a file it is given by name
+        let err = expand_pattern(&text.to_string_lossy()).unwrap_err();
+        assert!(matches!(err, PipelineError::NotAShard { .. }), "{err}");
+        assert_eq!(expand_pattern(&gnu.to_string_lossy()).unwrap(), [gnu.to_string_lossy().to_string()]);
+    }
+
     #[test]
     fn pattern_against_files() {
         let dir = tempfile::tempdir().unwrap();
         for n in ["s-000000.tar", "s-000001.tar.zst", "s-000002.tar", "notes.txt"] {
-            std::fs::write(dir.path().join(n), b"x").unwrap();
+            std::fs::write(dir.path().join(n), tar_bytes()).unwrap();
         }
         let d = dir.path().to_string_lossy().to_string();
         let all = expand_pattern(&d).unwrap();
@@ -153,10 +245,10 @@ mod tests {
         for n in
             ["train-000000.tar", "train-000001.tar", "train-000002.tar.zst", "val-000000.tar", ".train-000003.tar.tmp"]
         {
-            std::fs::write(dir.path().join(n), b"x").unwrap();
+            std::fs::write(dir.path().join(n), tar_bytes()).unwrap();
         }
         std::fs::write(dir.path().join("manifest.json"), b"{}").unwrap();
-        std::fs::write(dir.path().join("odd[1].tar"), b"x").unwrap();
+        std::fs::write(dir.path().join("odd[1].tar"), tar_bytes()).unwrap();
         let d = dir.path().to_string_lossy().to_string();
         let names = |p: &str| -> Vec<String> {
             expand_pattern(p).unwrap().iter().map(|u| u.rsplit('/').next().unwrap().to_string()).collect()
