@@ -1,7 +1,9 @@
 //! End-to-end: `dspnet-compare` on a tiny real run (CIFAR-10 photos from ../shared/data, sharded
 //! by the command itself; 3 optimiser steps per training): the bookkeeping (ratios worked out
 //! from the records, the same-budget split worked out by hand, every width in report.md and
-//! compare.json, a plot that decodes), resuming (finished sub-runs kept, byte for byte), and the
+//! compare.json, a plot that decodes), resuming (finished sub-runs kept, byte for byte), seeds
+//! (folders per seed, each sub-run trained with its seed, means and standard deviations worked out
+//! from the per-seed records, adding a seed trains only it), the kNN monitor's curves, and the
 //! bad-input contract (one line, exit code 2).
 
 use std::path::{Path, PathBuf};
@@ -139,6 +141,8 @@ fn compare_bookkeeping_resume_on_a_tiny_real_run() {
 
     // the same-budget split by hand: DSPNet's seconds / 3 per width, floor(share / s per step)
     let share = f(&dsp["seconds"]) / 3.0;
+    // one seed: its same-budget section where it was before seeds existed
+    assert_eq!(c["same_budget"], c["per_seed"][0]["same_budget"]);
     let split = &c["same_budget"]["split"];
     assert!((f(&split["budget_seconds"]) - f(&dsp["seconds"])).abs() < 1e-12);
     for ((one, b), w) in ones.iter().zip(&budget).zip([0.25, 0.5, 1.0]) {
@@ -179,6 +183,19 @@ fn compare_bookkeeping_resume_on_a_tiny_real_run() {
     );
     let png = image::open(out.join("compare.png")).expect("compare.png decodes");
     assert_eq!((png.width(), png.height()), (800, 560));
+    // one seed (the config's): no spread measured, no verdict, and the report says so
+    assert_eq!((&c["seeds"], &c["seed_folders"]), (&serde_json::json!([0]), &serde_json::json!(false)));
+    let summary = c["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 2 * 3);
+    for r in summary {
+        assert!(r["dspnet"]["std"].is_null() && r["difference"]["standard_error"].is_null(), "{r}");
+        assert_eq!(r["difference"]["verdict"], "one seed: no error bar", "{r}");
+    }
+    assert!(report.contains("One seed (0): no error bar, so no verdict"), "{report}");
+    // the monitor at the epoch end (step 3) of every width of DSPNet and of each one-by-one run
+    let curves = c["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 3 + 3, "{curves:?}");
+    assert!(curves.iter().all(|k| k["points"].as_array().unwrap().len() == 1 && u(&k["points"][0]["step"]) == 3));
 
     // resume: a sub-run whose record is gone is trained again; finished ones are kept untouched
     let ck = |name: &str| std::fs::read(out.join(name).join("checkpoint.safetensors")).unwrap();
@@ -207,6 +224,240 @@ fn compare_bookkeeping_resume_on_a_tiny_real_run() {
     // (info lines of the reused data subset come first; the error is one line, the last)
     let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error: ")).collect();
     assert!(errors.len() == 1 && e.trim_end().ends_with(errors[0]) && errors[0].contains("another comparison"), "{e}");
+}
+
+/// `seed = N` of section `[section]` of a config.toml, read line by line.
+fn seed_in(config: &str, section: &str) -> u64 {
+    let head = format!("[{section}]");
+    let body = config.split_once(&format!("{head}\n")).unwrap_or_else(|| panic!("no {head} in\n{config}")).1;
+    let body = body.split("\n[").next().unwrap();
+    let line = body.lines().find(|l| l.starts_with("seed = ")).unwrap_or_else(|| panic!("no seed in {head}"));
+    line["seed = ".len()..].trim().parse().unwrap()
+}
+
+/// Sample standard deviation, written out: sqrt(sum (x - mean)^2 / (n - 1)).
+fn sd(xs: &[f64]) -> f64 {
+    let m = xs.iter().sum::<f64>() / xs.len() as f64;
+    (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() as f64 - 1.0)).sqrt()
+}
+
+/// `--seeds`: both sides trained once per seed in OUT/seed{s}/, each sub-run with its seed; the
+/// report's means, standard deviations, paired differences and verdicts equal the ones worked
+/// out here from the per-seed evaluation records; the kNN monitor's curves of every width;
+/// `--resume` with the same seeds keeps everything, adding a seed trains only that seed.
+#[test]
+fn seeds_bookkeeping_mean_std_resume_and_curves_on_a_tiny_real_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let args = |seeds: &str, resume: bool| {
+        let mut extra = vec!["--protocols", "knn", "--seeds", seeds, "--set", "compare.monitor.every_steps=1"];
+        if resume {
+            extra.push("--resume");
+        }
+        tiny(&out, "0.5,1.0", &extra)
+    };
+    let o = run(&args("1,0", false));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    let line = |stdout: &str, p: &str| stdout.lines().find(|l| l.starts_with(p)).unwrap_or_default().to_string();
+    let names = ["dspnet", "byol-w0_50", "byol-w1_00"];
+    let all = |seeds: &[u64]| -> Vec<String> {
+        seeds.iter().flat_map(|s| names.iter().map(move |n| format!("seed{s}/{n}"))).collect()
+    };
+    assert_eq!(line(&stdout, "trained: "), format!("trained: {}", all(&[0, 1]).join(" ")), "{stdout}");
+
+    // the folder layout: one folder per seed, the data shared, nothing in the flat places
+    for n in names {
+        assert!(!out.join(n).exists(), "{n} outside the seed folders");
+    }
+    assert!(out.join("data/train").is_dir() && !out.join("seed0/data").exists());
+    // each seed's sub-runs trained with that seed (train.seed and loader.seed), and the seed took
+    // effect: the two DSPNet trainings differ
+    for s in [0u64, 1] {
+        for n in names {
+            let run = out.join(format!("seed{s}/{n}"));
+            let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+            assert_eq!((seed_in(&config, "train"), seed_in(&config, "loader")), (s, s), "seed{s}/{n}");
+            assert!(run.join("compare-train.json").exists() && run.join("compare-eval.json").exists());
+        }
+    }
+    let ck = |name: &str| std::fs::read(out.join(name).join("checkpoint.safetensors")).unwrap();
+    assert!(ck("seed0/dspnet") != ck("seed1/dspnet"), "two seeds trained the same weights");
+
+    // mean, standard deviation, paired differences and verdicts from the per-seed records
+    let top1 = |seeds: &[u64], name: &str, w: f64| -> Vec<f64> {
+        seeds
+            .iter()
+            .map(|s| {
+                let e = json(&out.join(format!("seed{s}/{name}/compare-eval.json")));
+                let r = e["records"].as_array().unwrap().iter().find(|r| (f(&r["width"]) - w).abs() < 1e-9).unwrap();
+                f(&r["top1"])
+            })
+            .collect()
+    };
+    let check_summary = |seeds: &[u64]| {
+        let c = json(&out.join("compare.json"));
+        let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert_eq!(c["seeds"], serde_json::json!(seeds));
+        let n = seeds.len() as f64;
+        for (w, one) in [(0.5, "byol-w0_50"), (1.0, "byol-w1_00")] {
+            let (d, o) = (top1(seeds, "dspnet", w), top1(seeds, one, w));
+            let diff: Vec<f64> = d.iter().zip(&o).map(|(a, b)| a - b).collect();
+            let mean = |x: &[f64]| x.iter().sum::<f64>() / n;
+            let se = sd(&diff) / n.sqrt();
+            let verdict = if mean(&diff) - 2.0 * se > 0.0 {
+                "ahead"
+            } else if mean(&diff) + 2.0 * se < 0.0 {
+                "behind"
+            } else {
+                "within noise"
+            };
+            let row = c["summary"].as_array().unwrap().iter().find(|r| (f(&r["width"]) - w).abs() < 1e-9).unwrap();
+            let close = |v: &serde_json::Value, want: f64| (f(v) - want).abs() < 1e-9;
+            assert!(
+                close(&row["dspnet"]["mean"], mean(&d))
+                    && close(&row["dspnet"]["std"], sd(&d))
+                    && close(&row["one_by_one"]["mean"], mean(&o))
+                    && close(&row["one_by_one"]["std"], sd(&o))
+                    && close(&row["difference"]["mean"], mean(&diff))
+                    && close(&row["difference"]["standard_error"], se),
+                "width {w}: {row}"
+            );
+            assert_eq!(row["difference"]["verdict"], verdict, "width {w}");
+            // every per-seed value is in compare.json, paired by seed
+            let per_seed: Vec<f64> = row["dspnet"]["values"].as_array().unwrap().iter().map(f).collect();
+            assert_eq!(per_seed, d);
+            let want = format!(
+                "| {w} | {} | {:.1} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:+.2} ± {:.2} | {verdict} |",
+                row["params"],
+                f(&row["mflops"]),
+                seeds.len(),
+                mean(&d),
+                sd(&d),
+                mean(&o),
+                sd(&o),
+                mean(&diff),
+                se
+            );
+            assert!(report.contains(&want), "{want} not in\n{report}");
+        }
+        c
+    };
+    let c = check_summary(&[0, 1]);
+
+    // the curves: every width of every DSPNet and one-by-one training at steps 1, 2, 3; FLOPs up
+    // to the last step = the training's count; the monitor's seconds left out of the wall time
+    let runs = c["runs"].as_array().unwrap();
+    let curves = c["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 2 * (2 + 2), "{curves:?}");
+    for k in curves {
+        let steps: Vec<u64> = k["points"].as_array().unwrap().iter().map(|p| u(&p["step"])).collect();
+        assert_eq!(steps, vec![1, 2, 3], "{k}");
+        let r = runs.iter().find(|r| r["name"] == k["run"]).unwrap();
+        assert_eq!(u(&k["points"][2]["train_macs"]), u(&r["train_macs"]), "{k}");
+        assert!(k["points"].as_array().unwrap().iter().all(|p| (0.0..=100.0).contains(&f(&p["top1"]))));
+    }
+    for r in runs {
+        let child = json(&out.join(r["name"].as_str().unwrap()).join("compare-child.json"));
+        assert!(f(&r["monitor_seconds"]) > 0.0, "{r}");
+        assert!((f(&r["seconds"]) + f(&r["monitor_seconds"]) - f(&child["seconds"])).abs() < 1e-9, "{r}");
+    }
+    let mean_curves = c["mean_curves"].as_array().unwrap();
+    assert_eq!(mean_curves.len(), 4);
+    let m = mean_curves.iter().find(|m| m["kind"] == "dspnet" && f(&m["width"]) == 0.5).unwrap();
+    let at3: Vec<f64> = curves
+        .iter()
+        .filter(|k| k["kind"] == "dspnet" && f(&k["width"]) == 0.5)
+        .map(|k| f(&k["points"][2]["top1"]))
+        .collect();
+    assert!((f(&m["points"][2]["top1_mean"]) - (at3[0] + at3[1]) / 2.0).abs() < 1e-9, "{m}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## kNN top-1 during training") && report.contains("(curves/flops-w0_50.png)"), "{report}");
+    for png in [
+        "compare.png",
+        "curves/steps-w0_50.png",
+        "curves/flops-w0_50.png",
+        "curves/steps-w1_00.png",
+        "curves/flops-w1_00.png",
+    ] {
+        let img = image::open(out.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
+        assert_eq!((img.width(), img.height()), (800, 560), "{png}");
+    }
+
+    // --resume with the same seeds keeps everything, untouched (bytes and modification times
+    // of every file of every sub-run)
+    let stamps = |seeds: &[u64]| -> Vec<(String, std::time::SystemTime)> {
+        let mut v = Vec::new();
+        for n in all(seeds) {
+            for e in std::fs::read_dir(out.join(&n)).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_file() {
+                    v.push((
+                        format!("{n}/{}", e.file_name().to_string_lossy()),
+                        e.metadata().unwrap().modified().unwrap(),
+                    ));
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let times = stamps(&[0, 1]);
+    assert!(times.iter().any(|(n, _)| n == "seed1/byol-w0_50/checkpoint.safetensors"), "{times:?}");
+    let before: Vec<Vec<u8>> = all(&[0, 1]).iter().map(|n| ck(n)).collect();
+    let o = run(&args("0,1", true));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(line(&stdout, "trained: "), "trained: -", "{stdout}");
+    assert_eq!(line(&stdout, "kept: "), format!("kept: {}", all(&[0, 1]).join(" ")), "{stdout}");
+    assert_eq!(stamps(&[0, 1]), times, "a kept sub-run was written to");
+    // adding a seed trains only that seed's sub-runs
+    let o = run(&args("0,1,2", true));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(line(&stdout, "trained: "), format!("trained: {}", all(&[2]).join(" ")), "{stdout}");
+    assert_eq!(line(&stdout, "kept: "), format!("kept: {}", all(&[0, 1]).join(" ")), "{stdout}");
+    let after: Vec<Vec<u8>> = all(&[0, 1]).iter().map(|n| ck(n)).collect();
+    assert!(before == after, "kept sub-runs were rewritten");
+    assert_eq!(stamps(&[0, 1]), times, "a kept sub-run was written to");
+    let c = check_summary(&[0, 1, 2]);
+    assert_eq!(c["per_seed"].as_array().unwrap().len(), 3);
+    assert_eq!(c["curves"].as_array().unwrap().len(), 3 * 4);
+}
+
+/// A comparison run without `--seeds` (the config's seed 0, sub-runs in OUT) continues with
+/// `--resume --seeds 0,1`: its sub-runs are kept where they are as seed 0's, only seed 1 trains,
+/// and the summary pairs the kept seed-0 results with seed 1's.
+#[test]
+fn a_comparison_without_seeds_resumes_with_seeds_keeping_its_runs_as_seed_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let args = |extra: &[&str]| tiny(&out, "0.5,1.0", &[&["--protocols", "knn"], extra].concat());
+    let o = run(&args(&[]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let flat_ck = std::fs::read(out.join("dspnet/checkpoint.safetensors")).unwrap();
+    let o = run(&args(&["--resume", "--seeds", "0,1"]));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    let line = |p: &str| stdout.lines().find(|l| l.starts_with(p)).unwrap_or_default().to_string();
+    assert_eq!(line("kept: "), "kept: dspnet byol-w0_50 byol-w1_00", "{stdout}");
+    assert_eq!(line("trained: "), "trained: seed1/dspnet seed1/byol-w0_50 seed1/byol-w1_00", "{stdout}");
+    assert!(!out.join("seed0").exists());
+    assert_eq!(std::fs::read(out.join("dspnet/checkpoint.safetensors")).unwrap(), flat_ck);
+    let c = json(&out.join("compare.json"));
+    assert_eq!((&c["seeds"], &c["seed_folders"]), (&serde_json::json!([0, 1]), &serde_json::json!(true)));
+    let top1 = |name: &str, w: f64| -> f64 {
+        let e = json(&out.join(name).join("compare-eval.json"));
+        f(&e["records"].as_array().unwrap().iter().find(|r| (f(&r["width"]) - w).abs() < 1e-9).unwrap()["top1"])
+    };
+    for (w, one) in [(0.5, "byol-w0_50"), (1.0, "byol-w1_00")] {
+        let row = c["summary"].as_array().unwrap().iter().find(|r| (f(&r["width"]) - w).abs() < 1e-9).unwrap();
+        let d = [top1("dspnet", w) - top1(one, w), top1("seed1/dspnet", w) - top1(&format!("seed1/{one}"), w)];
+        let got: Vec<f64> = row["difference"]["values"].as_array().unwrap().iter().map(f).collect();
+        assert_eq!(got, d, "width {w}");
+        // two values: sd = |d0 - d1| / sqrt 2, SE = sd / sqrt 2 = |d0 - d1| / 2
+        assert!((f(&row["difference"]["standard_error"]) - (d[0] - d[1]).abs() / 2.0).abs() < 1e-9, "{row}");
+    }
 }
 
 #[test]
@@ -241,6 +492,10 @@ fn bad_input_is_one_line_and_exit_2() {
         ),
         (vec!["--preset".into(), "imagenet".into(), "--out".into(), o.into()], "--train-shards"),
         (vec!["--config".into(), "/no/such.toml".into(), "--out".into(), o.into()], "/no/such.toml"),
+        (
+            vec!["--preset".into(), "cpu".into(), "--out".into(), o.into(), "--seeds".into(), "3,1,3".into()],
+            "--seeds: seed 3 is given twice",
+        ),
     ];
     for (args, needle) in cases {
         let r = run(&args);

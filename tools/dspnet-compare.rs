@@ -6,10 +6,11 @@
 //! dspnet-compare --preset cpu --out runs/compare-cpu            # shards a CIFAR-10 subset itself
 //! dspnet-compare --config configs/compare-gpu.toml --train-shards 'data/train-{000000..000004}.tar' \
 //!     --test-shards 'data/test-000000.tar' --out runs/compare [--widths 0.25,0.5,1.0] \
-//!     [--protocols knn,linear,transfer-linear --transfer-data DIR] [--same-budget] [--resume] [--baseline-from DIR] [--set key=value]... [--device cuda]
+//!     [--protocols knn,linear,transfer-linear --transfer-data DIR] [--same-budget] [--seeds 0,1,2] [--resume] [--baseline-from DIR] [--set key=value]... [--device cuda]
 //! ```
-//! Writes OUT/report.md, OUT/compare.json and OUT/compare.png (atomically) and one run directory
-//! per training. `--resume` keeps every finished sub-run. Exit code 2 with one line on bad input.
+//! Writes OUT/report.md, OUT/compare.json, OUT/compare.png and OUT/curves/*.png (atomically) and
+//! one run directory per training (per seed in OUT/seed{s}/ with `--seeds`). `--resume` keeps
+//! every finished sub-run. Exit code 2 with one line on bad input.
 
 use clap::Parser;
 use dspnet_compare::plan::preset;
@@ -53,6 +54,11 @@ struct Args {
     /// Also train the one-by-one networks within DSPNet's measured wall time, split equally.
     #[arg(long)]
     same_budget: bool,
+    /// Comma-separated seeds: both sides trained once per seed (train.seed and loader.seed), sub-runs
+    /// in OUT/seed{s}/, means, error bars and a verdict per width (default: compare.seeds, else
+    /// once with the config's own seeds, sub-runs in OUT).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
     /// Continue the comparison in --out: finished sub-runs are kept, the rest are run.
     #[arg(long)]
     resume: bool,
@@ -103,6 +109,7 @@ fn run(args: Args, stop: StopSignal) -> Result<(), CompareError> {
     if !args.transfer_data.is_empty() {
         plan.compare.transfer_data = args.transfer_data.iter().map(|d| d.to_string_lossy().to_string()).collect();
     }
+    let plan = plan.with_seeds(args.seeds.clone())?;
     let exe = std::env::current_exe().map_err(|e| {
         CompareError::Config(format!("cannot locate the dspnet-compare binary to run the trainings: {e}"))
     })?;
@@ -129,11 +136,31 @@ fn run(args: Args, stop: StopSignal) -> Result<(), CompareError> {
     if !outcome.reused.is_empty() {
         println!("reused: {}", outcome.reused.join(" "));
     }
-    for r in &c.results {
-        println!(
-            "{:<8} width {:<5} {:>8.1} MFLOPs  DSPNet {:6.2}  one-by-one {:6.2}  difference {:+6.2}",
-            r.protocol, r.width, r.mflops, r.dspnet_top1, r.one_by_one_top1, r.difference
-        );
+    if c.seeds.len() < 2 {
+        for r in &c.results {
+            println!(
+                "{:<8} width {:<5} {:>8.1} MFLOPs  DSPNet {:6.2}  one-by-one {:6.2}  difference {:+6.2}",
+                r.protocol, r.width, r.mflops, r.dspnet_top1, r.one_by_one_top1, r.difference
+            );
+        }
+    } else {
+        let sd = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}"));
+        for r in &c.summary {
+            println!(
+                "{:<8} width {:<5} {:>8.1} MFLOPs  DSPNet {:6.2} ± {}  one-by-one {:6.2} ± {}  difference {:+6.2} ± {} (SE, {} seeds): {}",
+                r.protocol,
+                r.width,
+                r.mflops,
+                r.dspnet.mean,
+                sd(r.dspnet.std),
+                r.one_by_one.mean,
+                sd(r.one_by_one.std),
+                r.difference.mean,
+                sd(r.difference.standard_error),
+                r.seeds.len(),
+                r.difference.verdict.text()
+            );
+        }
     }
     let f = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.3}"));
     let ratios = &c.cost.ratios;

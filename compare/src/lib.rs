@@ -8,16 +8,22 @@
 //! evaluates every network with the same protocols (`dspnet_eval`); measures each
 //! training's wall time, counted training FLOPs ([`cost`]) and peak memory (each training in its
 //! own child process, [`child`]); optionally re-runs the one-by-one networks within DSPNet's
-//! wall time ("same total budget"); and writes `compare.json`, `report.md` and `compare.png`
-//! ([`report`]). Finished sub-runs are kept across `--resume` ([`run`]).
+//! wall time ("same total budget"); repeats all of it over seeds ([`seeds`]) and sums the seeds
+//! up with error bars and a verdict per width ([`summary`]); draws the kNN monitor's curves of
+//! every width during training ([`curves`]); and writes `compare.json`, `report.md`,
+//! `compare.png` and `curves/*.png` ([`report`]). Finished sub-runs are kept across `--resume`
+//! ([`run`]).
 
 pub mod child;
 pub mod cost;
+pub mod curves;
 pub mod data;
 pub mod error;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod seeds;
+pub mod summary;
 
 pub use error::{CompareError, Result};
 pub use plan::Plan;

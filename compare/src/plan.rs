@@ -15,12 +15,20 @@
 //! ([`one_by_one_config`]): every layer then has exactly `slim_channels(full, w)` channels, the
 //! same shapes (parameters, multiply-accumulates) as DSPNet's sub-network at `w` (checked at
 //! run time against the DSPNet run's records), and nothing wider is stored or computed.
+//!
+//! # The kNN monitor of every sub-run
+//! Every training runs with the trainer's kNN monitor on (`[compare.monitor]`, see
+//! [`MonitorSection`]): kNN top-1 of every trained width at every epoch end and every
+//! `every_steps` steps, bank = the comparison's training shards, classified = its test shards,
+//! written to the sub-run's `metrics.jsonl`; the report draws these curves. The monitor is a
+//! runtime setting (it changes no weight), so a finished sub-run trained without it is still
+//! kept on `--resume`.
 
 use crate::error::{CompareError, Result};
 use dspnet_eval::transfer_linear::TransferLinear;
 use dspnet_eval::{Protocol, TransferLinearSettings};
 use dspnet_model::slim_channels;
-use dspnet_run::config::{apply_override, Method};
+use dspnet_run::config::{apply_override, Method, MonitorConfig};
 use dspnet_run::RunConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -69,6 +77,105 @@ fn default_protocols() -> Vec<String> {
     vec!["knn".into(), "linear".into()]
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn default_every_steps() -> u64 {
+    200
+}
+
+fn default_bank_images() -> usize {
+    MonitorConfig::default().bank_images
+}
+
+fn default_test_images() -> usize {
+    MonitorConfig::default().test_images
+}
+
+/// `[compare.monitor]`: the kNN monitor every sub-run trains with (the trainer's `[monitor]`,
+/// with the comparison's training shards as bank and its test shards as the images
+/// classified). Cost per evaluation: one eval-mode forward pass of `bank_images + test_images`
+/// images at every trained width plus the kNN search; its seconds are subtracted from the
+/// measured training wall time (see `run.rs`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSection {
+    /// Off: no curves (the sub-runs train without the monitor).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also evaluate every this many optimiser steps, besides every epoch end (0: epoch ends
+    /// only). The default 200 gives about ten points on the `cpu` preset (1,287 steps) at
+    /// about a twentieth of its training FLOPs.
+    #[serde(default = "default_every_steps")]
+    pub every_steps: u64,
+    /// Bank: the first this many images of the training shards.
+    #[serde(default = "default_bank_images")]
+    pub bank_images: usize,
+    /// Classified: the first this many images of the test shards.
+    #[serde(default = "default_test_images")]
+    pub test_images: usize,
+}
+
+impl Default for MonitorSection {
+    fn default() -> Self {
+        MonitorSection {
+            enabled: true,
+            every_steps: default_every_steps(),
+            bank_images: default_bank_images(),
+            test_images: default_test_images(),
+        }
+    }
+}
+
+/// One pattern that `expand_pattern` turns back into exactly `shards` (in order): the shard
+/// itself when there is one, else their common folder followed by `{name,name,...}`.
+///
+/// Errors: no shards, or a file name holding `{`, `}` or `,` (which a brace list cannot hold);
+/// the message names `what` (the option) and the way out.
+pub fn shard_list_pattern(shards: &[String], what: &str) -> Result<String> {
+    match shards {
+        [] => Err(CompareError::Config(format!("{what}: no shards"))),
+        [one] => Ok(one.clone()),
+        _ => {
+            let first = &shards[0];
+            let mut cut = first.rfind('/').map_or(0, |i| i + 1);
+            for s in &shards[1..] {
+                let common = first.bytes().zip(s.bytes()).take_while(|(a, b)| a == b).count().min(cut);
+                cut = first.as_bytes()[..common].iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+            }
+            let names: Vec<&str> = shards.iter().map(|s| &s[cut..]).collect();
+            if let Some(bad) = names.iter().find(|n| n.is_empty() || n.contains(['{', '}', ','])) {
+                return Err(CompareError::Config(format!(
+                    "{what}: the shard name {bad:?} cannot be listed in a brace pattern for the kNN monitor; rename the shard or set compare.monitor.enabled=false"
+                )));
+            }
+            Ok(format!("{}{{{}}}", &first[..cut], names.join(",")))
+        }
+    }
+}
+
+impl MonitorSection {
+    /// The trainer's kNN `[monitor]` for a sub-run on these shards (off when `enabled` is
+    /// false); its `interference_every_steps` is left at 0 (the sub-run's config keeps its own,
+    /// see `run.rs`).
+    ///
+    /// Errors: see [`shard_list_pattern`].
+    pub fn monitor_config(&self, train_shards: &[String], test_shards: &[String]) -> Result<MonitorConfig> {
+        if !self.enabled {
+            return Ok(MonitorConfig::default());
+        }
+        Ok(MonitorConfig {
+            train_shards: shard_list_pattern(train_shards, "compare.monitor (training shards)")?,
+            test_shards: shard_list_pattern(test_shards, "compare.monitor (test shards)")?,
+            every_steps: self.every_steps,
+            bank_images: self.bank_images,
+            test_images: self.test_images,
+            ..MonitorConfig::default()
+        })
+    }
+}
+
 /// The `[compare]` section of a comparison config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +198,13 @@ pub struct CompareSection {
     /// path is relative to the current folder.
     #[serde(default)]
     pub transfer_data: Vec<String>,
+    /// Seeds to repeat the comparison with (`--seeds` takes precedence); empty: once, with the
+    /// config's own `train.seed` and `loader.seed` (see `seeds.rs`).
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    /// The kNN monitor of every sub-run.
+    #[serde(default)]
+    pub monitor: MonitorSection,
 }
 
 impl Default for CompareSection {
@@ -101,6 +215,8 @@ impl Default for CompareSection {
             same_budget: false,
             data: None,
             transfer_data: Vec::new(),
+            seeds: Vec::new(),
+            monitor: MonitorSection::default(),
         }
     }
 }
@@ -117,6 +233,8 @@ pub struct Plan {
     /// Protocol names, each accepted by `dspnet_eval::Protocol` (not detection or segmentation).
     pub protocols: Vec<String>,
     pub same_budget: bool,
+    /// Seeds to repeat the comparison with, ascending (`None`: once, with the config's seeds).
+    pub seeds: Option<Vec<u64>>,
     /// Where the config came from (file or preset), for messages and the report.
     pub origin: String,
 }
@@ -127,6 +245,38 @@ fn one_line(s: &str) -> String {
 
 fn same_width(a: f64, b: f64) -> bool {
     (a - b).abs() <= dspnet_model::slimmable::WIDTH_TOLERANCE
+}
+
+/// Adds the `[compare]` keys (and `[compare.monitor]` keys) that `value` leaves out, with their
+/// defaults, so that `--set` reaches every one of them (it refuses keys absent from the file).
+///
+/// Errors: `compare` or `compare.monitor` is not a table.
+fn with_compare_defaults(value: &mut toml::Value, origin: &str) -> Result<()> {
+    fn merge(into: &mut toml::Table, defaults: toml::Table, at: &str, origin: &str) -> Result<()> {
+        for (k, v) in defaults {
+            match (into.get_mut(&k), v) {
+                (None, v) => {
+                    into.insert(k, v);
+                }
+                (Some(toml::Value::Table(t)), toml::Value::Table(d)) => merge(t, d, &format!("{at}.{k}"), origin)?,
+                (Some(old), toml::Value::Table(_)) if !old.is_table() => {
+                    return Err(CompareError::Config(format!("config {origin}: {at}.{k} must be a section")))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    let defaults = match toml::Value::try_from(CompareSection::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => unreachable!("the [compare] defaults serialise to a table"),
+    };
+    let Some(root) = value.as_table_mut() else { return Ok(()) };
+    let compare = root.entry("compare").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(table) = compare.as_table_mut() else {
+        return Err(CompareError::Config(format!("config {origin}: compare must be a section ([compare])")));
+    };
+    merge(table, defaults, "compare", origin)
 }
 
 impl Plan {
@@ -147,6 +297,7 @@ impl Plan {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| {
             CompareError::Config(format!("config {origin} is not valid TOML: {}", one_line(&e.to_string())))
         })?;
+        with_compare_defaults(&mut value, origin)?;
         for s in sets {
             apply_override(&mut value, s)?;
         }
@@ -207,7 +358,13 @@ impl Plan {
             }
         }
         let same_budget = same_budget || compare.same_budget;
-        let plan = Plan { base, compare, widths: ws, protocols, same_budget, origin: origin.to_string() };
+        if compare.monitor.enabled && (compare.monitor.bank_images == 0 || compare.monitor.test_images == 0) {
+            return Err(CompareError::Config(
+                "compare.monitor.bank_images and compare.monitor.test_images must be at least 1 (or set compare.monitor.enabled=false)".into(),
+            ));
+        }
+        let seeds = crate::seeds::choose(None, &compare.seeds)?;
+        let plan = Plan { base, compare, widths: ws, protocols, same_budget, seeds, origin: origin.to_string() };
         plan.dspnet_config()?;
         for &w in &plan.widths {
             one_by_one_config(&plan.base, w)?;
@@ -226,6 +383,15 @@ impl Plan {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CompareError::Config(format!("--config {}: cannot read it: {e}", path.display())))?;
         Plan::parse(&text, &path.display().to_string(), sets, widths, protocols, same_budget)
+    }
+
+    /// The plan with `--seeds` (`cli`, taking precedence over `compare.seeds`; see
+    /// [`crate::seeds::choose`]).
+    ///
+    /// Errors: an empty list, a seed given twice.
+    pub fn with_seeds(mut self, cli: Option<Vec<u64>>) -> Result<Plan> {
+        self.seeds = crate::seeds::choose(cli, &self.compare.seeds)?;
+        Ok(self)
     }
 
     /// The protocols as the evaluation takes them.
@@ -351,6 +517,13 @@ mod tests {
         preset("cpu").unwrap().1
     }
 
+    /// The cpu preset without its [compare] section.
+    fn cpu_without_compare() -> String {
+        let mut v: toml::Value = toml::from_str(cpu()).unwrap();
+        v.as_table_mut().unwrap().remove("compare");
+        toml::to_string(&v).unwrap()
+    }
+
     #[test]
     fn every_preset_parses_with_a_full_width_and_integral_narrow_networks() {
         for (name, _, text) in PRESETS {
@@ -427,6 +600,60 @@ mod tests {
         // without the protocol the folders are not needed
         let plan = Plan::parse(&text, "cpu", &[], None, Some("knn"), false).unwrap();
         assert_eq!(plan.transfer_linear().unwrap().datasets, vec![missing]);
+    }
+
+    #[test]
+    fn seeds_and_the_monitor_section_are_read() {
+        let p = Plan::parse(cpu(), "cpu", &["compare.seeds=[2, 0]".into()], None, None, false).unwrap();
+        // a config without any [compare] key still takes every one through --set
+        let sets: Vec<String> = ["compare.seeds=[1]", "compare.monitor.every_steps=9"].map(String::from).to_vec();
+        let b = Plan::parse(&cpu_without_compare(), "bare", &sets, None, None, false).unwrap();
+        assert_eq!((b.seeds, b.compare.monitor.every_steps), (Some(vec![1]), 9));
+        assert_eq!(p.seeds, Some(vec![0, 2]));
+        assert_eq!(p.clone().with_seeds(Some(vec![5])).unwrap().seeds, Some(vec![5]));
+        assert_eq!(p.with_seeds(None).unwrap().seeds, Some(vec![0, 2]));
+        let plain = Plan::parse(cpu(), "cpu", &[], None, None, false).unwrap();
+        assert_eq!((plain.seeds.clone(), plain.compare.monitor.clone()), (None, MonitorSection::default()));
+        let e = plain.with_seeds(Some(vec![])).unwrap_err().to_string();
+        assert!(e.contains("--seeds is empty"), "{e}");
+        let sets = ["compare.monitor.every_steps=7".into(), "compare.monitor.test_images=30".into()];
+        let m = Plan::parse(cpu(), "cpu", &sets, None, None, false).unwrap().compare.monitor;
+        assert_eq!((m.enabled, m.every_steps, m.bank_images, m.test_images), (true, 7, 5000, 30));
+        let e = Plan::parse(cpu(), "cpu", &["compare.monitor.bank_images=0".into()], None, None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compare.monitor.bank_images"), "{e}");
+        let e =
+            Plan::parse(cpu(), "cpu", &["compare.monitor.nosuch=1".into()], None, None, false).unwrap_err().to_string();
+        assert!(e.contains("nosuch"), "{e}");
+    }
+
+    #[test]
+    fn shard_lists_become_patterns_that_expand_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards: Vec<String> = ["train-000000.tar", "train-000001.tar", "x-3.tar"]
+            .iter()
+            .map(|n| {
+                let p = dir.path().join(n);
+                std::fs::write(&p, b"").unwrap();
+                p.to_string_lossy().to_string()
+            })
+            .collect();
+        let p = shard_list_pattern(&shards, "t").unwrap();
+        assert_eq!(p, format!("{}/{{train-000000.tar,train-000001.tar,x-3.tar}}", dir.path().display()));
+        assert_eq!(dspnet_pipeline::source::expand_pattern(&p).unwrap(), shards);
+        assert_eq!(shard_list_pattern(&shards[..1], "t").unwrap(), shards[0]);
+        // different folders: their common folder, the rest in the list
+        let two = vec!["/d/a/x.tar".to_string(), "/d/b/x.tar".to_string()];
+        assert_eq!(shard_list_pattern(&two, "t").unwrap(), "/d/{a/x.tar,b/x.tar}");
+        let remote = vec!["s3://b/p/t-0.tar".to_string(), "s3://b/p/t-1.tar".to_string()];
+        assert_eq!(shard_list_pattern(&remote, "t").unwrap(), "s3://b/p/{t-0.tar,t-1.tar}");
+        let e = shard_list_pattern(&["/d/a,b.tar".into(), "/d/c.tar".into()], "opt").unwrap_err().to_string();
+        assert!(e.contains("opt") && e.contains("compare.monitor.enabled=false"), "{e}");
+        let m = MonitorSection { every_steps: 3, ..Default::default() }.monitor_config(&shards, &shards[..1]).unwrap();
+        assert!(m.enabled() && m.every_steps == 3 && m.test_shards == shards[0]);
+        let off = MonitorSection { enabled: false, ..Default::default() };
+        assert!(!off.monitor_config(&shards, &shards).unwrap().enabled());
     }
 
     #[test]

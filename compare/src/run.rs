@@ -8,15 +8,22 @@
 //! OUT/dspnet/                   DSPNet's run directory (config, checkpoint, metrics, results)
 //! OUT/byol-w0_25/ ...           one run directory per one-by-one width
 //! OUT/budget-w0_25/ ...         same-budget runs (--same-budget)
+//! OUT/seed0/dspnet/, OUT/seed0/byol-w0_25/, ..., OUT/seed1/...
+//!                               the same per seed instead, with --seeds (see `seeds.rs`)
 //! OUT/compare.json, report.md, compare.png
+//! OUT/curves/steps-w0_25.png, flops-w0_25.png, ...   the kNN monitor's curves per width
 //! ```
 //! Every run directory gets `compare-train.json` once its training has finished and been
-//! measured, and `compare-eval.json` once it has been evaluated.
+//! measured, and `compare-eval.json` once it has been evaluated. Every training runs with the
+//! kNN monitor (`[compare.monitor]`); the seconds of its evaluations, recorded in the run's
+//! `metrics.jsonl`, are subtracted from the measured training wall time.
 //!
 //! # Resuming
 //! With `--resume`, a sub-run whose `compare-train.json` records the configuration asked for is
 //! kept and not trained again, and its evaluation is kept when it covered the same protocols:
-//! finished work is never lost. An unfinished training is started again from its beginning (not
+//! finished work is never lost. Only the recipe counts (the monitor and other runtime settings
+//! may differ), and a seed's sub-run is also found in the other layout's folder (`seeds.rs`),
+//! so adding a seed trains only that seed's sub-runs. An unfinished training is started again from its beginning (not
 //! from its last checkpoint) so that its wall time and peak memory are measured in one piece.
 //!
 //! # Reusing the baselines of an earlier comparison (`--baseline-from DIR`)
@@ -26,21 +33,25 @@
 //! kept instead of trained, provided DIR's `compare-plan.json` names the same training and test
 //! shards as this run (with neither `--train-shards` nor `--test-shards`, DIR's shards, e.g.
 //! DIR/data, are used) and each `byol-w*/compare-train.json` records exactly the configuration
-//! planned now. A missing or different `byol-w*` run, or other shards, is a one-line error
+//! planned now (per seed: `DIR/seed{s}/byol-w*` or, for a comparison without seeds, `DIR/byol-w*`).
+//! A missing or different `byol-w*` run, or other shards, is a one-line error
 //! naming what differs. A `budget-w*` run is reused when its configuration matches; one whose
 //! configuration differs only in its schedule (`train.epochs`, `optim.warmup_epochs`: the cut
 //! follows DSPNet's measured wall time, which a new DSPNet run changes) is trained anew in OUT.
 
 use crate::child::{ChildRecord, ChildRequest, CHILD_RECORD, REQUEST};
 use crate::cost::{forward_macs, same_budget_split, train_macs, width_steps};
+use crate::curves::{read_curves, CurveSource, RunCurve};
 use crate::error::{CompareError, Result};
 use crate::plan::{one_by_one_config, same_budget_config, Plan};
-use crate::report::{build, write_all, Comparison, Machine, Meta, SubRun, TrainRecord};
+use crate::report::{build, write_all, Comparison, Machine, Meta, SeedRuns, SubRun, TrainRecord};
+use crate::seeds::Repeat;
 use dspnet_core::cli::StopSignal;
 use dspnet_eval::{evaluate, EvalRequest, Protocol, TransferLinearSettings};
 use dspnet_model::parse_device;
 use dspnet_model::width_tag;
 use dspnet_pipeline::source::{expand_pattern, is_remote};
+use dspnet_run::config::MonitorConfig;
 use dspnet_run::layout::METRICS;
 use dspnet_run::EvalRecord;
 use dspnet_run::RunConfig;
@@ -119,6 +130,8 @@ struct Ctx<'a> {
     test_shards: Vec<String>,
     /// Settings of the transfer-linear protocol (its datasets checked before anything trains).
     transfer_linear: TransferLinearSettings,
+    /// The `[monitor]` every training runs with.
+    monitor: MonitorConfig,
     kept: Vec<String>,
     trained: Vec<String>,
     reused: Vec<String>,
@@ -126,6 +139,23 @@ struct Ctx<'a> {
 
 fn read_train_record(dir: &Path) -> Option<TrainRecord> {
     std::fs::read(dir.join(TRAIN_RECORD)).ok().and_then(|b| serde_json::from_slice::<TrainRecord>(&b).ok())
+}
+
+/// The first of `candidates` (sub-run names) under `root` holding a finished training of the
+/// same recipe as `cfg`, with its record (named after the folder it is in).
+fn find_finished(root: &Path, candidates: &[String], cfg: &RunConfig) -> Option<(String, TrainRecord)> {
+    candidates.iter().find_map(|name| {
+        let mut r = read_train_record(&root.join(name)).filter(|r| trains_same(r, cfg))?;
+        r.name = name.clone();
+        Some((name.clone(), r))
+    })
+}
+
+/// Seconds of the kNN monitor's evaluations recorded in `dir`'s metrics.jsonl.
+///
+/// Errors: a damaged metrics file.
+fn monitor_seconds(dir: &Path) -> Result<f64> {
+    Ok(dspnet_run::metrics::read(dir)?.iter().filter_map(|r| r["monitor"]["seconds"].as_f64()).sum())
 }
 
 /// Copies the folder `src` to `dst` (files and sub-folders; `dst` must not exist).
@@ -189,23 +219,26 @@ fn mismatch(base: &Path, name: &str, diffs: &[String]) -> CompareError {
     ))
 }
 
-/// The record of the finished one-by-one run `base/name` when it was trained with exactly `cfg`.
+/// The finished one-by-one run of `base` among `candidates` (sub-run names, see
+/// [`Repeat::candidates`]) trained with exactly `cfg`'s recipe: its name there and its record.
 ///
-/// Errors (one line): the run is missing or unfinished in `base`, or its configuration differs
-/// (the message names the keys).
-fn check_baseline_run(base: &Path, name: &str, cfg: &RunConfig) -> Result<TrainRecord> {
-    let src = base.join(name);
-    let record = read_train_record(&src).ok_or_else(|| {
-        CompareError::Config(format!(
-            "--baseline-from {}: it has no finished {name} ({} is missing); compare the same widths as it did, or run without --baseline-from",
-            base.display(),
-            src.join(TRAIN_RECORD).display()
-        ))
-    })?;
-    if !trains_same(&record, cfg) {
-        return Err(mismatch(base, name, &recorded_differences(&record, &src, cfg)));
+/// Errors (one line): no candidate holds a finished run, or the first that does was trained with
+/// another configuration (the message names the keys).
+fn check_baseline_run(base: &Path, candidates: &[String], cfg: &RunConfig) -> Result<(String, TrainRecord)> {
+    if let Some(found) = find_finished(base, candidates, cfg) {
+        return Ok(found);
     }
-    Ok(record)
+    let name = &candidates[0];
+    let Some((other, record)) =
+        candidates.iter().find_map(|n| read_train_record(&base.join(n)).map(|r| (n.clone(), r)))
+    else {
+        return Err(CompareError::Config(format!(
+            "--baseline-from {}: it has no finished {name} ({} is missing); compare the same widths and seeds as it did, or run without --baseline-from",
+            base.display(),
+            base.join(name).join(TRAIN_RECORD).display()
+        )));
+    };
+    Err(mismatch(base, &other, &recorded_differences(&record, &base.join(&other), cfg)))
 }
 
 /// Config keys of a same-budget run that follow DSPNet's measured wall time.
@@ -219,24 +252,37 @@ impl Ctx<'_> {
         ))
     }
 
-    /// Trains `cfg` in `OUT/name` in a child process unless a finished record of the same
-    /// configuration is there. `nominal` maps the config's trained widths (ascending) to the
-    /// widths they stand for.
-    fn ensure_trained(&mut self, name: &str, kind: &str, cfg: &RunConfig, nominal: &[f64]) -> Result<TrainRecord> {
-        let dir = self.req.out.join(name);
-        let toml = cfg.to_toml();
-        if let Some(r) = read_train_record(&dir) {
-            if trains_same(&r, cfg) {
-                tracing::info!(run = name, "kept: trained earlier");
-                self.kept.push(name.to_string());
-                return Ok(r);
-            }
+    /// Trains `cfg` (already carrying the repetition's seed) as `base` of `repeat` in a child
+    /// process, with the kNN monitor on, unless a finished record of the same recipe is among
+    /// the repetition's candidate folders (then kept where it is). `nominal` maps the config's
+    /// trained widths (ascending) to the widths they stand for. The record's `name` is the
+    /// folder it is in.
+    fn ensure_trained(
+        &mut self,
+        repeat: &Repeat,
+        base: &str,
+        kind: &str,
+        cfg: &RunConfig,
+        nominal: &[f64],
+    ) -> Result<TrainRecord> {
+        let name = repeat.name(base);
+        let dir = self.req.out.join(&name);
+        if let Some((found, r)) = find_finished(&self.req.out, &repeat.candidates(base), cfg) {
+            tracing::info!(run = found, "kept: trained earlier");
+            self.kept.push(found);
+            return Ok(r);
         }
         if kind != "dspnet" {
-            if let Some(r) = self.adopt_baseline(name, kind, cfg)? {
+            if let Some(r) = self.adopt_baseline(repeat, base, kind, cfg)? {
                 return Ok(r);
             }
         }
+        let mut cfg = cfg.clone();
+        // the comparison's kNN monitor; the config's own interference measurement stays
+        let interference = cfg.runtime.monitor.interference_every_steps;
+        cfg.runtime.monitor = MonitorConfig { interference_every_steps: interference, ..self.monitor.clone() };
+        let cfg = &cfg;
+        let toml = cfg.to_toml();
         if self.req.stop.signal().is_some() {
             return Err(self.interrupted());
         }
@@ -277,6 +323,7 @@ impl Ctx<'_> {
         let macs = forward_macs(cfg)?;
         let widths: Vec<f64> = macs.online.iter().map(|(w, _)| *w).collect();
         let (logged, counts) = width_steps(&dir.join(METRICS), &widths)?;
+        let monitor_seconds = monitor_seconds(&dir)?;
         if logged + child.skipped_nonfinite != child.steps {
             return Err(CompareError::SubRun(format!(
                 "{}: {logged} trained steps logged but the run took {} ({} skipped); the FLOP count needs one metrics line per step",
@@ -288,17 +335,19 @@ impl Ctx<'_> {
         let total = train_macs(child.images, child.steps, macs.teacher, &macs.online, &counts);
         let to_nominal =
             |v: Vec<(f64, u64)>| -> Vec<(f64, u64)> { v.into_iter().zip(nominal).map(|((_, x), w)| (*w, x)).collect() };
+        let seconds = (child.seconds - monitor_seconds).max(0.0);
         let record = TrainRecord {
-            name: name.to_string(),
+            name: name.clone(),
             kind: kind.to_string(),
             widths: nominal.to_vec(),
-            seconds: child.seconds,
+            seconds,
+            monitor_seconds,
             process_seconds,
             steps: child.steps,
             total_steps: child.total_steps,
             steps_per_epoch: child.steps_per_epoch,
             images: child.images,
-            step_seconds: child.seconds / child.steps.max(1) as f64,
+            step_seconds: seconds / child.steps.max(1) as f64,
             train_macs: total,
             teacher_macs: macs.teacher,
             online_macs: to_nominal(macs.online),
@@ -312,46 +361,59 @@ impl Ctx<'_> {
             config_toml: toml,
         };
         dspnet_core::fs::write_atomic(&dir.join(TRAIN_RECORD), &serde_json::to_vec_pretty(&record).expect("json"))?;
-        self.trained.push(name.to_string());
+        self.trained.push(name);
         Ok(record)
     }
 
-    /// `--baseline-from DIR`: copies `DIR/name` into `OUT/name` when its record trains the same
-    /// network as `cfg` (then returns that record). `Ok(None)`: no baseline folder, or a same-budget run whose
-    /// schedule differs (trained here).
+    /// `--baseline-from DIR`: copies the finished `base` run of `repeat` in DIR (the first of
+    /// its candidate folders that trains the same network as `cfg`) into `OUT/<its name here>`
+    /// and returns its record. `Ok(None)`: no baseline folder, or a same-budget run that is
+    /// missing there or whose schedule differs (trained here).
     ///
     /// Errors: a one-by-one run that is missing in DIR or was trained with another
     /// configuration (the message names the keys), a same-budget run differing in more than its
     /// schedule, copy failures.
-    fn adopt_baseline(&mut self, name: &str, kind: &str, cfg: &RunConfig) -> Result<Option<TrainRecord>> {
-        let Some(base) = &self.req.baseline_from else { return Ok(None) };
-        let src = base.join(name);
-        let record = if kind == "same-budget" {
-            match read_train_record(&src) {
-                None => return Ok(None),
-                Some(r) if trains_same(&r, cfg) => r,
-                Some(r) => {
-                    let diffs = recorded_differences(&r, &src, cfg);
+    fn adopt_baseline(
+        &mut self,
+        repeat: &Repeat,
+        base: &str,
+        kind: &str,
+        cfg: &RunConfig,
+    ) -> Result<Option<TrainRecord>> {
+        let Some(dir) = &self.req.baseline_from else { return Ok(None) };
+        let candidates = repeat.candidates(base);
+        let (found, mut record) = if kind == "same-budget" {
+            match find_finished(dir, &candidates, cfg) {
+                Some(f) => f,
+                None => {
+                    let Some((other, r)) =
+                        candidates.iter().find_map(|n| read_train_record(&dir.join(n)).map(|r| (n.clone(), r)))
+                    else {
+                        return Ok(None);
+                    };
+                    let diffs = recorded_differences(&r, &dir.join(&other), cfg);
                     if !diffs.is_empty() && diffs.iter().all(|k| BUDGET_SCHEDULE_KEYS.contains(&k.as_str())) {
                         tracing::info!(
-                            run = name,
+                            run = other,
                             "the baseline's same-budget cut differs (DSPNet's wall time changed): training it"
                         );
                         return Ok(None);
                     }
-                    return Err(mismatch(base, name, &diffs));
+                    return Err(mismatch(dir, &other, &diffs));
                 }
             }
         } else {
-            check_baseline_run(base, name, cfg)?
+            check_baseline_run(dir, &candidates, cfg)?
         };
-        let dst = self.req.out.join(name);
+        let name = repeat.name(base);
+        let (src, dst) = (dir.join(&found), self.req.out.join(&name));
         if dst.exists() {
             std::fs::remove_dir_all(&dst).map_err(|e| CompareError::io(&dst, e))?;
         }
         copy_dir(&src, &dst)?;
         tracing::info!(run = name, from = %src.display(), "reused from the baseline comparison");
-        self.reused.push(name.to_string());
+        record.name = name.clone();
+        self.reused.push(name);
         Ok(Some(record))
     }
 
@@ -361,6 +423,26 @@ impl Ctx<'_> {
             return Vec::new();
         }
         self.transfer_linear.datasets.iter().map(|d| d.display().to_string()).collect()
+    }
+
+    /// The monitor curves of the finished training `train` (see [`read_curves`]).
+    ///
+    /// Errors: a damaged metrics.jsonl.
+    fn curves(&self, train: &TrainRecord, seed: u64, config_widths: &[f64]) -> Result<Vec<RunCurve>> {
+        read_curves(
+            &self.req.out.join(&train.name),
+            &CurveSource {
+                run: &train.name,
+                kind: &train.kind,
+                seed,
+                config_widths,
+                nominal: &train.widths,
+                images: train.images,
+                steps: train.steps,
+                teacher_macs: train.teacher_macs,
+                online_macs: &train.online_macs,
+            },
+        )
     }
 
     /// Evaluates `OUT/name` with the plan's protocols unless done before with the same ones (and
@@ -396,6 +478,57 @@ impl Ctx<'_> {
         let file = EvalFile { protocols: self.req.plan.protocols.clone(), transfer_data, records: records.clone() };
         dspnet_core::fs::write_atomic(&dir.join(EVAL_RECORD), &serde_json::to_vec_pretty(&file).expect("json"))?;
         Ok(records)
+    }
+}
+
+impl Ctx<'_> {
+    /// One repetition: DSPNet, the one-by-one networks and (`--same-budget`) the same-budget
+    /// runs, each trained with the repetition's seed (or kept), evaluated, and the monitor curves
+    /// of DSPNet and the one-by-one networks. `dspnet_cfg`: DSPNet's configuration before the
+    /// seed is applied.
+    ///
+    /// Errors: a failed or interrupted sub-run, a one-by-one network that is not DSPNet's slice,
+    /// damaged metrics.
+    fn one_seed(&mut self, repeat: &Repeat, dspnet_cfg: &RunConfig) -> Result<(SeedRuns, Vec<RunCurve>)> {
+        let req = self.req;
+        let widths = req.plan.widths.clone();
+        let seed = repeat.seed;
+        let d_train = self.ensure_trained(repeat, "dspnet", "dspnet", &repeat.apply(dspnet_cfg), &widths)?;
+        let d_evals = self.ensure_evaluated(&d_train.name, &widths, &widths)?;
+        let mut curves = self.curves(&d_train, seed, &widths)?;
+        let dspnet = SubRun { train: d_train, evals: d_evals };
+
+        let mut ones = Vec::new();
+        let mut one_cfgs = Vec::new();
+        for &w in &widths {
+            let base = format!("byol-{}", width_tag(w));
+            let cfg = repeat.apply(&one_by_one_config(&req.plan.base, w)?);
+            let train = self.ensure_trained(repeat, &base, "one-by-one", &cfg, &[w])?;
+            let evals = self.ensure_evaluated(&train.name, &[1.0], &[w])?;
+            check_same_network(&dspnet.evals, &evals, w, &train.name)?;
+            curves.extend(self.curves(&train, seed, &[1.0])?);
+            ones.push(SubRun { train, evals });
+            one_cfgs.push(cfg);
+        }
+
+        let budget = if req.plan.same_budget {
+            let split = same_budget_split(
+                dspnet.train.seconds,
+                &ones.iter().zip(&widths).map(|(o, w)| (*w, o.train.step_seconds)).collect::<Vec<_>>(),
+            );
+            let mut runs = Vec::new();
+            for ((w, _, steps), (one, cfg)) in split.widths.iter().zip(ones.iter().zip(&one_cfgs)) {
+                let base = format!("budget-{}", width_tag(*w));
+                let cfg = same_budget_config(cfg, *steps, one.train.steps_per_epoch, one.train.total_steps)?;
+                let train = self.ensure_trained(repeat, &base, "same-budget", &cfg, &[*w])?;
+                let evals = self.ensure_evaluated(&train.name, &[1.0], &[*w])?;
+                runs.push(SubRun { train, evals });
+            }
+            Some((split, runs))
+        } else {
+            None
+        };
+        Ok((SeedRuns { seed, dspnet, one: ones, budget }, curves))
     }
 }
 
@@ -520,16 +653,20 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
 
     // --baseline-from: every one-by-one run must be reusable; found out before anything is
     // recorded in OUT or trained
+    let repeats = Repeat::all(req.plan.seeds.as_deref(), &req.plan.base);
     if let Some(dir) = &req.baseline_from {
-        for &w in &req.plan.widths {
-            let name = format!("byol-{}", width_tag(w));
-            let one = one_by_one_config(&req.plan.base, w)?;
-            if read_train_record(&out.join(&name)).is_some_and(|r| trains_same(&r, &one)) {
-                continue;
+        for repeat in &repeats {
+            for &w in &req.plan.widths {
+                let base = format!("byol-{}", width_tag(w));
+                let one = repeat.apply(&one_by_one_config(&req.plan.base, w)?);
+                let candidates = repeat.candidates(&base);
+                if find_finished(out, &candidates, &one).is_none() {
+                    check_baseline_run(dir, &candidates, &one)?;
+                }
             }
-            check_baseline_run(dir, &name, &one)?;
         }
     }
+    let monitor = req.plan.compare.monitor.monitor_config(&train_shards, &test_shards)?;
     let dspnet_cfg = req.plan.dspnet_config()?;
     let record = PlanRecord {
         dspnet_config: dspnet_cfg.to_toml(),
@@ -562,44 +699,19 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         train_shards: train_shards.clone(),
         test_shards: test_shards.clone(),
         transfer_linear,
+        monitor,
         kept: Vec::new(),
         trained: Vec::new(),
         reused: Vec::new(),
     };
     let widths = req.plan.widths.clone();
-    let d_train = ctx.ensure_trained("dspnet", "dspnet", &dspnet_cfg, &widths)?;
-    let d_evals = ctx.ensure_evaluated("dspnet", &widths, &widths)?;
-    let dspnet = SubRun { train: d_train, evals: d_evals };
-
-    let mut ones = Vec::new();
-    let mut one_cfgs = Vec::new();
-    for &w in &widths {
-        let name = format!("byol-{}", width_tag(w));
-        let cfg = one_by_one_config(&req.plan.base, w)?;
-        let train = ctx.ensure_trained(&name, "one-by-one", &cfg, &[w])?;
-        let evals = ctx.ensure_evaluated(&name, &[1.0], &[w])?;
-        check_same_network(&dspnet.evals, &evals, w, &name)?;
-        ones.push(SubRun { train, evals });
-        one_cfgs.push(cfg);
+    let mut seed_runs = Vec::new();
+    let mut curves = Vec::new();
+    for repeat in &repeats {
+        let (runs, c) = ctx.one_seed(repeat, &dspnet_cfg)?;
+        seed_runs.push(runs);
+        curves.extend(c);
     }
-
-    let budget = if req.plan.same_budget {
-        let split = same_budget_split(
-            dspnet.train.seconds,
-            &ones.iter().zip(&widths).map(|(o, w)| (*w, o.train.step_seconds)).collect::<Vec<_>>(),
-        );
-        let mut runs = Vec::new();
-        for ((w, _, steps), (one, cfg)) in split.widths.iter().zip(ones.iter().zip(&one_cfgs)) {
-            let name = format!("budget-{}", width_tag(*w));
-            let cfg = same_budget_config(cfg, *steps, one.train.steps_per_epoch, one.train.total_steps)?;
-            let train = ctx.ensure_trained(&name, "same-budget", &cfg, &[*w])?;
-            let evals = ctx.ensure_evaluated(&name, &[1.0], &[*w])?;
-            runs.push(SubRun { train, evals });
-        }
-        Some((split, runs))
-    } else {
-        None
-    };
 
     machine.load_end = dspnet_core::machine::load_average();
     let meta = Meta {
@@ -611,9 +723,11 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         protocols: req.plan.protocols.clone(),
         train_shards,
         test_shards,
+        seed_folders: req.plan.seeds.is_some(),
+        monitor: req.plan.compare.monitor.clone(),
         reused: reused_record(req.baseline_from.as_deref(), &ctx.reused),
     };
-    let comparison = build(meta, &dspnet, &ones, budget.as_ref().map(|(s, r)| (s.clone(), r.as_slice())));
+    let comparison = build(meta, &seed_runs, curves);
     write_all(&comparison, out)?;
     Ok(Outcome { comparison, kept: ctx.kept, trained: ctx.trained, reused: ctx.reused })
 }
