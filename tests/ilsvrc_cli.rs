@@ -256,8 +256,7 @@ fn load_all(dir: &Path, prefix: &str) -> Vec<String> {
     let shards = expand_pattern(&format!("{}/{prefix}-*.tar", dir.display())).unwrap();
     let mut keys = Vec::new();
     for mode in [LoaderMode::Train, LoaderMode::Eval] {
-        let cfg =
-            LoaderConfig { batch_size: 4, drop_last: false, strict_data: true, ..LoaderConfig::default() };
+        let cfg = LoaderConfig { batch_size: 4, drop_last: false, strict_data: true, ..LoaderConfig::default() };
         let loader = Loader::new(
             shards.clone(),
             LoaderSettings::new(cfg, AugmentConfig::byol_small(32, 3)),
