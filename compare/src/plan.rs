@@ -635,7 +635,10 @@ mod tests {
             .iter()
             .map(|n| {
                 let p = dir.path().join(n);
-                std::fs::write(&p, b"").unwrap();
+                // a tar header block (`ustar` magic at byte 257): expand_pattern checks it
+                let mut header = [0u8; 512];
+                header[257..262].copy_from_slice(b"ustar");
+                std::fs::write(&p, header).unwrap();
                 p.to_string_lossy().to_string()
             })
             .collect();
