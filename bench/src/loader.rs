@@ -223,7 +223,7 @@ pub fn loader_images_per_s(
     if skipped > 0 {
         return Err(format!("loader skipped {skipped} samples: {}", loader.stats().summary()));
     }
-    Ok(crate::median(rates))
+    Ok(crate::measure::median(rates))
 }
 
 /// Decode-only ceiling: images/s of decoding every image of `jpegs` in full (RGB, 8 bit) with
@@ -254,7 +254,7 @@ pub fn decode_images_per_s(jpegs: &[&[u8]], threads: usize, passes: usize) -> Re
         }
         rates.push(jpegs.len() as f64 / t.elapsed().as_secs_f64());
     }
-    Ok(crate::median(rates))
+    Ok(crate::measure::median(rates))
 }
 
 /// Outcome of the peer script.
@@ -272,7 +272,7 @@ pub fn run_peer(
     batch_size: usize,
     tmp: &Path,
 ) -> Result<Option<PeerResult>, String> {
-    let root = crate::checkout_root();
+    let root = crate::machine::checkout_root();
     let python = root.join(".venv/bin/python");
     let script = root.join("bench/peer/peer_loader.py");
     if !python.exists() {

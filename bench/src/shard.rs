@@ -78,7 +78,7 @@ fn run_ours(input: &Path, archive: bool, verify: Verify, out: &Path, threads: us
 
 /// The peer's images/s (`None` when the venv lacks webdataset or PIL) and its versions.
 fn run_peer(mode: &str, input: &Path, verify: &str, out: &Path) -> Result<Option<(f64, String)>, String> {
-    let root = crate::checkout_root();
+    let root = crate::machine::checkout_root();
     let python = root.join(".venv/bin/python");
     if !python.exists() {
         return Ok(None);
