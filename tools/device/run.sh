@@ -123,13 +123,13 @@ compare_run() {
   "$BIN/dspnet-compare" --config "$HERE/configs/compare-gpu.toml" --train-shards "$HERE/data/cifar10/train" \
     --test-shards "$HERE/data/cifar10/test" --out "$WORK/compare" --widths 0.25,1.0 --protocols knn --device "$DEVICE" \
     --set train.epochs="$EPOCHS" --set optim.warmup_epochs=1 --set loader.workers="$(S 2 16)" \
-    --set loader.batch_size="$(S 32 512)" $(smoke_sets) >&2 || return $?
+    --set loader.batch_size="$(S 64 512)" $(smoke_sets) >&2 || return $?
   for f in "$WORK"/compare/*.json; do [ -f "$f" ] && python3 -c 'import json,sys; print(json.dumps({"stage":"compare","file":sys.argv[1].split("/")[-1],"content":json.load(open(sys.argv[1]))}))' "$f"; done
   cp "$WORK"/compare/*.md "$OUTDIR/" 2>/dev/null || true
 }
 export -f compare_run
 export EPOCHS OUTDIR
-stage compare "$(S 150 210)" "$OUTDIR/5-compare.jsonl" compare_run
+stage compare "$(S 240 210)" "$OUTDIR/5-compare.jsonl" compare_run
 
 # 6. Distributed: torchrun, one process, the device's backend (NCCL on CUDA)
 stage dist "$(S 60 20)" "$OUTDIR/6-dist.jsonl" "$PY" -m torch.distributed.run --no-python --nproc-per-node 1 --master-port 29531 \
