@@ -176,6 +176,7 @@ fn run(args: Args, stop: StopSignal) -> Result<(), CompareError> {
 }
 
 fn main() -> ExitCode {
+    dspnet_model::libtorch::warn_if_mismatch();
     init_logging();
     let args = Args::parse();
     let first = "interrupt: the running training saves a checkpoint and stops; rerun with --resume to continue (Ctrl-C again to abort)";

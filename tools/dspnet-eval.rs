@@ -192,6 +192,7 @@ fn run(args: Args) -> Result<(), EvalError> {
 }
 
 fn main() -> ExitCode {
+    dspnet_model::libtorch::warn_if_mismatch();
     init_logging();
     exit_with(run(Args::parse()))
 }

@@ -53,6 +53,7 @@ fn run(args: Args) -> Result<(), DeployError> {
 }
 
 fn main() -> ExitCode {
+    dspnet_model::libtorch::warn_if_mismatch();
     dspnet_core::cli::init_logging();
     dspnet_core::cli::exit_with(run(Args::parse()))
 }

@@ -158,6 +158,7 @@ fn run(args: Args) -> Result<(), DeployError> {
 }
 
 fn main() -> ExitCode {
+    dspnet_model::libtorch::warn_if_mismatch();
     dspnet_core::cli::init_logging();
     match deploy_cli::parse_args::<Args>() {
         Ok(args) => deploy_cli::finish(run(args)),

@@ -253,6 +253,7 @@ fn run(args: &Args, bar: &Bar) -> Result<Manifest, PipelineError> {
 const NAMED_SKIPS: usize = 20;
 
 fn main() -> ExitCode {
+    dspnet_model::libtorch::warn_if_mismatch();
     let args = Args::parse();
     dspnet_core::cli::init_logging_at("warn");
     let start = Instant::now();

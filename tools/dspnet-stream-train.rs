@@ -177,6 +177,7 @@ fn run(args: Args) -> Result<Outcome, TrainerError> {
 }
 
 fn main() -> ExitCode {
+    dspnet_model::libtorch::warn_if_mismatch();
     init_logging();
     let args = Args::parse();
     match run(args) {

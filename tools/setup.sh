@@ -2,8 +2,37 @@
 # One-time (idempotent) set-up on a fresh Debian machine: system packages, the Python venv that
 # provides libtorch (torch 2.13.0 for tch 0.26) and the Python test/interop packages, and the
 # release build of every binary.
+#
+#   bash tools/setup.sh [--torch VERSION] [--python PYTHON]
+#
+# --torch 2.11.0 (default 2.13.0, or $DSPNET_TORCH) builds against another PyTorch instead: a
+# venv .venv-torch2.11.0 with that torch (CUDA wheel) and its torchvision, the matching tch in
+# its own workspace target/torch2.11.0/ws (tools/env.sh; the checkout's Cargo.lock stays on tch
+# 0.26), and the binaries in target/torch2.11.0/release. Later commands select it with
+# `export DSPNET_TORCH=2.11.0` before `source tools/env.sh`. --python PYTHON builds against that
+# interpreter's torch (a cluster's own PyTorch, of version --torch) instead of making a venv,
+# into target/pythonVERSION/release.
 set -euo pipefail
+TORCH="${DSPNET_TORCH:-2.13.0}"
+TORCH_PYTHON="${DSPNET_TORCH_PYTHON:-}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --torch) [ $# -ge 2 ] || { echo "setup: --torch needs a version, e.g. --torch 2.11.0" >&2; exit 2; }; TORCH="$2"; shift 2 ;;
+    --torch=*) TORCH="${1#--torch=}"; shift ;;
+    --python) [ $# -ge 2 ] || { echo "setup: --python needs an interpreter path" >&2; exit 2; }; TORCH_PYTHON="$2"; shift 2 ;;
+    --python=*) TORCH_PYTHON="${1#--python=}"; shift ;;
+    *) echo "setup: unknown option $1 (usage: bash tools/setup.sh [--torch VERSION] [--python PYTHON])" >&2; exit 2 ;;
+  esac
+done
+export DSPNET_TORCH="$TORCH" DSPNET_TORCH_PYTHON="$TORCH_PYTHON"
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+if ! TCH="$(dspnet_tch_for "$DSPNET_TORCH")"; then
+  case "$DSPNET_TORCH" in
+    2.12.*) echo "setup: --torch $DSPNET_TORCH needs tch 0.25, which is not published on crates.io; use --torch 2.11.0 or 2.13.0 (docs/gpu.md)" >&2 ;;
+    *) echo "setup: --torch $DSPNET_TORCH is not supported; use 2.13.0 (default, tch 0.26) or 2.11.0 (tch 0.24)" >&2 ;;
+  esac
+  exit 2
+fi
 
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
@@ -17,6 +46,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ "$DSPNET_TORCH" != 2.13.0 ] || [ -n "$DSPNET_TORCH_PYTHON" ]; then
+  bash tools/setup-torch.sh
+  exit
 fi
 
 # pycocotools: COCO box mAP and mask rasterisation of the detection/segmentation transfer tools;

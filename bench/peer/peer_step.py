@@ -81,6 +81,7 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the device bundle's speed stage)")
     args = ap.parse_args()
     if args.batch < 2 or args.steps < 1 or args.warmup < 0 or args.base < 1:
         print("error: --batch must be >= 2, --steps >= 1, --warmup >= 0, --base >= 1", file=sys.stderr)
@@ -131,7 +132,13 @@ def main():
     for p in teacher.parameters():
         p.requires_grad_(False)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     for m in (online, predictor, teacher):
+        m.to(dev)
         m.to(memory_format=fmt)
         m.train()
     params = list(online.parameters()) + list(predictor.parameters())
@@ -166,15 +173,15 @@ def main():
 
     n = args.batch
     shape = (n, 3, args.image_size, args.image_size)
-    view_a = torch.randn(shape).contiguous(memory_format=fmt)
-    view_b = torch.randn(shape).contiguous(memory_format=fmt)
+    view_a = torch.randn(shape, device=dev).contiguous(memory_format=fmt)
+    view_b = torch.randn(shape, device=dev).contiguous(memory_format=fmt)
     bf16 = args.precision == "bf16"
 
     def project(net, x):
         return net["projector"](net["backbone"](x))
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             if args.views == "concat":
                 x = torch.cat([view_a, view_b], 0)
                 with torch.no_grad():

@@ -188,6 +188,7 @@ fn run(args: Args) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    dspnet_model::libtorch::warn_if_mismatch();
     dspnet_core::cli::init_logging_at("warn");
     let args = Args::parse();
     match run(args) {

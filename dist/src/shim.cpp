@@ -14,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
+#include <torch/headeronly/version.h>
 
 #include <atomic>
 #include <chrono>
@@ -235,7 +236,13 @@ char* dspnet_dist_all_reduce_sum_autograd(void* h, const at::Tensor* x, at::Tens
       g->all_reduce_sum(y);
     }
     if (torch::autograd::compute_requires_grad(*x)) {
+      // autograd nodes are held by std::shared_ptr in torch 2.11 (2.12 assumed alike, not built
+      // here) and by c10::intrusive_ptr in torch 2.13
+#if TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 13
+      auto node = std::make_shared<AllReduceSumBackward>(g);
+#else
       auto node = c10::make_intrusive<AllReduceSumBackward>(g);
+#endif
       node->set_next_edges(torch::autograd::collect_next_edges(*x));
       torch::autograd::set_history(y, node);
     }

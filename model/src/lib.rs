@@ -16,14 +16,18 @@
 //!   device), which tch does not expose.
 //! * [`precision`]: the forward pass's numeric format ([`ComputeFormat`]: fp32, bf16,
 //!   channels_last) and `--device` parsing.
+//! * [`cuda_settings`]: TF32 and cuDNN benchmark mode, which tch does not expose.
+//! * [`libtorch`]: which libtorch a binary was built for and which it found at run time.
 //! * [`sync`]: cross-replica batch statistics for synchronised batch norm (data parallel).
 //!
 //! Width is always an explicit `f64` argument; a width not in the model's list is a
 //! [`ModelError::WidthNotInList`], never a silent fallback.
 
 pub mod autocast;
+pub mod cuda_settings;
 pub mod error;
 pub mod heads;
+pub mod libtorch;
 pub mod precision;
 pub mod resnet;
 pub mod slimmable;

@@ -50,7 +50,14 @@ impl MomentumBase {
     /// from `method.ema_base` to `method.ema_final`.
     ///
     /// Errors: a configuration the model cannot be built from.
+    ///
+    /// On CUDA it also sets the process's GPU math: TF32 for fp32 per `train.tf32`, and cuDNN's
+    /// benchmark mode (the step's shapes repeat, so autotuning each once pays).
     pub fn new(cfg: &RunConfig, device: Device, length: RunLength) -> Result<Self> {
+        if device.is_cuda() {
+            dspnet_model::cuda_settings::set_tf32(cfg.train.tf32)?;
+            dspnet_model::cuda_settings::set_cudnn_benchmark(true)?;
+        }
         tch::manual_seed(cfg.train.seed as i64);
         let online = Branch::new(cfg, device, true)?;
         let teacher = Branch::new(cfg, device, false)?;

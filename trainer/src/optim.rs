@@ -2,7 +2,7 @@
 //! biases excluded from weight decay and from LARS adaptation (BYOL Appendix C).
 
 use dspnet_run::config::{OptimConfig, OptimizerKind};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// One optimised parameter with its momentum buffer.
 struct Param {
@@ -59,25 +59,33 @@ impl Optimizer {
     /// values, not whether libtorch has allocated it, so the update depends on the weights,
     /// momentum buffers and gradients alone and a run restored from a checkpoint continues
     /// bit-identically.
+    ///
+    /// No host synchronisation: "received" and the trust ratio are decided on the parameters'
+    /// device (`where` on 0-dim tensors; the ratio in f64 as `eta·‖w‖/‖g‖` of the f32 norms, so
+    /// the result is bit-identical to reading the norms back and scaling by the host's f64), so
+    /// on a GPU the whole update is queued behind the backward passes without waiting for them.
     pub fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
             for p in &mut self.params {
                 let grad = p.value.grad();
-                let received = grad.defined() && (!p.adapt || grad.abs().max().double_value(&[]) > 0.0);
-                let mut g = if !received {
+                let g = if !grad.defined() {
                     p.value.zeros_like()
-                } else if p.adapt && self.weight_decay > 0.0 {
-                    &grad + &p.value * self.weight_decay
-                } else {
+                } else if !p.adapt {
                     grad.shallow_clone()
+                } else {
+                    let received = grad.abs().max().gt(0.0);
+                    let g = if self.weight_decay > 0.0 { &grad + &p.value * self.weight_decay } else { grad };
+                    let g = if self.kind == OptimizerKind::Lars {
+                        let wn = p.value.norm().to_kind(Kind::Double);
+                        let gn = g.norm().to_kind(Kind::Double);
+                        let adapt = wn.gt(0.0).logical_and(&gn.gt(0.0));
+                        let trust = (wn * self.eta / &gn).where_self(&adapt, &Tensor::ones_like(&gn));
+                        &g * trust
+                    } else {
+                        g
+                    };
+                    g.where_self(&received, &g.zeros_like())
                 };
-                if received && p.adapt && self.kind == OptimizerKind::Lars {
-                    let wn = p.value.norm().double_value(&[]);
-                    let gn = g.norm().double_value(&[]);
-                    if wn > 0.0 && gn > 0.0 {
-                        g = &g * (self.eta * wn / gn);
-                    }
-                }
                 let _ = p.momentum.g_mul_scalar_(self.momentum).g_add_(&g);
                 let _ = p.value.g_add_(&(&p.momentum * (-lr)));
             }
@@ -103,7 +111,6 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Kind;
 
     fn cfg(kind: OptimizerKind, wd: f64) -> OptimConfig {
         OptimConfig { kind, lr: 0.1, momentum: 0.9, weight_decay: wd, lars_eta: 0.001, warmup_epochs: 0.0 }

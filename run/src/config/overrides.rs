@@ -58,7 +58,7 @@ fn optional_key(parts: &[&str]) -> bool {
                 | "width_gradients"
         ] | ["heads", "bn"]
             | ["optim", "lars_eta"]
-            | ["train", "skip_nonfinite_steps" | "sync_bn" | "dist_timeout_sec"]
+            | ["train", "skip_nonfinite_steps" | "sync_bn" | "tf32" | "dist_timeout_sec"]
             | ["remote", "read_ahead" | "read_ahead_bytes" | "max_retries" | "max_retry_secs"]
             | [
                 "monitor",

@@ -223,6 +223,10 @@ pub struct OptimConfig {
     pub warmup_epochs: f64,
 }
 
+fn default_tf32() -> bool {
+    true
+}
+
 fn default_eta() -> f64 {
     0.001
 }
@@ -239,6 +243,11 @@ pub struct TrainConfig {
     pub precision: String,
     /// Use channels_last memory format for images and convolutions.
     pub channels_last: bool,
+    /// On CUDA, let fp32 convolutions and matrix products run in TF32 (10-bit mantissa inputs,
+    /// fp32 accumulation; PyTorch's `allow_tf32`), as the bf16 path's fp32 parts too. Default
+    /// on; `false` gives IEEE fp32 (the CUDA-vs-CPU correctness check runs so). No effect on CPU.
+    #[serde(default = "default_tf32")]
+    pub tf32: bool,
     /// Seed for weights, width sampling and data order.
     pub seed: u64,
     /// A step whose loss is NaN or inf at any width is skipped (no update, no EMA, BN running

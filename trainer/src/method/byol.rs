@@ -8,7 +8,7 @@ use crate::error::{NonFiniteLoss, Result, TrainerError};
 use crate::loss::regression_loss;
 use crate::momentum::MomentumBase;
 use dspnet_run::RunConfig;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Plain BYOL on the one trained width.
 pub struct Byol {
@@ -57,19 +57,19 @@ impl Method for Byol {
         let q = base.online.predict(&proj, w, true)?;
         let loss = regression_loss(&q.narrow(0, 0, n), &z.narrow(0, n, n))
             + regression_loss(&q.narrow(0, n, n), &z.narrow(0, 0, n));
-        let value = loss.double_value(&[]);
+        loss.backward();
+        // Loss and feature spread in ONE host synchronisation, after the backward pass is queued
+        // (on a GPU the device is not left idle while the host reads the loss). A non-finite
+        // loss zeroes the gradients and returns before any weight moves.
+        let figures =
+            [loss.detach().to_kind(Kind::Double), feature_std(&proj.narrow(0, 0, n).detach()).to_kind(Kind::Double)];
+        let values = super::dspnet::read_figures(&figures);
+        let (value, spread) = (values[0], values[1]);
         if !value.is_finite() {
             base.zero_grad();
             return Err(TrainerError::NonFinite(NonFiniteLoss { width: w, step: step + 1, value }));
         }
-        loss.backward();
-        let stats = StepStats {
-            losses: vec![(w, value)],
-            feature_std: vec![(w, feature_std(&proj.narrow(0, 0, n)).double_value(&[]))],
-            lr,
-            tau,
-            interference: None,
-        };
+        let stats = StepStats { losses: vec![(w, value)], feature_std: vec![(w, spread)], lr, tau, interference: None };
         base.update(lr, tau)?;
         Ok(stats)
     }

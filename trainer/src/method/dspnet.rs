@@ -214,7 +214,7 @@ impl Method for Dspnet {
 }
 
 /// The 0-dim figures of a step as f64, in one host synchronisation.
-fn read_figures(figures: &[Tensor]) -> Vec<f64> {
+pub(crate) fn read_figures(figures: &[Tensor]) -> Vec<f64> {
     let all = Tensor::stack(figures, 0).to_kind(Kind::Double).to_device(Device::Cpu);
     Vec::<f64>::try_from(all).expect("a 1-dim f64 tensor converts")
 }
