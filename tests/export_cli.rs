@@ -525,7 +525,7 @@ fn state_dict_of_a_saved_run() {
     assert_eq!(run.top1(0.5, "linear"), None);
     assert_eq!(run.results_for(1.0).len(), 0);
     assert!(
-        matches!(run.check_width(0.25), Err(dspnet_deploy::DeployError::Width(_))),
+        matches!(run.check_width(0.25), Err(dspnet_deploy::DeployError::Width { width, .. }) if width == 0.25),
         "0.25 is in model.widths but not trained"
     );
     let sd = dspnet_deploy::export::timm_state_dict(&run, 0.5).unwrap();
@@ -540,7 +540,10 @@ fn state_dict_of_a_saved_run() {
     let full = &online.vs.variables()["backbone.layer4.0.conv1.weight"]; // [32, 16, 3, 3]
     assert!(get("layer4.0.conv1.weight").equal(&full.narrow(0, 0, 16).narrow(1, 0, 8)));
     assert!(get("layer2.1.bn2.bias").equal(&online.vs.variables()["backbone.layer2.1.bn2.w0_50.bias"]));
-    assert!(matches!(dspnet_deploy::export::timm_state_dict(&run, 0.25), Err(dspnet_deploy::DeployError::Width(_))));
+    assert!(matches!(
+        dspnet_deploy::export::timm_state_dict(&run, 0.25),
+        Err(dspnet_deploy::DeployError::Width { width, .. }) if width == 0.25
+    ));
     // export: files and the record
     let out = dir.path().join("exp");
     let s = dspnet_deploy::export_loaded(&run, 0.5, &out, false).unwrap();

@@ -111,7 +111,7 @@ fn run(args: Args, stop: StopSignal) -> Result<(), CompareError> {
     }
     let plan = plan.with_seeds(args.seeds.clone())?;
     let exe = std::env::current_exe().map_err(|e| {
-        CompareError::Config(format!("cannot locate the dspnet-compare binary to run the trainings: {e}"))
+        CompareError::Internal(format!("cannot locate the dspnet-compare binary to run the trainings: {e}"))
     })?;
     let command = std::iter::once("dspnet-compare".to_string())
         .chain(std::env::args().skip(1).map(|a| quote(&a)))

@@ -92,8 +92,9 @@ pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
     stop_with_parent(&stop);
     let req_path = run_dir.join(REQUEST);
     let bytes = std::fs::read(&req_path).map_err(|e| CompareError::io(&req_path, e))?;
-    let req: ChildRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| CompareError::Config(format!("{}: not a compare request: {e}", req_path.display())))?;
+    let req: ChildRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        CompareError::run_file(&req_path, format!("{}: not a compare request: {e}", req_path.display()))
+    })?;
     let config = RunConfig::from_toml_str(&req.config_toml, &req_path.display().to_string())?;
     let device = parse_device(&req.device)?;
     let _ = std::fs::remove_file(run_dir.join(CHILD_RECORD));
@@ -111,13 +112,19 @@ pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
         progress: std::io::stderr().is_terminal(),
     })?;
     if summary.interrupted {
-        return Err(CompareError::SubRun(format!("training in {} was interrupted", run_dir.display())));
+        return Err(CompareError::sub_run(
+            run_dir.display().to_string(),
+            format!("training in {} was interrupted", run_dir.display()),
+        ));
     }
     let peak = dspnet_core::memory::status_bytes("VmHWM").unwrap_or(0);
     let state_path = run_dir.join(STATE);
     let state: serde_json::Value =
         std::fs::read(&state_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
-            CompareError::SubRun(format!("{} is missing or unreadable after training", state_path.display()))
+            CompareError::run_file(
+                &state_path,
+                format!("{} is missing or unreadable after training", state_path.display()),
+            )
         })?;
     let record = ChildRecord {
         seconds: summary.seconds,

@@ -77,10 +77,10 @@ pub fn width_steps(metrics: &Path, widths: &[f64]) -> Result<(u64, Vec<(f64, u64
         for l in losses {
             let w = l["width"].as_f64().unwrap_or(f64::NAN);
             let slot = counts.iter_mut().find(|(x, _)| (x - w).abs() <= 1e-9).ok_or_else(|| {
-                CompareError::SubRun(format!(
-                    "{}: width {w} is not one of the run's widths {widths:?}",
-                    metrics.display()
-                ))
+                CompareError::run_file(
+                    metrics,
+                    format!("{}: width {w} is not one of the run's widths {widths:?}", metrics.display()),
+                )
             })?;
             slot.1 += 1;
         }

@@ -69,11 +69,10 @@ fn position(widths: &[f64], w: f64) -> Option<usize> {
 pub fn read_curves(dir: &Path, src: &CurveSource) -> Result<Vec<RunCurve>> {
     let records = dspnet_run::metrics::read(dir)?;
     let foreign = |w: f64| {
-        CompareError::SubRun(format!(
-            "{}: width {w} is not one of the run's widths {:?}",
-            dir.join(dspnet_run::layout::METRICS).display(),
-            src.config_widths
-        ))
+        let metrics = dir.join(dspnet_run::layout::METRICS);
+        let message =
+            format!("{}: width {w} is not one of the run's widths {:?}", metrics.display(), src.config_widths);
+        CompareError::run_file(metrics, message)
     };
     // steps that trained each width, by step
     let mut trained: Vec<(u64, Vec<usize>)> = Vec::new();
@@ -261,8 +260,7 @@ pub fn plot_curves(curves: &[MeanCurve], out: &Path) -> Result<Vec<PathBuf>> {
                 legend: dspnet_core::plot::Legend::LowerRight,
                 series,
             }
-            .write_png(&out.join(&name))
-            .map_err(|e| CompareError::SubRun(e.to_string()))?;
+            .write_png(&out.join(&name))?;
             written.push(PathBuf::from(name));
         }
     }
@@ -322,7 +320,9 @@ mod tests {
             "{\"step\":1,\"monitor\":{\"top1\":[{\"width\":0.3,\"top1\":1}]}}\n",
         )
         .unwrap();
-        let e = read_curves(dir.path(), &one).unwrap_err().to_string();
+        let e = read_curves(dir.path(), &one).unwrap_err();
+        assert!(matches!(&e, CompareError::RunFile { path, .. } if path.ends_with("metrics.jsonl")), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("metrics.jsonl") && e.contains("0.3"), "{e}");
     }
 

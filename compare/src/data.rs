@@ -47,10 +47,13 @@ pub fn select_balanced(
 pub fn prepare_split(data: &DataSection, split: &str, per_class: usize, out: &Path) -> Result<PathBuf> {
     let source = Path::new(&data.source).join(split);
     if !source.is_dir() {
-        return Err(CompareError::Config(format!(
+        return Err(CompareError::option(
+            "compare.data.source",
+            format!(
             "compare.data.source: {} is not a folder (relative paths are relative to the current folder: run from the checkout root), or pass --train-shards and --test-shards",
             source.display()
-        )));
+        ),
+        ));
     }
     let dir = out.join(split);
     let abs = std::path::absolute(&source).unwrap_or(source.clone());
@@ -65,7 +68,10 @@ pub fn prepare_split(data: &DataSection, split: &str, per_class: usize, out: &Pa
     let (classes, items) = scan_image_folder(&source)?;
     let picked = select_balanced(&items, per_class, data.seed).map_err(|e| {
         let what = if split == "train" { "train_per_class" } else { "test_per_class" };
-        CompareError::Config(format!("compare.data.{what} = {per_class}: in {}, {e}; lower it", source.display()))
+        CompareError::option(
+            format!("compare.data.{what}"),
+            format!("compare.data.{what} = {per_class}: in {}, {e}; lower it", source.display()),
+        )
     })?;
     let _ = std::fs::remove_file(&record);
     let mut writer = ShardWriter::new(ShardWriterConfig {

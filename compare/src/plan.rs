@@ -44,7 +44,7 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
 pub fn preset(name: &str) -> Result<(&'static str, &'static str)> {
     PRESETS.iter().find(|(n, _, _)| *n == name).map(|(_, f, t)| (*f, *t)).ok_or_else(|| {
         let names: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
-        CompareError::Config(format!("--preset {name}: unknown preset; use one of {}", names.join(", ")))
+        CompareError::option("--preset", format!("--preset {name}: unknown preset; use one of {}", names.join(", ")))
     })
 }
 
@@ -135,7 +135,7 @@ impl Default for MonitorSection {
 /// the message names `what` (the option) and the way out.
 pub fn shard_list_pattern(shards: &[String], what: &str) -> Result<String> {
     match shards {
-        [] => Err(CompareError::Config(format!("{what}: no shards"))),
+        [] => Err(CompareError::option(what, format!("{what}: no shards"))),
         [one] => Ok(one.clone()),
         _ => {
             let first = &shards[0];
@@ -146,9 +146,12 @@ pub fn shard_list_pattern(shards: &[String], what: &str) -> Result<String> {
             }
             let names: Vec<&str> = shards.iter().map(|s| &s[cut..]).collect();
             if let Some(bad) = names.iter().find(|n| n.is_empty() || n.contains(['{', '}', ','])) {
-                return Err(CompareError::Config(format!(
-                    "{what}: the shard name {bad:?} cannot be listed in a brace pattern for the kNN monitor; rename the shard or set compare.monitor.enabled=false"
-                )));
+                return Err(CompareError::option(
+                    what,
+                    format!(
+                        "{what}: the shard name {bad:?} cannot be listed in a brace pattern for the kNN monitor; rename the shard or set compare.monitor.enabled=false"
+                    ),
+                ));
             }
             Ok(format!("{}{{{}}}", &first[..cut], names.join(",")))
         }
@@ -260,7 +263,10 @@ fn with_compare_defaults(value: &mut toml::Value, origin: &str) -> Result<()> {
                 }
                 (Some(toml::Value::Table(t)), toml::Value::Table(d)) => merge(t, d, &format!("{at}.{k}"), origin)?,
                 (Some(old), toml::Value::Table(_)) if !old.is_table() => {
-                    return Err(CompareError::Config(format!("config {origin}: {at}.{k} must be a section")))
+                    return Err(CompareError::config_file(
+                        origin,
+                        format!("config {origin}: {at}.{k} must be a section"),
+                    ))
                 }
                 _ => {}
             }
@@ -274,7 +280,10 @@ fn with_compare_defaults(value: &mut toml::Value, origin: &str) -> Result<()> {
     let Some(root) = value.as_table_mut() else { return Ok(()) };
     let compare = root.entry("compare").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let Some(table) = compare.as_table_mut() else {
-        return Err(CompareError::Config(format!("config {origin}: compare must be a section ([compare])")));
+        return Err(CompareError::config_file(
+            origin,
+            format!("config {origin}: compare must be a section ([compare])"),
+        ));
     };
     merge(table, defaults, "compare", origin)
 }
@@ -295,7 +304,10 @@ impl Plan {
         same_budget: bool,
     ) -> Result<Plan> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| {
-            CompareError::Config(format!("config {origin} is not valid TOML: {}", one_line(&e.to_string())))
+            CompareError::config_file(
+                origin,
+                format!("config {origin} is not valid TOML: {}", one_line(&e.to_string())),
+            )
         })?;
         with_compare_defaults(&mut value, origin)?;
         for s in sets {
@@ -303,11 +315,11 @@ impl Plan {
         }
         let table = value
             .as_table_mut()
-            .ok_or_else(|| CompareError::Config(format!("config {origin}: expected a TOML table")))?;
+            .ok_or_else(|| CompareError::config_file(origin, format!("config {origin}: expected a TOML table")))?;
         let compare: CompareSection = match table.remove("compare") {
             None => CompareSection::default(),
             Some(v) => v.try_into().map_err(|e: toml::de::Error| {
-                CompareError::Config(format!("config {origin}: [compare]: {}", one_line(&e.to_string())))
+                CompareError::config_file(origin, format!("config {origin}: [compare]: {}", one_line(&e.to_string())))
             })?,
         };
         let rest = toml::to_string(&value).expect("a TOML table serialises");
@@ -322,45 +334,57 @@ impl Plan {
             (None, None) => (base.train_widths()?.as_slice().to_vec(), "method.train_widths"),
         };
         if ws.is_empty() {
-            return Err(CompareError::Config(format!(
-                "{flag} is empty; give at least the full width, e.g. --widths 0.25,0.5,1.0"
-            )));
+            return Err(CompareError::option(
+                flag,
+                format!("{flag} is empty; give at least the full width, e.g. --widths 0.25,0.5,1.0"),
+            ));
         }
         for w in &mut ws {
             match model_widths.iter().find(|m| same_width(**m, *w)) {
                 Some(m) => *w = *m,
                 None => {
-                    return Err(CompareError::Config(format!(
-                        "{flag}: width {w} is not in model.widths {model_widths:?} of {origin}; choose widths from that list"
-                    )))
+                    return Err(CompareError::option(
+                        flag,
+                        format!(
+                            "{flag}: width {w} is not in model.widths {model_widths:?} of {origin}; choose widths from that list"
+                        ),
+                    ))
                 }
             }
         }
         ws.sort_by(f64::total_cmp);
         ws.dedup_by(|a, b| same_width(*a, *b));
         if !ws.iter().any(|w| same_width(*w, largest)) {
-            return Err(CompareError::Config(format!(
-                "{flag} {ws:?} lacks the largest width {largest} of model.widths: DSPNet's momentum teacher and its BYOL loss run at the largest width; add {largest}"
-            )));
+            return Err(CompareError::option(
+                flag,
+                format!(
+                    "{flag} {ws:?} lacks the largest width {largest} of model.widths: DSPNet's momentum teacher and its BYOL loss run at the largest width; add {largest}"
+                ),
+            ));
         }
         let protocols: Vec<String> = match protocols {
             Some(p) => p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
             None => compare.protocols.clone(),
         };
         if protocols.is_empty() {
-            return Err(CompareError::Config("--protocols is empty; use e.g. --protocols knn,linear".into()));
+            return Err(CompareError::option("--protocols", "--protocols is empty; use e.g. --protocols knn,linear"));
         }
         for p in &protocols {
             if p.parse::<Protocol>()?.is_transfer() {
-                return Err(CompareError::Config(format!(
-                    "--protocols {p}: dspnet-compare evaluates knn, linear, semi and transfer-linear; run dspnet-eval --protocol {p} on its run folders"
-                )));
+                return Err(CompareError::option(
+                    "--protocols",
+                    format!(
+                        "--protocols {p}: dspnet-compare evaluates knn, linear, semi and transfer-linear; run dspnet-eval --protocol {p} on its run folders"
+                    ),
+                ));
             }
         }
         let same_budget = same_budget || compare.same_budget;
         if compare.monitor.enabled && (compare.monitor.bank_images == 0 || compare.monitor.test_images == 0) {
-            return Err(CompareError::Config(
-                "compare.monitor.bank_images and compare.monitor.test_images must be at least 1 (or set compare.monitor.enabled=false)".into(),
+            let key = if compare.monitor.bank_images == 0 { "bank_images" } else { "test_images" };
+            return Err(CompareError::option(
+                format!("compare.monitor.{key}"),
+                "compare.monitor.bank_images and compare.monitor.test_images must be at least 1 (or set compare.monitor.enabled=false)",
             ));
         }
         let seeds = crate::seeds::choose(None, &compare.seeds)?;
@@ -380,8 +404,12 @@ impl Plan {
         protocols: Option<&str>,
         same_budget: bool,
     ) -> Result<Plan> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CompareError::Config(format!("--config {}: cannot read it: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CompareError::config_file(
+                path.display().to_string(),
+                format!("--config {}: cannot read it: {e}", path.display()),
+            )
+        })?;
         Plan::parse(&text, &path.display().to_string(), sets, widths, protocols, same_budget)
     }
 
@@ -411,8 +439,9 @@ impl Plan {
         let settings = TransferLinearSettings { datasets, ..Default::default() };
         if self.protocols.iter().any(|p| p == Protocol::TransferLinear.name()) {
             if settings.datasets.is_empty() {
-                return Err(CompareError::Config(
-                    "--protocols transfer-linear needs --transfer-data DIR (or compare.transfer_data = [\"DIR\"]): an image folder with train/<class>/<image> and test/<class>/<image>".into(),
+                return Err(CompareError::option(
+                    "--transfer-data",
+                    "--protocols transfer-linear needs --transfer-data DIR (or compare.transfer_data = [\"DIR\"]): an image folder with train/<class>/<image> and test/<class>/<image>",
                 ));
             }
             TransferLinear::prepare(settings.clone())?;
@@ -433,10 +462,13 @@ impl Plan {
             let mut picked = Vec::with_capacity(self.widths.len());
             for &w in &self.widths {
                 let i = trained.index_of(w).map_err(|_| {
-                    CompareError::Config(format!(
-                        "method.loss_weights gives weights for the widths {:?}, not for the compared width {w}; set method.loss_weights for every compared width or drop it",
-                        trained.as_slice()
-                    ))
+                    CompareError::option(
+                        "method.loss_weights",
+                        format!(
+                            "method.loss_weights gives weights for the widths {:?}, not for the compared width {w}; set method.loss_weights for every compared width or drop it",
+                            trained.as_slice()
+                        ),
+                    )
                 })?;
                 picked.push(lw[i]);
             }
@@ -464,10 +496,13 @@ impl Plan {
 pub fn one_by_one_config(base: &RunConfig, width: f64) -> Result<RunConfig> {
     let b = base.model.base_channels as f64 * width;
     if (b - b.round()).abs() > 1e-6 || b.round() < 1.0 {
-        return Err(CompareError::Config(format!(
-            "width {width}: model.base_channels = {} times {width} is not a whole number of channels, so no one-by-one network of exactly that width exists; choose widths that give whole channel counts (e.g. multiples of 1/{})",
-            base.model.base_channels, base.model.base_channels
-        )));
+        return Err(CompareError::Width {
+            width,
+            message: format!(
+                "width {width}: model.base_channels = {} times {width} is not a whole number of channels, so no one-by-one network of exactly that width exists; choose widths that give whole channel counts (e.g. multiples of 1/{})",
+                base.model.base_channels, base.model.base_channels
+            ),
+        });
     }
     let mut c = base.clone();
     c.model.base_channels = b.round() as i64;
@@ -494,16 +529,22 @@ pub fn one_by_one_config(base: &RunConfig, width: f64) -> Result<RunConfig> {
 /// Errors: zero steps, or a schedule that would not have exactly `steps` steps.
 pub fn same_budget_config(one: &RunConfig, steps: u64, steps_per_epoch: u64, full_steps: u64) -> Result<RunConfig> {
     if steps == 0 || steps_per_epoch == 0 || full_steps == 0 {
-        return Err(CompareError::Config(format!(
-            "same-budget run of {steps} steps ({steps_per_epoch} per epoch, {full_steps} in the full run): nothing to train"
-        )));
+        return Err(CompareError::SameBudget {
+            steps,
+            message: format!(
+                "same-budget run of {steps} steps ({steps_per_epoch} per epoch, {full_steps} in the full run): nothing to train"
+            ),
+        });
     }
     let mut c = one.clone();
     c.train.epochs = steps as f64 / steps_per_epoch as f64;
     c.optim.warmup_epochs = one.optim.warmup_epochs * steps as f64 / full_steps as f64;
     let planned = ((c.train.epochs * steps_per_epoch as f64).round() as u64).max(1);
     if planned != steps {
-        return Err(CompareError::Config(format!("same-budget run: {steps} steps give a schedule of {planned} steps")));
+        return Err(CompareError::SameBudget {
+            steps,
+            message: format!("same-budget run: {steps} steps give a schedule of {planned} steps"),
+        });
     }
     c.validate()?;
     Ok(c)
@@ -561,7 +602,9 @@ mod tests {
         let stored: i64 = vs_b.trainable_variables().iter().map(|t| t.numel() as i64).sum();
         assert!(stored <= b.num_params(1.0) + 64, "stored {stored} vs {}", b.num_params(1.0));
         // a width with no whole channel count is refused with the option named
-        let e = one_by_one_config(&plan.base, 0.3).unwrap_err().to_string();
+        let e = one_by_one_config(&plan.base, 0.3).unwrap_err();
+        assert!(matches!(e, CompareError::Width { width, .. } if width == 0.3), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("width 0.3") && e.contains("base_channels") && !e.contains('\n'), "{e}");
     }
 
@@ -572,9 +615,13 @@ mod tests {
         assert_eq!(p.protocols, vec!["knn"]);
         assert!(p.same_budget);
         assert_eq!(p.dspnet_config().unwrap().model.widths, vec![0.25, 1.0]);
-        let e = Plan::parse(cpu(), "cpu", &[], Some(vec![0.3, 1.0]), None, false).unwrap_err().to_string();
+        let e = Plan::parse(cpu(), "cpu", &[], Some(vec![0.3, 1.0]), None, false).unwrap_err();
+        assert!(matches!(&e, CompareError::Option { option, .. } if option == "--widths"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("--widths") && e.contains("0.3"), "{e}");
-        let e = Plan::parse(cpu(), "cpu", &[], Some(vec![0.25, 0.5]), None, false).unwrap_err().to_string();
+        let e = Plan::parse(cpu(), "cpu", &[], Some(vec![0.25, 0.5]), None, false).unwrap_err();
+        assert!(matches!(&e, CompareError::Option { option, .. } if option == "--widths"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("largest width 1"), "{e}");
         let e = Plan::parse(cpu(), "cpu", &[], None, Some("knn,nope"), false).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
@@ -586,7 +633,9 @@ mod tests {
     fn transfer_linear_needs_a_usable_dataset() {
         let plan = Plan::parse(cpu(), "cpu", &[], None, Some("knn,transfer-linear"), false).unwrap();
         assert_eq!(plan.eval_protocols().unwrap(), vec![Protocol::Knn, Protocol::TransferLinear]);
-        let e = plan.transfer_linear().unwrap_err().to_string();
+        let e = plan.transfer_linear().unwrap_err();
+        assert!(matches!(&e, CompareError::Option { option, .. } if option == "--transfer-data"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("--transfer-data DIR") && e.contains("compare.transfer_data"), "{e}");
         let d = tempfile::tempdir().unwrap();
         let missing = d.path().join("nope");
@@ -614,14 +663,16 @@ mod tests {
         assert_eq!(p.with_seeds(None).unwrap().seeds, Some(vec![0, 2]));
         let plain = Plan::parse(cpu(), "cpu", &[], None, None, false).unwrap();
         assert_eq!((plain.seeds.clone(), plain.compare.monitor.clone()), (None, MonitorSection::default()));
-        let e = plain.with_seeds(Some(vec![])).unwrap_err().to_string();
+        let e = plain.with_seeds(Some(vec![])).unwrap_err();
+        assert!(matches!(&e, CompareError::Option { option, .. } if option == "--seeds"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("--seeds is empty"), "{e}");
         let sets = ["compare.monitor.every_steps=7".into(), "compare.monitor.test_images=30".into()];
         let m = Plan::parse(cpu(), "cpu", &sets, None, None, false).unwrap().compare.monitor;
         assert_eq!((m.enabled, m.every_steps, m.bank_images, m.test_images), (true, 7, 5000, 30));
-        let e = Plan::parse(cpu(), "cpu", &["compare.monitor.bank_images=0".into()], None, None, false)
-            .unwrap_err()
-            .to_string();
+        let e = Plan::parse(cpu(), "cpu", &["compare.monitor.bank_images=0".into()], None, None, false).unwrap_err();
+        assert!(matches!(&e, CompareError::Option { option, .. } if option == "compare.monitor.bank_images"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("compare.monitor.bank_images"), "{e}");
         let e =
             Plan::parse(cpu(), "cpu", &["compare.monitor.nosuch=1".into()], None, None, false).unwrap_err().to_string();
@@ -651,7 +702,9 @@ mod tests {
         assert_eq!(shard_list_pattern(&two, "t").unwrap(), "/d/{a/x.tar,b/x.tar}");
         let remote = vec!["s3://b/p/t-0.tar".to_string(), "s3://b/p/t-1.tar".to_string()];
         assert_eq!(shard_list_pattern(&remote, "t").unwrap(), "s3://b/p/{t-0.tar,t-1.tar}");
-        let e = shard_list_pattern(&["/d/a,b.tar".into(), "/d/c.tar".into()], "opt").unwrap_err().to_string();
+        let e = shard_list_pattern(&["/d/a,b.tar".into(), "/d/c.tar".into()], "opt").unwrap_err();
+        assert!(matches!(&e, CompareError::Option { option, .. } if option == "opt"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("opt") && e.contains("compare.monitor.enabled=false"), "{e}");
         let m = MonitorSection { every_steps: 3, ..Default::default() }.monitor_config(&shards, &shards[..1]).unwrap();
         assert!(m.enabled() && m.every_steps == 3 && m.test_shards == shards[0]);

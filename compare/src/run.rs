@@ -191,10 +191,13 @@ fn reused_record(dir: Option<&Path>, runs: &[String]) -> Option<crate::report::R
 fn baseline_plan(dir: &Path) -> Result<PlanRecord> {
     let path = dir.join(PLAN);
     std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<PlanRecord>(&b).ok()).ok_or_else(|| {
-        CompareError::Config(format!(
-            "--baseline-from {}: no readable {PLAN} there; pass the --out folder of an earlier dspnet-compare run",
-            dir.display()
-        ))
+        CompareError::option(
+            "--baseline-from",
+            format!(
+                "--baseline-from {}: no readable {PLAN} there; pass the --out folder of an earlier dspnet-compare run",
+                dir.display()
+            ),
+        )
     })
 }
 
@@ -212,11 +215,14 @@ fn trains_same(record: &TrainRecord, cfg: &RunConfig) -> bool {
 }
 
 fn mismatch(base: &Path, name: &str, diffs: &[String]) -> CompareError {
-    CompareError::Config(format!(
-        "--baseline-from {}: {name} was trained with another configuration (config keys differ: {}); only DSPNet's settings may change, so drop those changes or run without --baseline-from",
-        base.display(),
-        diffs.join(", ")
-    ))
+    CompareError::option(
+        "--baseline-from",
+        format!(
+            "--baseline-from {}: {name} was trained with another configuration (config keys differ: {}); only DSPNet's settings may change, so drop those changes or run without --baseline-from",
+            base.display(),
+            diffs.join(", ")
+        ),
+    )
 }
 
 /// The finished one-by-one run of `base` among `candidates` (sub-run names, see
@@ -232,11 +238,14 @@ fn check_baseline_run(base: &Path, candidates: &[String], cfg: &RunConfig) -> Re
     let Some((other, record)) =
         candidates.iter().find_map(|n| read_train_record(&base.join(n)).map(|r| (n.clone(), r)))
     else {
-        return Err(CompareError::Config(format!(
-            "--baseline-from {}: it has no finished {name} ({} is missing); compare the same widths and seeds as it did, or run without --baseline-from",
-            base.display(),
-            base.join(name).join(TRAIN_RECORD).display()
-        )));
+        return Err(CompareError::option(
+            "--baseline-from",
+            format!(
+                "--baseline-from {}: it has no finished {name} ({} is missing); compare the same widths and seeds as it did, or run without --baseline-from",
+                base.display(),
+                base.join(name).join(TRAIN_RECORD).display()
+            ),
+        ));
     };
     Err(mismatch(base, &other, &recorded_differences(&record, &base.join(&other), cfg)))
 }
@@ -246,10 +255,7 @@ const BUDGET_SCHEDULE_KEYS: &[&str] = &["optim.warmup_epochs", "train.epochs"];
 
 impl Ctx<'_> {
     fn interrupted(&self) -> CompareError {
-        CompareError::SubRun(format!(
-            "interrupted; finished sub-runs in {} are kept: rerun the same command with --resume to continue",
-            self.req.out.display()
-        ))
+        CompareError::Interrupted { out: self.req.out.clone() }
     }
 
     /// Trains `cfg` (already carrying the repetition's seed) as `base` of `repeat` in a child
@@ -300,37 +306,46 @@ impl Ctx<'_> {
         let t0 = Instant::now();
         let status =
             Command::new(&self.req.exe).arg("--child-train").arg(&dir).stdin(Stdio::null()).status().map_err(|e| {
-                CompareError::SubRun(format!("cannot start {} for the training of {name}: {e}", self.req.exe.display()))
+                CompareError::sub_run(
+                    &name,
+                    format!("cannot start {} for the training of {name}: {e}", self.req.exe.display()),
+                )
             })?;
         let process_seconds = t0.elapsed().as_secs_f64();
         if !status.success() {
             if self.req.stop.signal().is_some() {
                 return Err(self.interrupted());
             }
-            return Err(CompareError::SubRun(format!(
-                "training {name} failed ({status}; its error is printed above); finished sub-runs in {} are kept: fix the cause and rerun with --resume",
-                self.req.out.display()
-            )));
+            return Err(CompareError::sub_run(
+                &name,
+                format!(
+                    "training {name} failed ({status}; its error is printed above); finished sub-runs in {} are kept: fix the cause and rerun with --resume",
+                    self.req.out.display()
+                ),
+            ));
         }
         let child_path = dir.join(CHILD_RECORD);
         let child: ChildRecord =
             std::fs::read(&child_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
-                CompareError::SubRun(format!(
-                    "{} is missing after the training of {name} succeeded",
-                    child_path.display()
-                ))
+                CompareError::run_file(
+                    &child_path,
+                    format!("{} is missing after the training of {name} succeeded", child_path.display()),
+                )
             })?;
         let macs = forward_macs(cfg)?;
         let widths: Vec<f64> = macs.online.iter().map(|(w, _)| *w).collect();
         let (logged, counts) = width_steps(&dir.join(METRICS), &widths)?;
         let monitor_seconds = monitor_seconds(&dir)?;
         if logged + child.skipped_nonfinite != child.steps {
-            return Err(CompareError::SubRun(format!(
-                "{}: {logged} trained steps logged but the run took {} ({} skipped); the FLOP count needs one metrics line per step",
-                dir.join(METRICS).display(),
-                child.steps,
-                child.skipped_nonfinite
-            )));
+            return Err(CompareError::run_file(
+                dir.join(METRICS),
+                format!(
+                    "{}: {logged} trained steps logged but the run took {} ({} skipped); the FLOP count needs one metrics line per step",
+                    dir.join(METRICS).display(),
+                    child.steps,
+                    child.skipped_nonfinite
+                ),
+            ));
         }
         let total = train_macs(child.images, child.steps, macs.teacher, &macs.online, &counts);
         let to_nominal =
@@ -539,10 +554,13 @@ fn check_same_network(dspnet: &[EvalRecord], one: &[EvalRecord], width: f64, nam
     for o in one {
         if let Some(d) = d {
             if (d.params, d.macs) != (o.params, o.macs) {
-                return Err(CompareError::SubRun(format!(
-                    "{name}: the one-by-one network has {} parameters and {} MACs, DSPNet's sub-network at width {width} has {} and {}; they must be the same network",
-                    o.params, o.macs, d.params, d.macs
-                )));
+                return Err(CompareError::sub_run(
+                    name,
+                    format!(
+                        "{name}: the one-by-one network has {} parameters and {} MACs, DSPNet's sub-network at width {width} has {} and {}; they must be the same network",
+                        o.params, o.macs, d.params, d.macs
+                    ),
+                ));
             }
         }
     }
@@ -567,13 +585,19 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     let out = &req.out;
     let plan_path = out.join(PLAN);
     if plan_path.exists() && !req.resume {
-        return Err(CompareError::Config(format!(
-            "--out {} already holds a comparison; pass --resume to continue it (finished sub-runs are kept) or choose another --out",
-            out.display()
-        )));
+        return Err(CompareError::option(
+            "--out",
+            format!(
+                "--out {} already holds a comparison; pass --resume to continue it (finished sub-runs are kept) or choose another --out",
+                out.display()
+            ),
+        ));
     }
     std::fs::create_dir_all(out).map_err(|e| {
-        CompareError::Config(format!("--out {}: cannot create it: {e}; choose a writable folder", out.display()))
+        CompareError::option(
+            "--out",
+            format!("--out {}: cannot create it: {e}; choose a writable folder", out.display()),
+        )
     })?;
     dspnet_run::layout::check_writable(out)?;
     let mut machine = Machine::now();
@@ -583,10 +607,13 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         Some(dir) => {
             let same = matches!((dir.canonicalize(), out.canonicalize()), (Ok(a), Ok(b)) if a == b);
             if same {
-                return Err(CompareError::Config(format!(
-                    "--baseline-from {} is the --out folder itself; choose a new --out (or use --resume to continue that comparison)",
-                    dir.display()
-                )));
+                return Err(CompareError::option(
+                    "--baseline-from",
+                    format!(
+                        "--baseline-from {} is the --out folder itself; choose a new --out (or use --resume to continue that comparison)",
+                        dir.display()
+                    ),
+                ));
             }
             Some(baseline_plan(dir)?)
         }
@@ -600,10 +627,13 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         }
         (None, None) => {
             let data = req.plan.compare.data.as_ref().ok_or_else(|| {
-                CompareError::Config(format!(
-                    "{} has no [compare.data] section to shard; pass --train-shards and --test-shards",
-                    req.plan.origin
-                ))
+                CompareError::option(
+                    "compare.data",
+                    format!(
+                        "{} has no [compare.data] section to shard; pass --train-shards and --test-shards",
+                        req.plan.origin
+                    ),
+                )
             })?;
             let dir = out.join("data");
             let train = crate::data::prepare_split(data, "train", data.train_per_class, &dir)?;
@@ -611,9 +641,11 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
             (expand_pattern(&train.to_string_lossy())?, expand_pattern(&test.to_string_lossy())?)
         }
         _ => {
-            return Err(CompareError::Config(
-                "--train-shards and --test-shards go together: give both, or neither to use [compare.data]".into(),
-            ))
+            let missing = if req.train_shards.is_none() { "--train-shards" } else { "--test-shards" };
+            return Err(CompareError::option(
+                missing,
+                "--train-shards and --test-shards go together: give both, or neither to use [compare.data]",
+            ));
         }
     };
     let (train_shards, test_shards) = (absolute(train_shards), absolute(test_shards));
@@ -623,31 +655,40 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         {
             if theirs != ours {
                 let first = |v: &Vec<String>| v.first().cloned().unwrap_or_else(|| "none".into());
-                return Err(CompareError::Config(format!(
-                    "--baseline-from {}: it used other {split} shards ({} starting {} there, {} starting {} here); pass the same --train-shards/--test-shards as it did, or neither to use its data",
-                    dir.display(),
-                    theirs.len(),
-                    first(theirs),
-                    ours.len(),
-                    first(ours)
-                )));
+                return Err(CompareError::option(
+                    "--baseline-from",
+                    format!(
+                        "--baseline-from {}: it used other {split} shards ({} starting {} there, {} starting {} here); pass the same --train-shards/--test-shards as it did, or neither to use its data",
+                        dir.display(),
+                        theirs.len(),
+                        first(theirs),
+                        ours.len(),
+                        first(ours)
+                    ),
+                ));
             }
         }
         for s in train_shards.iter().chain(&test_shards).filter(|s| !is_remote(s)) {
             if !Path::new(s).exists() {
-                return Err(CompareError::Config(format!(
-                    "--baseline-from {}: its shard {s} is gone; restore it or pass --train-shards/--test-shards and run without --baseline-from",
-                    dir.display()
-                )));
+                return Err(CompareError::option(
+                    "--baseline-from",
+                    format!(
+                        "--baseline-from {}: its shard {s} is gone; restore it or pass --train-shards/--test-shards and run without --baseline-from",
+                        dir.display()
+                    ),
+                ));
             }
         }
     }
     let batch = req.plan.base.loader.batch_size;
     if let Some(n) = dspnet_trainer::session::manifest_samples(&train_shards, &req.plan.base.runtime.remote)? {
         if n < batch as u64 {
-            return Err(CompareError::Config(format!(
-                "the training shards hold {n} images, fewer than one batch (loader.batch_size = {batch}); use more images or --set loader.batch_size=N"
-            )));
+            return Err(CompareError::option(
+                "loader.batch_size",
+                format!(
+                    "the training shards hold {n} images, fewer than one batch (loader.batch_size = {batch}); use more images or --set loader.batch_size=N"
+                ),
+            ));
         }
     }
 
@@ -685,10 +726,13 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
                     .map(|o| o.differences(&dspnet_cfg).join(", "));
                 format!("config keys differ: {}", a.unwrap_or_else(|_| "(unreadable record)".into()))
             };
-            return Err(CompareError::Config(format!(
-                "--resume: {} was started with another comparison ({what}); drop the changes or choose another --out",
-                out.display()
-            )));
+            return Err(CompareError::option(
+                "--resume",
+                format!(
+                    "--resume: {} was started with another comparison ({what}); drop the changes or choose another --out",
+                    out.display()
+                ),
+            ));
         }
         Some(_) => {}
         None => dspnet_core::fs::write_atomic(&out.join(PLAN), &serde_json::to_vec_pretty(&record).expect("json"))?,

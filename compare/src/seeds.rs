@@ -80,11 +80,11 @@ pub fn choose(cli: Option<Vec<u64>>, config: &[u64]) -> Result<Option<Vec<u64>>>
         None => (config.to_vec(), "compare.seeds"),
     };
     if seeds.is_empty() {
-        return Err(CompareError::Config(format!("{flag} is empty; give at least one seed, e.g. --seeds 0,1,2")));
+        return Err(CompareError::option(flag, format!("{flag} is empty; give at least one seed, e.g. --seeds 0,1,2")));
     }
     seeds.sort_unstable();
     if let Some(w) = seeds.windows(2).find(|w| w[0] == w[1]) {
-        return Err(CompareError::Config(format!("{flag}: seed {} is given twice; list each seed once", w[0])));
+        return Err(CompareError::option(flag, format!("{flag}: seed {} is given twice; list each seed once", w[0])));
     }
     Ok(Some(seeds))
 }
@@ -126,11 +126,17 @@ mod tests {
         assert_eq!(choose(None, &[]).unwrap(), None);
         assert_eq!(choose(Some(vec![2, 0, 1]), &[5]).unwrap(), Some(vec![0, 1, 2]));
         assert_eq!(choose(None, &[5, 4]).unwrap(), Some(vec![4, 5]));
-        let e = choose(Some(vec![1, 0, 1]), &[]).unwrap_err().to_string();
+        let e = choose(Some(vec![1, 0, 1]), &[]).unwrap_err();
+        assert!(matches!(&e, CompareError::Option { option, .. } if option == "--seeds"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("--seeds") && e.contains("seed 1 is given twice"), "{e}");
-        let e = choose(None, &[3, 3]).unwrap_err().to_string();
+        let e = choose(None, &[3, 3]).unwrap_err();
+        assert!(matches!(&e, CompareError::Option { option, .. } if option == "compare.seeds"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("compare.seeds: seed 3"), "{e}");
-        let e = choose(Some(vec![]), &[1]).unwrap_err().to_string();
+        let e = choose(Some(vec![]), &[1]).unwrap_err();
+        assert!(matches!(&e, CompareError::Option { option, .. } if option == "--seeds"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("--seeds is empty"), "{e}");
     }
 }

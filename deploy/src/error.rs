@@ -13,9 +13,10 @@ pub enum DeployError {
     /// run's `config.toml` describes.
     #[error("{0}")]
     Checkpoint(String),
-    /// A width multiplier the run did not train.
-    #[error("{0}")]
-    Width(String),
+    /// A width multiplier the run did not train; `message` names the option, the run and the
+    /// trained widths.
+    #[error("{message}")]
+    Width { width: f64, message: String },
     /// An output folder or file that cannot be written.
     #[error("{0}")]
     Output(String),

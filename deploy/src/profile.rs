@@ -335,11 +335,14 @@ pub fn profile_run(run: &LoadedRun, settings: &ProfileSettings) -> Result<Profil
         Some(ws) => {
             for &w in ws {
                 if run.trained_widths.index_of(w).is_err() {
-                    return Err(DeployError::Width(format!(
-                        "--widths {w}: the run {} did not train width {w} (trained: {:?}); pass some of those",
-                        run.run_dir.display(),
-                        run.trained_widths.as_slice()
-                    )));
+                    return Err(DeployError::Width {
+                        width: w,
+                        message: format!(
+                            "--widths {w}: the run {} did not train width {w} (trained: {:?}); pass some of those",
+                            run.run_dir.display(),
+                            run.trained_widths.as_slice()
+                        ),
+                    });
                 }
             }
             ws.clone()

@@ -51,12 +51,13 @@ impl LoadedRun {
     /// # Errors
     /// [`DeployError::Width`] naming the width and the trained ones.
     pub fn check_width(&self, width: f64) -> Result<()> {
-        self.trained_widths.index_of(width).map(|_| ()).map_err(|_| {
-            DeployError::Width(format!(
+        self.trained_widths.index_of(width).map(|_| ()).map_err(|_| DeployError::Width {
+            width,
+            message: format!(
                 "--width {width}: the run {} did not train width {width} (trained: {:?}); pass one of those",
                 self.run_dir.display(),
                 self.trained_widths.as_slice()
-            ))
+            ),
         })
     }
 

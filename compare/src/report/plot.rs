@@ -32,12 +32,12 @@ pub fn plot(c: &Comparison, path: &Path) -> Result<()> {
         }
     }
     if recs.is_empty() {
-        return Err(CompareError::SubRun("no evaluation result to plot".into()));
+        return Err(CompareError::NothingToPlot { path: path.to_path_buf() });
     }
     let title = match c.seeds.len() {
         n if n >= 2 => format!("DSPNet vs one-by-one BYOL: top-1 against MFLOPs, mean of {n} seeds"),
         _ => "DSPNet vs one-by-one BYOL: top-1 against MFLOPs".to_string(),
     };
-    dspnet_eval::report::plot(&recs, path, &title).map_err(|e| CompareError::SubRun(e.to_string()))?;
+    dspnet_eval::report::plot(&recs, path, &title)?;
     Ok(())
 }
