@@ -22,7 +22,6 @@ export LIBTORCH_USE_PYTORCH=1
 dspnet_tch_for() {
   case "$1" in
     2.13.0) echo 0.26.0 ;;
-    2.12.0) echo 0.25.0 ;;
     2.11.0) echo 0.24.0 ;;
     *) return 1 ;;
   esac
