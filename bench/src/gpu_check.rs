@@ -28,9 +28,10 @@
 //!
 //! Exit codes: 0 (figures printed, whether or not they pass), 2 bad options, 1 a failure.
 
+mod step_shape;
+
 use clap::{Parser, Subcommand};
 use dspnet_model::{cuda_settings, parse_device, ComputeFormat};
-use dspnet_run::config::Method;
 use dspnet_run::RunConfig;
 use dspnet_trainer::{RunLength, Trainer};
 use serde_json::{json, Value};
@@ -137,16 +138,7 @@ fn small_config(smoke: bool, all_widths: bool, batch: usize) -> Result<RunConfig
 }
 
 fn shape_config(cfg: &mut RunConfig, smoke: bool, all_widths: bool, batch: usize) {
-    if all_widths {
-        cfg.model.widths = vec![0.25, 0.5, 0.75, 1.0];
-        cfg.method.name = Method::Dspnet;
-    } else {
-        cfg.model.widths = vec![1.0];
-        cfg.method.name = Method::Byol;
-    }
-    cfg.method.train_widths = None;
-    cfg.method.random_widths = None;
-    cfg.method.loss_weights = None;
+    step_shape::shape_step(cfg, all_widths);
     if smoke {
         cfg.model.base_channels = 16;
         cfg.heads.hidden = 128;

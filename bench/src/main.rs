@@ -47,6 +47,7 @@ mod peaks;
 mod peer;
 mod shard;
 mod step;
+mod step_shape;
 mod table;
 mod trainer;
 

@@ -8,7 +8,6 @@ use crate::measure::median;
 use dspnet_core::machine::process_cpu_seconds as cpu_seconds;
 use dspnet_core::memory::PeakRss;
 use dspnet_model::ComputeFormat;
-use dspnet_run::config::Method;
 use dspnet_run::RunConfig;
 use dspnet_trainer::{RunLength, Trainer};
 use std::time::Instant;
@@ -17,7 +16,8 @@ use tch::{Device, Kind, Tensor};
 /// The trainer workload's configuration (model, heads, optimiser, augmentations).
 pub const PRESET: &str = include_str!("../../configs/cifar10-small.toml");
 pub const PRESET_NAME: &str = "configs/cifar10-small.toml";
-pub const WIDTHS: [f64; 4] = [0.25, 0.5, 0.75, 1.0];
+/// The widths of the all-widths step.
+pub use crate::step_shape::WIDTHS;
 pub const IMAGE: i64 = 32;
 
 pub struct StepResult {
@@ -43,16 +43,7 @@ impl StepResult {
 
 pub fn step_config(all_widths: bool, batch: i64) -> Result<RunConfig, String> {
     let mut cfg = RunConfig::from_toml_str(PRESET, PRESET_NAME).map_err(|e| e.to_string())?;
-    if all_widths {
-        cfg.model.widths = WIDTHS.to_vec();
-        cfg.method.name = Method::Dspnet;
-    } else {
-        cfg.model.widths = vec![1.0];
-        cfg.method.name = Method::Byol;
-    }
-    cfg.method.train_widths = None;
-    cfg.method.random_widths = None;
-    cfg.method.loss_weights = None;
+    crate::step_shape::shape_step(&mut cfg, all_widths);
     cfg.loader.batch_size = batch as usize;
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
