@@ -71,10 +71,7 @@ fn accuracy_section(c: &Comparison) -> String {
                     r.width, r.params, r.mflops, r.dspnet_top1, r.one_by_one_top1, r.difference
                 );
                 if budget {
-                    match (r.same_budget_top1, r.same_budget_difference) {
-                        (Some(t), Some(d)) => s += &format!(" {t:.2} | {d:+.2} |"),
-                        _ => s += " - | - |",
-                    }
+                    s += &same_budget_cells(r.same_budget_top1, r.same_budget_difference);
                 }
                 s.push('\n');
             }
@@ -136,15 +133,20 @@ fn accuracy_section(c: &Comparison) -> String {
             r.seed, r.protocol, r.width, r.dspnet_top1, r.one_by_one_top1, r.difference
         );
         if budget {
-            match (r.same_budget_top1, r.same_budget_difference) {
-                (Some(t), Some(d)) => s += &format!(" {t:.2} | {d:+.2} |"),
-                _ => s += " - | - |",
-            }
+            s += &same_budget_cells(r.same_budget_top1, r.same_budget_difference);
         }
         s.push('\n');
     }
     s.push('\n');
     s
+}
+
+/// The same-budget cells of one seed's row: its top-1 and difference, or `-` when not trained.
+fn same_budget_cells(top1: Option<f64>, difference: Option<f64>) -> String {
+    match (top1, difference) {
+        (Some(t), Some(d)) => format!(" {t:.2} | {d:+.2} |"),
+        _ => " - | - |".to_string(),
+    }
 }
 
 /// `## Cost`: the (mean) cost table and ratios; with several seeds, each seed's ratios.
