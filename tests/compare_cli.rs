@@ -460,6 +460,62 @@ fn a_comparison_without_seeds_resumes_with_seeds_keeping_its_runs_as_seed_0() {
     }
 }
 
+/// `--one-by-one-widths 0.25,1.0` beside DSPNet over 0.25, 0.5 and 1.0: only those two
+/// one-by-one networks train, DSPNet keeps all three widths, rows and verdicts exist for the two
+/// and the report says the cost sum leaves 0.5 out. A resume keeps everything when only runtime
+/// settings changed or when the recorded plan predates a config key (read with its default), and
+/// refuses a changed recipe, naming the key.
+#[test]
+fn one_by_one_widths_subset_and_resume_across_runtime_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let args = |extra: &[&str]| tiny(&out, "0.25,0.5,1.0", &[&["--protocols", "knn"], extra].concat());
+    let o = run(&args(&["--one-by-one-widths", "1.0,0.25"]));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    let line = |out: &str, p: &str| out.lines().find(|l| l.starts_with(p)).unwrap_or_default().to_string();
+    assert_eq!(line(&stdout, "trained: "), "trained: dspnet byol-w0_25 byol-w1_00", "{stdout}");
+    assert!(!out.join("byol-w0_50").exists());
+    let c = json(&out.join("compare.json"));
+    let widths_of = |key: &str| -> Vec<f64> { c[key].as_array().unwrap().iter().map(|r| f(&r["width"])).collect() };
+    assert_eq!(widths_of("summary"), vec![0.25, 1.0]);
+    let dsp = json(&out.join("dspnet/compare-eval.json"));
+    let mut evaluated: Vec<f64> = dsp["records"].as_array().unwrap().iter().map(|r| f(&r["width"])).collect();
+    evaluated.sort_by(f64::total_cmp);
+    assert_eq!(evaluated, vec![0.25, 0.5, 1.0]);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("widths 0.25, 0.5, 1 (one-by-one at 0.25, 1 only)"), "{report}");
+    assert!(report.contains("trained at widths 0.25, 1 only (of DSPNet's 0.25, 0.5, 1)"), "{report}");
+
+    // a plan recorded before a config key existed (here train.tf32), resumed with other runtime
+    // settings (threads, logging): everything is kept
+    let plan_path = out.join("compare-plan.json");
+    let mut plan = json(&plan_path);
+    let old = plan["dspnet_config"].as_str().unwrap().replace("tf32 = true\n", "");
+    assert_ne!(old, plan["dspnet_config"].as_str().unwrap(), "the recorded config names train.tf32");
+    plan["dspnet_config"] = serde_json::Value::String(old);
+    std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+    let o = run(&args(&[
+        "--one-by-one-widths",
+        "0.25,1",
+        "--resume",
+        "--set",
+        "train.threads=2",
+        "--set",
+        "train.checkpoint_every=5",
+    ]));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(line(&stdout, "kept: "), "kept: dspnet byol-w0_25 byol-w1_00", "{stdout}");
+    assert_eq!(line(&stdout, "trained: "), "trained: -", "{stdout}");
+    // a recipe change is another comparison: one line naming the key
+    let o = run(&args(&["--resume", "--set", "optim.lr=0.5"]));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(errors.len() == 1 && errors[0].contains("another comparison") && errors[0].contains("optim.lr"), "{e}");
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();

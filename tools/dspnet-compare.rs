@@ -5,7 +5,7 @@
 //! ```text
 //! dspnet-compare --preset cpu --out runs/compare-cpu            # shards a CIFAR-10 subset itself
 //! dspnet-compare --config configs/compare-gpu.toml --train-shards 'data/train-{000000..000004}.tar' \
-//!     --test-shards 'data/test-000000.tar' --out runs/compare [--widths 0.25,0.5,1.0] \
+//!     --test-shards 'data/test-000000.tar' --out runs/compare [--widths 0.25,0.5,1.0] [--one-by-one-widths 0.25,1.0] \
 //!     [--protocols knn,linear,transfer-linear --transfer-data DIR] [--same-budget] [--seeds 0,1,2] [--resume] [--baseline-from DIR] [--set key=value]... [--device cuda]
 //! ```
 //! Writes OUT/report.md, OUT/compare.json, OUT/compare.png and OUT/curves/*.png (atomically) and
@@ -44,6 +44,10 @@ struct Args {
     /// Comma-separated widths to compare (default: compare.widths, else model.widths); must include the largest.
     #[arg(long, value_delimiter = ',')]
     widths: Option<Vec<f64>>,
+    /// Comma-separated widths to train a one-by-one network at (default: compare.one_by_one_widths,
+    /// else every compared width); a subset of the compared widths. DSPNet still trains all of them.
+    #[arg(long, value_delimiter = ',')]
+    one_by_one_widths: Option<Vec<f64>>,
     /// Comma-separated evaluation protocols, as dspnet-eval names them (default: compare.protocols).
     #[arg(long)]
     protocols: Option<String>,
@@ -109,7 +113,7 @@ fn run(args: Args, stop: StopSignal) -> Result<(), CompareError> {
     if !args.transfer_data.is_empty() {
         plan.compare.transfer_data = args.transfer_data.iter().map(|d| d.to_string_lossy().to_string()).collect();
     }
-    let plan = plan.with_seeds(args.seeds.clone())?;
+    let plan = plan.with_seeds(args.seeds.clone())?.with_one_by_one_widths(args.one_by_one_widths.clone())?;
     let exe = std::env::current_exe().map_err(|e| {
         CompareError::Internal(format!("cannot locate the dspnet-compare binary to run the trainings: {e}"))
     })?;

@@ -187,6 +187,12 @@ pub struct CompareSection {
     /// `model.widths`); must contain the largest of `model.widths`.
     #[serde(default)]
     pub widths: Option<Vec<f64>>,
+    /// Widths at which a one-by-one network is trained (`--one-by-one-widths` takes
+    /// precedence); default: every compared width. A subset saves the baseline's cost when only
+    /// some widths need a verdict (e.g. the narrowest and the full one); DSPNet still trains
+    /// every compared width.
+    #[serde(default)]
+    pub one_by_one_widths: Option<Vec<f64>>,
     /// Evaluation protocols, names as `dspnet-eval --protocol` takes them.
     #[serde(default = "default_protocols")]
     pub protocols: Vec<String>,
@@ -214,6 +220,7 @@ impl Default for CompareSection {
     fn default() -> Self {
         CompareSection {
             widths: None,
+            one_by_one_widths: None,
             protocols: default_protocols(),
             same_budget: false,
             data: None,
@@ -233,6 +240,8 @@ pub struct Plan {
     pub compare: CompareSection,
     /// Widths compared, ascending.
     pub widths: Vec<f64>,
+    /// Widths with a one-by-one network, ascending: `widths` or a subset of it.
+    pub one_by_one_widths: Vec<f64>,
     /// Protocol names, each accepted by `dspnet_eval::Protocol` (not detection or segmentation).
     pub protocols: Vec<String>,
     pub same_budget: bool,
@@ -288,6 +297,22 @@ fn with_compare_defaults(value: &mut toml::Value, origin: &str) -> Result<()> {
     merge(table, defaults, "compare", origin)
 }
 
+/// `[compare]` keys without a default value (absent from the defaults [`with_compare_defaults`]
+/// adds), which `--set` may still give.
+const OPTIONAL_COMPARE_KEYS: [&str; 2] = ["widths", "one_by_one_widths"];
+
+/// Adds an empty `compare.KEY` for a `--set compare.KEY=...` of an optional key the file leaves
+/// out, so that the override (which refuses keys absent from the file) can set it.
+fn make_room_for_optional(value: &mut toml::Value, set: &str) {
+    let Some(key) = set.split_once('=').and_then(|(k, _)| k.trim().strip_prefix("compare.")) else { return };
+    if !OPTIONAL_COMPARE_KEYS.contains(&key) {
+        return;
+    }
+    if let Some(table) = value.get_mut("compare").and_then(|c| c.as_table_mut()) {
+        table.entry(key).or_insert_with(|| toml::Value::Array(Vec::new()));
+    }
+}
+
 impl Plan {
     /// Parses a comparison config: `text` (from `origin`), `--set key=value` overrides (any key
     /// of the file, `compare.*` included), then the command-line `widths`, `protocols`
@@ -311,6 +336,7 @@ impl Plan {
         })?;
         with_compare_defaults(&mut value, origin)?;
         for s in sets {
+            make_room_for_optional(&mut value, s);
             apply_override(&mut value, s)?;
         }
         let table = value
@@ -388,7 +414,17 @@ impl Plan {
             ));
         }
         let seeds = crate::seeds::choose(None, &compare.seeds)?;
-        let plan = Plan { base, compare, widths: ws, protocols, same_budget, seeds, origin: origin.to_string() };
+        let mut plan = Plan {
+            base,
+            compare,
+            one_by_one_widths: ws.clone(),
+            widths: ws,
+            protocols,
+            same_budget,
+            seeds,
+            origin: origin.to_string(),
+        };
+        plan.one_by_one_widths = plan.choose_one_by_one_widths(None)?;
         plan.dspnet_config()?;
         for &w in &plan.widths {
             one_by_one_config(&plan.base, w)?;
@@ -420,6 +456,61 @@ impl Plan {
     pub fn with_seeds(mut self, cli: Option<Vec<u64>>) -> Result<Plan> {
         self.seeds = crate::seeds::choose(cli, &self.compare.seeds)?;
         Ok(self)
+    }
+
+    /// The plan with `--one-by-one-widths` (`cli`, taking precedence over
+    /// `compare.one_by_one_widths`).
+    ///
+    /// Errors: see [`Plan::choose_one_by_one_widths`].
+    pub fn with_one_by_one_widths(mut self, cli: Option<Vec<f64>>) -> Result<Plan> {
+        self.one_by_one_widths = self.choose_one_by_one_widths(cli)?;
+        Ok(self)
+    }
+
+    /// The widths to train one-by-one networks at: `cli` over `compare.one_by_one_widths`, else
+    /// every compared width; each snapped to the compared width it names, ascending.
+    ///
+    /// Errors (one line, naming the option): an empty list, a width that is not compared, a
+    /// subset together with `--same-budget` (its split divides DSPNet's time among every
+    /// compared width).
+    fn choose_one_by_one_widths(&self, cli: Option<Vec<f64>>) -> Result<Vec<f64>> {
+        let (mut ws, flag) = match (cli, &self.compare.one_by_one_widths) {
+            (Some(w), _) => (w, "--one-by-one-widths"),
+            (None, Some(w)) => (w.clone(), "compare.one_by_one_widths"),
+            (None, None) => return Ok(self.widths.clone()),
+        };
+        if ws.is_empty() {
+            return Err(CompareError::option(
+                flag,
+                format!("{flag} is empty; give at least one compared width, e.g. 0.25,1.0"),
+            ));
+        }
+        for w in &mut ws {
+            match self.widths.iter().find(|c| same_width(**c, *w)) {
+                Some(c) => *w = *c,
+                None => {
+                    return Err(CompareError::option(
+                        flag,
+                        format!(
+                            "{flag}: width {w} is not among the compared widths {:?}; choose from them (or add it to --widths)",
+                            self.widths
+                        ),
+                    ))
+                }
+            }
+        }
+        ws.sort_by(f64::total_cmp);
+        ws.dedup_by(|a, b| same_width(*a, *b));
+        if self.same_budget && ws.len() != self.widths.len() {
+            return Err(CompareError::option(
+                flag,
+                format!(
+                    "{flag} {ws:?} with --same-budget: the same-budget runs split DSPNet's time among every compared width {:?}; drop one of the two",
+                    self.widths
+                ),
+            ));
+        }
+        Ok(ws)
     }
 
     /// The protocols as the evaluation takes them.
@@ -627,6 +718,47 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         let e = Plan::parse(cpu(), "cpu", &["compare.nosuch=1".into()], None, None, false).unwrap_err().to_string();
         assert!(e.contains("compare.nosuch"), "{e}");
+    }
+
+    #[test]
+    fn one_by_one_widths_are_a_subset_of_the_compared_ones() {
+        // default: every compared width; DSPNet trains all of them whatever the subset
+        let p = Plan::parse(cpu(), "cpu", &[], None, None, false).unwrap();
+        assert_eq!(p.one_by_one_widths, vec![0.25, 0.5, 0.75, 1.0]);
+        let sub =
+            Plan::parse(cpu(), "cpu", &["compare.one_by_one_widths=[1.0, 0.25]".into()], None, None, false).unwrap();
+        assert_eq!(sub.one_by_one_widths, vec![0.25, 1.0]);
+        assert_eq!(sub.dspnet_config().unwrap().model.widths, vec![0.25, 0.5, 0.75, 1.0]);
+        // compare.widths, optional too, is reachable by --set as well
+        let w = Plan::parse(cpu(), "cpu", &["compare.widths=[0.25, 1.0]".into()], None, None, false).unwrap();
+        assert_eq!((w.widths.clone(), w.one_by_one_widths.clone()), (vec![0.25, 1.0], vec![0.25, 1.0]));
+        // the command line over the config; a width within the tolerance snaps to the compared one
+        let cli = sub.clone().with_one_by_one_widths(Some(vec![0.5000000001])).unwrap();
+        assert_eq!(cli.one_by_one_widths, vec![0.5]);
+        assert_eq!(sub.clone().with_one_by_one_widths(None).unwrap().one_by_one_widths, vec![0.25, 1.0]);
+        let option_of = |e: CompareError| match e {
+            CompareError::Option { option, message } => (option, message),
+            other => panic!("{other:?}"),
+        };
+        let (o, m) = option_of(p.clone().with_one_by_one_widths(Some(vec![])).unwrap_err());
+        assert_eq!(o, "--one-by-one-widths");
+        assert!(m.contains("is empty"), "{m}");
+        // a width DSPNet does not train here (not in --widths) is refused, naming both lists
+        let two = Plan::parse(cpu(), "cpu", &[], Some(vec![0.25, 1.0]), None, false).unwrap();
+        let (o, m) = option_of(two.with_one_by_one_widths(Some(vec![0.5])).unwrap_err());
+        assert_eq!(o, "--one-by-one-widths");
+        assert!(m.contains("0.5") && m.contains("[0.25, 1.0]"), "{m}");
+        let (o, _) = option_of(
+            Plan::parse(cpu(), "cpu", &["compare.one_by_one_widths=[0.3]".into()], None, None, false).unwrap_err(),
+        );
+        assert_eq!(o, "compare.one_by_one_widths");
+        // --same-budget splits DSPNet's time over every compared width: a subset is refused
+        let budget = Plan::parse(cpu(), "cpu", &[], None, None, true).unwrap();
+        let (o, m) = option_of(budget.clone().with_one_by_one_widths(Some(vec![0.25, 1.0])).unwrap_err());
+        assert_eq!(o, "--one-by-one-widths");
+        assert!(m.contains("--same-budget"), "{m}");
+        let all = budget.with_one_by_one_widths(Some(vec![1.0, 0.75, 0.5, 0.25])).unwrap();
+        assert_eq!(all.one_by_one_widths, vec![0.25, 0.5, 0.75, 1.0]);
     }
 
     #[test]

@@ -108,6 +108,20 @@ struct PlanRecord {
     test_shards: Vec<String>,
 }
 
+impl PlanRecord {
+    /// Whether `new` (with DSPNet's configuration `cfg`) continues the comparison recorded in
+    /// `self`: the same widths and shards, and DSPNet's recipe the same. Runtime settings
+    /// (threads, logging, the kNN monitor, checkpoint frequency) and keys added to the config
+    /// since (read with their defaults) may differ, as they may for `dspnet-stream-train
+    /// --resume`.
+    fn same_comparison(&self, new: &PlanRecord, cfg: &RunConfig) -> bool {
+        self.widths == new.widths
+            && self.train_shards == new.train_shards
+            && self.test_shards == new.test_shards
+            && RunConfig::from_toml_str(&self.dspnet_config, "recorded").is_ok_and(|old| old.recipe == cfg.recipe)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct EvalFile {
     protocols: Vec<String>,
@@ -515,7 +529,7 @@ impl Ctx<'_> {
 
         let mut ones = Vec::new();
         let mut one_cfgs = Vec::new();
-        for &w in &widths {
+        for &w in &req.plan.one_by_one_widths {
             let base = format!("byol-{}", width_tag(w));
             let cfg = repeat.apply(&one_by_one_config(&req.plan.base, w)?);
             let train = self.ensure_trained(repeat, &base, "one-by-one", &cfg, &[w])?;
@@ -697,7 +711,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     let repeats = Repeat::all(req.plan.seeds.as_deref(), &req.plan.base);
     if let Some(dir) = &req.baseline_from {
         for repeat in &repeats {
-            for &w in &req.plan.widths {
+            for &w in &req.plan.one_by_one_widths {
                 let base = format!("byol-{}", width_tag(w));
                 let one = repeat.apply(&one_by_one_config(&req.plan.base, w)?);
                 let candidates = repeat.candidates(&base);
@@ -716,14 +730,14 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         test_shards: test_shards.clone(),
     };
     match std::fs::read(&plan_path).ok().and_then(|b| serde_json::from_slice::<PlanRecord>(&b).ok()) {
-        Some(old) if old != record => {
+        Some(old) if !old.same_comparison(&record, &dspnet_cfg) => {
             let what = if old.widths != record.widths {
                 format!("widths {:?} there, {:?} now", old.widths, record.widths)
             } else if old.train_shards != record.train_shards || old.test_shards != record.test_shards {
                 "the shards differ".to_string()
             } else {
                 let a = RunConfig::from_toml_str(&old.dspnet_config, "recorded")
-                    .map(|o| o.differences(&dspnet_cfg).join(", "));
+                    .map(|o| o.recipe_differences(&dspnet_cfg).join(", "));
                 format!("config keys differ: {}", a.unwrap_or_else(|_| "(unreadable record)".into()))
             };
             return Err(CompareError::option(

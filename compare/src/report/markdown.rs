@@ -39,6 +39,13 @@ fn seeds_text(seeds: &[u64]) -> String {
     seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
 }
 
+/// The widths with a one-by-one network (`--one-by-one-widths`), when they are fewer than the
+/// compared widths; `None` when every compared width has one.
+fn one_by_one_subset(c: &Comparison) -> Option<Vec<f64>> {
+    let ws: Vec<f64> = c.cost.one_by_one.iter().flat_map(|l| l.widths.iter().copied()).collect();
+    (ws.len() < c.widths.len()).then_some(ws)
+}
+
 /// The protocols of `rows`, in order of appearance.
 fn protocols_of<'a>(rows: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
@@ -156,6 +163,13 @@ fn cost_section(c: &Comparison) -> String {
     } else {
         format!("## Cost\n\nEach training's mean over the {} seeds, and the ratios of those means.\n\n", c.seeds.len())
     };
+    if let Some(ws) = one_by_one_subset(c) {
+        s += &format!(
+            "One-by-one networks were trained at widths {} only (of DSPNet's {}): their sum and the ratios below leave the other widths' one-by-one cost out, so they understate what training every width alone costs.\n\n",
+            widths_text(&ws),
+            widths_text(&c.widths)
+        );
+    }
     s += "| training | widths | wall time (s) | steps | training FLOPs (GMACs) | peak memory (MB) | peak above start-up (MB) |\n|---|---|---:|---:|---:|---:|---:|\n";
     let reused =
         |name: &str| c.reused.as_ref().is_some_and(|r| r.runs.iter().any(|n| n == name || base_name(n) == name));
@@ -271,7 +285,14 @@ pub fn markdown(c: &Comparison) -> String {
         "- Machine: {}, {} logical CPUs, libtorch threads {:?}; load average (1/5/15 min) {:?} at the start, {:?} at the end\n",
         c.machine.cpu_model, c.machine.logical_cpus, c.machine.threads, c.machine.load_start, c.machine.load_end
     );
-    s += &format!("- Config: {}; widths {}; protocols {}\n", c.config, widths_text(&c.widths), c.protocols.join(", "));
+    let one_by_one =
+        one_by_one_subset(c).map_or(String::new(), |ws| format!(" (one-by-one at {} only)", widths_text(&ws)));
+    s += &format!(
+        "- Config: {}; widths {}{one_by_one}; protocols {}\n",
+        c.config,
+        widths_text(&c.widths),
+        c.protocols.join(", ")
+    );
     s += &if c.seed_folders {
         format!(
             "- Seeds: {} (each sets train.seed and loader.seed of every sub-run of both sides; sub-runs in seed{{s}}/)\n",
