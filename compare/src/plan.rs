@@ -297,6 +297,20 @@ fn with_compare_defaults(value: &mut toml::Value, origin: &str) -> Result<()> {
     merge(table, defaults, "compare", origin)
 }
 
+/// `ws` with each width replaced by the entry of `allowed` it names (within the width
+/// tolerance), ascending, without repeats.
+///
+/// Errors: `not_allowed(w)` for the first width that is not in `allowed`.
+fn snap_widths(ws: Vec<f64>, allowed: &[f64], not_allowed: impl Fn(f64) -> CompareError) -> Result<Vec<f64>> {
+    let mut out = ws
+        .into_iter()
+        .map(|w| allowed.iter().copied().find(|a| same_width(*a, w)).ok_or_else(|| not_allowed(w)))
+        .collect::<Result<Vec<f64>>>()?;
+    out.sort_by(f64::total_cmp);
+    out.dedup_by(|a, b| same_width(*a, *b));
+    Ok(out)
+}
+
 /// `[compare]` keys without a default value (absent from the defaults [`with_compare_defaults`]
 /// adds), which `--set` may still give.
 const OPTIONAL_COMPARE_KEYS: [&str; 2] = ["widths", "one_by_one_widths"];
@@ -354,7 +368,7 @@ impl Plan {
 
         let model_widths = base.model.widths.clone();
         let largest = model_widths.iter().copied().fold(f64::MIN, f64::max);
-        let (mut ws, flag) = match (widths, &compare.widths) {
+        let (ws, flag) = match (widths, &compare.widths) {
             (Some(w), _) => (w, "--widths"),
             (None, Some(w)) => (w.clone(), "compare.widths"),
             (None, None) => (base.train_widths()?.as_slice().to_vec(), "method.train_widths"),
@@ -365,21 +379,12 @@ impl Plan {
                 format!("{flag} is empty; give at least the full width, e.g. --widths 0.25,0.5,1.0"),
             ));
         }
-        for w in &mut ws {
-            match model_widths.iter().find(|m| same_width(**m, *w)) {
-                Some(m) => *w = *m,
-                None => {
-                    return Err(CompareError::option(
-                        flag,
-                        format!(
-                            "{flag}: width {w} is not in model.widths {model_widths:?} of {origin}; choose widths from that list"
-                        ),
-                    ))
-                }
-            }
-        }
-        ws.sort_by(f64::total_cmp);
-        ws.dedup_by(|a, b| same_width(*a, *b));
+        let ws = snap_widths(ws, &model_widths, |w| {
+            CompareError::option(
+                flag,
+                format!("{flag}: width {w} is not in model.widths {model_widths:?} of {origin}; choose widths from that list"),
+            )
+        })?;
         if !ws.iter().any(|w| same_width(*w, largest)) {
             return Err(CompareError::option(
                 flag,
@@ -474,7 +479,7 @@ impl Plan {
     /// subset together with `--same-budget` (its split divides DSPNet's time among every
     /// compared width).
     fn choose_one_by_one_widths(&self, cli: Option<Vec<f64>>) -> Result<Vec<f64>> {
-        let (mut ws, flag) = match (cli, &self.compare.one_by_one_widths) {
+        let (ws, flag) = match (cli, &self.compare.one_by_one_widths) {
             (Some(w), _) => (w, "--one-by-one-widths"),
             (None, Some(w)) => (w.clone(), "compare.one_by_one_widths"),
             (None, None) => return Ok(self.widths.clone()),
@@ -485,22 +490,15 @@ impl Plan {
                 format!("{flag} is empty; give at least one compared width, e.g. 0.25,1.0"),
             ));
         }
-        for w in &mut ws {
-            match self.widths.iter().find(|c| same_width(**c, *w)) {
-                Some(c) => *w = *c,
-                None => {
-                    return Err(CompareError::option(
-                        flag,
-                        format!(
-                            "{flag}: width {w} is not among the compared widths {:?}; choose from them (or add it to --widths)",
-                            self.widths
-                        ),
-                    ))
-                }
-            }
-        }
-        ws.sort_by(f64::total_cmp);
-        ws.dedup_by(|a, b| same_width(*a, *b));
+        let ws = snap_widths(ws, &self.widths, |w| {
+            CompareError::option(
+                flag,
+                format!(
+                    "{flag}: width {w} is not among the compared widths {:?}; choose from them (or add it to --widths)",
+                    self.widths
+                ),
+            )
+        })?;
         if self.same_budget && ws.len() != self.widths.len() {
             return Err(CompareError::option(
                 flag,

@@ -118,7 +118,7 @@ impl PlanRecord {
         self.widths == new.widths
             && self.train_shards == new.train_shards
             && self.test_shards == new.test_shards
-            && RunConfig::from_toml_str(&self.dspnet_config, "recorded").is_ok_and(|old| old.recipe == cfg.recipe)
+            && same_recipe(&self.dspnet_config, cfg)
     }
 }
 
@@ -223,9 +223,15 @@ fn recorded_differences(record: &TrainRecord, src: &Path, cfg: &RunConfig) -> Ve
         .unwrap_or_else(|_| vec!["(unreadable recorded config)".into()])
 }
 
+/// True when the recorded configuration `config_toml` has `cfg`'s recipe (runtime settings and
+/// keys added since, read with their defaults, may differ).
+fn same_recipe(config_toml: &str, cfg: &RunConfig) -> bool {
+    RunConfig::from_toml_str(config_toml, "the recorded config").is_ok_and(|old| old.recipe == cfg.recipe)
+}
+
 /// True when a train record's configuration trains the same network as `cfg`: equal recipes.
 fn trains_same(record: &TrainRecord, cfg: &RunConfig) -> bool {
-    RunConfig::from_toml_str(&record.config_toml, "the recorded config").is_ok_and(|old| old.recipe == cfg.recipe)
+    same_recipe(&record.config_toml, cfg)
 }
 
 fn mismatch(base: &Path, name: &str, diffs: &[String]) -> CompareError {
