@@ -745,3 +745,99 @@ fn a_training_child_stops_when_dspnet_compare_is_killed() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// The per-step losses of a run's metrics.jsonl, by step (each step once).
+fn losses_by_step(run: &Path) -> std::collections::BTreeMap<u64, String> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v.get("elapsed_sec").is_some() {
+            let step = u(&v["step"]);
+            assert!(out.insert(step, v["loss"].to_string()).is_none(), "step {step} logged twice");
+        }
+    }
+    out
+}
+
+/// A comparison whose processes are SIGKILLed mid-training (as a preempted job's are)
+/// continues with `--resume` from DSPNet's last checkpoint: it ends with the same weights and
+/// per-step losses as the same comparison trained in one go (exact resume), its record counts
+/// every step and image in 2 pieces, and report.md names the training that took them.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_comparison_continues_its_training_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        "--protocols",
+        "knn",
+        "--one-by-one-widths",
+        "1.0",
+        "--set",
+        "train.epochs=20.0",
+        "--set",
+        "train.checkpoint_every=2",
+    ];
+    let whole = dir.path().join("whole");
+    let o = run(&tiny(&whole, "0.5,1.0", &extra));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let cut = dir.path().join("cut");
+    let args = tiny(&cut, "0.5,1.0", &extra);
+    let mut parent = Command::new(BIN)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = cut.join("dspnet/checkpoint.json");
+    let t0 = std::time::Instant::now();
+    loop {
+        let st: Option<serde_json::Value> = std::fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(st) = st {
+            assert_eq!(st["finished"], false, "DSPNet finished before it could be killed");
+            if u(&st["step"]) >= 4 {
+                break;
+            }
+        }
+        assert!(t0.elapsed().as_secs() < 300, "no DSPNet checkpoint within 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let needle = cut.join("dspnet").display().to_string();
+    parent.kill().unwrap();
+    for pid in live_children(&needle) {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+    parent.wait().unwrap();
+    while !live_children(&needle).is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let at = u(&json(&state)["step"]);
+    assert!((4..60).contains(&at), "checkpoint at step {at}");
+    assert!(!cut.join("dspnet/compare-train.json").exists());
+
+    let mut again = args.clone();
+    again.push("--resume".into());
+    let o = run(&again);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("continuing from its checkpoint"), "{err}");
+
+    // exact: the weights and every step's losses of the comparison trained in one go
+    let weights = |d: &Path| std::fs::read(d.join("dspnet/checkpoint.safetensors")).unwrap();
+    assert!(weights(&cut) == weights(&whole), "resumed DSPNet weights differ from the one-go run's");
+    let (a, b) = (losses_by_step(&cut.join("dspnet")), losses_by_step(&whole.join("dspnet")));
+    assert_eq!(a.keys().copied().collect::<Vec<_>>(), (1..=60).collect::<Vec<u64>>());
+    assert_eq!(a, b);
+
+    let (rc, rw) = (json(&cut.join("dspnet/compare-train.json")), json(&whole.join("dspnet/compare-train.json")));
+    assert_eq!(u(&rc["pieces"]), 2);
+    assert_eq!(u(&rw["pieces"]), 1);
+    assert_eq!(u(&rc["steps"]), 60);
+    assert_eq!(rc["images"], rw["images"]);
+    assert_eq!(rc["width_steps"], rw["width_steps"]);
+    assert!(f(&rc["seconds"]) > 0.0);
+    let report = std::fs::read_to_string(cut.join("report.md")).unwrap();
+    assert!(report.contains("dspnet (2 pieces)"), "{report}");
+    assert!(!std::fs::read_to_string(whole.join("report.md")).unwrap().contains("pieces)"));
+}

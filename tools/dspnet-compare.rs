@@ -63,7 +63,8 @@ struct Args {
     /// once with the config's own seeds, sub-runs in OUT).
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
-    /// Continue the comparison in --out: finished sub-runs are kept, the rest are run.
+    /// Continue the comparison in --out: finished sub-runs are kept, an interrupted training
+    /// continues from its last checkpoint, the rest are run.
     #[arg(long)]
     resume: bool,
     /// Reuse (copy into --out) the finished one-by-one runs of the earlier comparison in DIR when

@@ -14,6 +14,14 @@
 //! `seconds` is the training loop's own wall time (`TrainSummary::seconds`: first batch to last
 //! step, checkpoints included); the parent also records the child's whole process time
 //! (`process_seconds`: exec, libtorch start-up, network set-up, final checkpoint).
+//!
+//! # Pieces
+//! A training interrupted (Ctrl-C, a killed job, a preempted node) is continued from its last
+//! checkpoint by `dspnet-compare --resume` (see `run.rs`): the child then resumes the run
+//! exactly (as `dspnet-stream-train --resume` does) and counts the whole run: its steps and
+//! images, and as wall time the earlier pieces' time up to the checkpoint (their steps after it
+//! are trained again and counted once) plus this piece's. Peak memory and the process time are
+//! the last piece's.
 
 use crate::error::{CompareError, Result};
 use dspnet_core::cli::StopSignal;
@@ -38,19 +46,37 @@ pub struct ChildRequest {
     pub shards: Vec<String>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// Continue the run in RUN from its checkpoint instead of starting it (see "Pieces").
+    #[serde(default)]
+    pub resume: bool,
+    /// Training-loop seconds of the earlier pieces up to the checkpoint this piece starts from
+    /// (0 for a first piece).
+    #[serde(default)]
+    pub earlier_seconds: f64,
+    /// The checkpoint's step this piece starts from (0 for a first piece).
+    #[serde(default)]
+    pub start_step: u64,
+    /// Which piece this is: 1 for a training started from scratch.
+    #[serde(default = "first_piece")]
+    pub piece: u32,
+}
+
+fn first_piece() -> u32 {
+    1
 }
 
 /// What a child measured.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ChildRecord {
-    /// Training loop wall time, seconds.
+    /// Training loop wall time of the whole run, seconds (all pieces: see "Pieces").
     pub seconds: f64,
-    /// Optimiser steps taken.
+    /// Optimiser steps of the whole run.
     pub steps: u64,
-    /// Images trained on (each image = two views).
+    /// Images trained on by the whole run (each image = two views).
     pub images: u64,
+    /// Images per second of the last piece.
     pub images_per_sec: f64,
-    /// Fraction of the wall time spent waiting for the loader, in [0, 1].
+    /// Fraction of the last piece's wall time spent waiting for the loader, in [0, 1].
     pub data_wait_fraction: f64,
     /// "fp32" or "bf16".
     pub precision: String,
@@ -64,6 +90,9 @@ pub struct ChildRecord {
     /// Planned steps and steps per epoch (from the run's checkpoint.json).
     pub total_steps: u64,
     pub steps_per_epoch: u64,
+    /// Pieces the training took (1: trained in one go; see "Pieces").
+    #[serde(default = "first_piece")]
+    pub pieces: u32,
 }
 
 /// Asks the kernel to send this process SIGINT when its parent dies (Linux `PR_SET_PDEATHSIG`),
@@ -84,8 +113,8 @@ fn stop_with_parent(stop: &StopSignal) {
     let _ = stop;
 }
 
-/// The child's side: trains as `RUN/compare-request.json` asks (a fresh run in `RUN`), then
-/// writes `RUN/compare-child.json`. `stop` records SIGINT/SIGTERM (and the parent's death).
+/// The child's side: trains as `RUN/compare-request.json` asks (a fresh run in `RUN`, or the
+/// run there continued from its checkpoint), then writes `RUN/compare-child.json`. `stop` records SIGINT/SIGTERM (and the parent's death).
 ///
 /// Errors: a missing or bad request, training errors, an interrupted run.
 pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
@@ -106,8 +135,8 @@ pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
         run_dir: run_dir.to_path_buf(),
         max_steps: None,
         device,
-        overwrite: true,
-        resume: false,
+        overwrite: !req.resume,
+        resume: req.resume,
         stop,
         progress: std::io::stderr().is_terminal(),
     })?;
@@ -127,9 +156,9 @@ pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
             )
         })?;
     let record = ChildRecord {
-        seconds: summary.seconds,
-        steps: summary.steps,
-        images: summary.images,
+        seconds: req.earlier_seconds + summary.seconds,
+        steps: summary.start_step + summary.steps,
+        images: state["images"].as_u64().unwrap_or(summary.images),
         images_per_sec: summary.images_per_sec,
         data_wait_fraction: summary.data_wait_fraction,
         precision: summary.precision,
@@ -139,6 +168,7 @@ pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
         baseline_rss_bytes: baseline,
         total_steps: state["total_steps"].as_u64().unwrap_or(0),
         steps_per_epoch: state["steps_per_epoch"].as_u64().unwrap_or(0),
+        pieces: req.piece,
     };
     dspnet_core::fs::write_atomic(&run_dir.join(CHILD_RECORD), &serde_json::to_vec_pretty(&record).expect("json"))?;
     Ok(())

@@ -23,8 +23,11 @@
 //! kept and not trained again, and its evaluation is kept when it covered the same protocols:
 //! finished work is never lost. Only the recipe counts (the monitor and other runtime settings
 //! may differ), and a seed's sub-run is also found in the other layout's folder (`seeds.rs`),
-//! so adding a seed trains only that seed's sub-runs. An unfinished training is started again from its beginning (not
-//! from its last checkpoint) so that its wall time and peak memory are measured in one piece.
+//! so adding a seed trains only that seed's sub-runs. An unfinished training (interrupted, killed,
+//! preempted) continues from its last checkpoint when its recorded request has the recipe and
+//! shards asked for and that checkpoint is part-way (exact resume, as `dspnet-stream-train
+//! --resume`); its record then counts every piece (see `child.rs`, "Pieces") and the report
+//! says which trainings took more than one. Otherwise it is started again from its beginning.
 //!
 //! # Reusing the baselines of an earlier comparison (`--baseline-from DIR`)
 //! An ablation of DSPNet changes only DSPNet's configuration: the one-by-one networks are the
@@ -52,7 +55,7 @@ use dspnet_model::parse_device;
 use dspnet_model::width_tag;
 use dspnet_pipeline::source::{expand_pattern, is_remote};
 use dspnet_run::config::MonitorConfig;
-use dspnet_run::layout::METRICS;
+use dspnet_run::layout::{METRICS, STATE, WEIGHTS};
 use dspnet_run::EvalRecord;
 use dspnet_run::RunConfig;
 use serde::{Deserialize, Serialize};
@@ -163,6 +166,53 @@ fn find_finished(root: &Path, candidates: &[String], cfg: &RunConfig) -> Option<
         r.name = name.clone();
         Some((name.clone(), r))
     })
+}
+
+/// The request that continues the unfinished training in `dir` from its checkpoint, when it can
+/// be: `dir` holds a request (its last piece's) with `fresh`'s shards and device and `cfg`'s
+/// recipe, and a checkpoint part-way through the run. `Ok(None)`: train from the beginning.
+/// The earlier pieces' seconds add the last piece's loop time up to the checkpoint's step (the
+/// `elapsed_sec` of that step's metrics record; none when the last piece made no new
+/// checkpoint).
+///
+/// Errors: a damaged metrics file; a checkpoint past its first piece's start whose step has
+/// no metrics record.
+fn next_piece(dir: &Path, fresh: &ChildRequest, cfg: &RunConfig) -> Result<Option<ChildRequest>> {
+    let Some(last) =
+        std::fs::read(dir.join(REQUEST)).ok().and_then(|b| serde_json::from_slice::<ChildRequest>(&b).ok())
+    else {
+        return Ok(None);
+    };
+    if last.shards != fresh.shards || last.device != fresh.device || !same_recipe(&last.config_toml, cfg) {
+        return Ok(None);
+    }
+    let state: Option<serde_json::Value> =
+        std::fs::read(dir.join(STATE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(state) = state else { return Ok(None) };
+    let step = state["step"].as_u64().unwrap_or(0);
+    if step == 0 || state["finished"].as_bool() != Some(false) || !dir.join(WEIGHTS).is_file() {
+        return Ok(None);
+    }
+    let earlier_seconds = if step == last.start_step {
+        last.earlier_seconds
+    } else {
+        let metrics = dir.join(METRICS);
+        let elapsed = dspnet_run::metrics::read(dir)?
+            .iter()
+            .find(|r| r["step"].as_u64() == Some(step) && r.get("elapsed_sec").is_some())
+            .and_then(|r| r["elapsed_sec"].as_f64())
+            .ok_or_else(|| {
+                CompareError::run_file(
+                    &metrics,
+                    format!(
+                        "{}: no record of step {step}, where the checkpoint is; cannot count the time trained before it: rerun without --resume in a new --out",
+                        metrics.display()
+                    ),
+                )
+            })?;
+        last.earlier_seconds + elapsed
+    };
+    Ok(Some(ChildRequest { resume: true, earlier_seconds, start_step: step, piece: last.piece + 1, ..fresh.clone() }))
 }
 
 /// Seconds of the kNN monitor's evaluations recorded in `dir`'s metrics.jsonl.
@@ -316,13 +366,30 @@ impl Ctx<'_> {
         for stale in [TRAIN_RECORD, EVAL_RECORD, CHILD_RECORD] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        let request = ChildRequest {
+        let mut request = ChildRequest {
             config_toml: toml.clone(),
             shards: self.train_shards.clone(),
             device: self.req.device.clone(),
+            resume: false,
+            earlier_seconds: 0.0,
+            start_step: 0,
+            piece: 1,
         };
+        if self.req.resume {
+            if let Some(next) = next_piece(&dir, &request, cfg)? {
+                tracing::info!(
+                    run = name,
+                    step = next.start_step,
+                    piece = next.piece,
+                    "continuing from its checkpoint"
+                );
+                request = next;
+            }
+        }
         dspnet_core::fs::write_atomic(&dir.join(REQUEST), &serde_json::to_vec_pretty(&request).expect("json"))?;
-        tracing::info!(run = name, "training");
+        if !request.resume {
+            tracing::info!(run = name, "training");
+        }
         let t0 = Instant::now();
         let status =
             Command::new(&self.req.exe).arg("--child-train").arg(&dir).stdin(Stdio::null()).status().map_err(|e| {
@@ -393,6 +460,7 @@ impl Ctx<'_> {
             precision: child.precision,
             data_wait_fraction: child.data_wait_fraction,
             skipped_nonfinite: child.skipped_nonfinite,
+            pieces: child.pieces,
             config_toml: toml,
         };
         dspnet_core::fs::write_atomic(&dir.join(TRAIN_RECORD), &serde_json::to_vec_pretty(&record).expect("json"))?;
@@ -794,4 +862,78 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     let comparison = build(meta, &seed_runs, curves);
     write_all(&comparison, out)?;
     Ok(Outcome { comparison, kept: ctx.kept, trained: ctx.trained, reused: ctx.reused })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(cfg: &RunConfig) -> ChildRequest {
+        ChildRequest {
+            config_toml: cfg.to_toml(),
+            shards: vec!["/d/train-000000.tar".into()],
+            device: "cpu".into(),
+            resume: false,
+            earlier_seconds: 0.0,
+            start_step: 0,
+            piece: 1,
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    /// A run folder as a killed piece leaves it: its request, a part-way checkpoint at step 4,
+    /// and metrics records past it (steps 1-5, elapsed 1.5 s per step).
+    fn killed(dir: &Path, last: &ChildRequest, finished: bool) {
+        write(dir, REQUEST, &serde_json::to_string(last).unwrap());
+        write(dir, STATE, &format!("{{\"step\": 4, \"finished\": {finished}}}"));
+        write(dir, WEIGHTS, "w");
+        let lines: String = (1..=5)
+            .map(|s| format!("{{\"step\": {s}, \"elapsed_sec\": {}, \"loss\": []}}\n", 1.5 * s as f64))
+            .collect();
+        write(dir, METRICS, &format!("{lines}{{\"step\": 4, \"monitor\": {{\"seconds\": 9.0}}}}\n"));
+    }
+
+    /// The next piece starts at the checkpoint's step and adds the last piece's time up to it
+    /// (step 4's elapsed_sec, 6.0 s, not the monitor record's or step 5's); a piece that made
+    /// no new checkpoint adds nothing; another recipe, other shards, a finished or missing
+    /// checkpoint: trained from the beginning.
+    #[test]
+    fn next_piece_counts_the_time_kept_up_to_the_checkpoint() {
+        let cfg =
+            RunConfig::from_toml_str(include_str!("../../configs/cpu-fashion-mnist.toml"), "cpu-fashion-mnist.toml")
+                .unwrap();
+        let fresh = request(&cfg);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(next_piece(d, &fresh, &cfg).unwrap().is_none(), "nothing there");
+
+        killed(d, &fresh, false);
+        let next = next_piece(d, &fresh, &cfg).unwrap().expect("resumable");
+        assert!(next.resume);
+        assert_eq!((next.start_step, next.piece, next.earlier_seconds), (4, 2, 6.0));
+
+        // a second piece already ran from step 4 (after 6.0 s) and got to step 4 again: no new
+        // checkpoint, nothing more kept
+        killed(d, &next, false);
+        let third = next_piece(d, &fresh, &cfg).unwrap().unwrap();
+        assert_eq!((third.start_step, third.piece, third.earlier_seconds), (4, 3, 6.0));
+        // one that started at step 2 after 10 s and checkpointed at 4: 10 + 6
+        killed(d, &ChildRequest { start_step: 2, earlier_seconds: 10.0, piece: 2, ..next.clone() }, false);
+        let n = next_piece(d, &fresh, &cfg).unwrap().unwrap();
+        assert_eq!((n.start_step, n.piece, n.earlier_seconds), (4, 3, 16.0));
+
+        let mut other = cfg.clone();
+        other.recipe.optim.lr *= 2.0;
+        assert!(next_piece(d, &request(&other), &other).unwrap().is_none(), "another recipe");
+        let moved = ChildRequest { shards: vec!["/e/train-000000.tar".into()], ..fresh.clone() };
+        assert!(next_piece(d, &moved, &cfg).unwrap().is_none(), "other shards");
+        killed(d, &fresh, true);
+        assert!(next_piece(d, &fresh, &cfg).unwrap().is_none(), "finished");
+        killed(d, &fresh, false);
+        std::fs::remove_file(d.join(WEIGHTS)).unwrap();
+        assert!(next_piece(d, &fresh, &cfg).unwrap().is_none(), "no weights");
+    }
 }

@@ -182,6 +182,7 @@ mod tests {
             precision: "fp32".into(),
             data_wait_fraction: 0.0,
             skipped_nonfinite: 0,
+            pieces: 1,
             config_toml: String::new(),
         }
     }

@@ -237,6 +237,14 @@ fn cost_section(c: &Comparison) -> String {
             u.code_version
         );
     }
+    let pieces: Vec<String> =
+        c.runs.iter().filter(|r| r.pieces > 1).map(|r| format!("{} ({} pieces)", r.name, r.pieces)).collect();
+    if !pieces.is_empty() {
+        s += &format!(
+            "Continued from a checkpoint after an interruption (`--resume`): {}. Their wall time sums each piece's training              up to the checkpoint the next one started from (steps trained again after it count once); their peak memory              is the last piece's.\n\n",
+            pieces.join(", ")
+        );
+    }
     s += &format!(
         "Peak memory of DSPNet's training over the largest single one-by-one training (they run one after another): {}. \
          Every training process holds libtorch and the loader from its start-up (the first memory column counts it once per training), \
