@@ -691,6 +691,16 @@ fn safetensors_names(p: &Path) -> Vec<String> {
     header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect()
 }
 
+/// Starts `dspnet-compare` with `args` in the background, its output discarded.
+fn spawn_quiet(args: &[String]) -> std::process::Child {
+    Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Pids of the processes whose command line holds `--child-train` and `needle` (Linux /proc),
 /// that have not exited (zombies excluded).
 #[cfg(target_os = "linux")]
@@ -719,12 +729,7 @@ fn a_training_child_stops_when_dspnet_compare_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cmp");
     let args = tiny(&out, "0.5,1.0", &["--set", "train.epochs=3000.0"]);
-    let mut parent = Command::new(BIN)
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut parent = spawn_quiet(&args);
     let needle = out.join("dspnet").display().to_string();
     let t0 = std::time::Instant::now();
     let child = loop {
@@ -784,12 +789,7 @@ fn a_killed_comparison_continues_its_training_from_the_checkpoint() {
 
     let cut = dir.path().join("cut");
     let args = tiny(&cut, "0.5,1.0", &extra);
-    let mut parent = Command::new(BIN)
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut parent = spawn_quiet(&args);
     let state = cut.join("dspnet/checkpoint.json");
     let t0 = std::time::Instant::now();
     loop {
