@@ -138,6 +138,11 @@ string_enum!(
         /// One optimiser step per width, largest first, each on that width's gradient alone,
         /// the next width's loss taken on the updated weights (US3L, Yang et al. 2022).
         Steps = "steps",
+        /// As `steps`, with each width's step at the learning rate divided by the number of
+        /// widths in the training step, so that together they move the weights about as far as
+        /// one default step (`steps` applies the learning rate, and with it LARS's weight decay,
+        /// once per width).
+        StepsSplit = "steps_split",
     }
 );
 

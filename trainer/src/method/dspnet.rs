@@ -82,14 +82,15 @@ impl Method for Dspnet {
     ///
     /// `method.width_gradients` other than "sum" takes each width's gradient apart
     /// ([`width_grads`]) and combines them per [`WidthGradients`] before the one step (data
-    /// parallel: each width's gradient averaged over the ranks first), or ("steps") takes one
-    /// optimiser step per width right after its backward pass; the EMA stays once per step. At
+    /// parallel: each width's gradient averaged over the ranks first), or ("steps",
+    /// "steps_split") takes one optimiser step per width right after its backward pass (at
+    /// `lr`, or `lr` over the number of widths chosen); the EMA stays once per step. At
     /// the steps `monitor.interference_every_steps` names, the raw per-width gradients are
     /// measured ([`width_grads::interference`]; this rank's, before averaging) and, for "sum",
     /// summed back in autograd's order: the update is the same as without the measurement.
     ///
     /// The losses and feature spreads of all widths are read with ONE host synchronisation at
-    /// the end of the step ("steps": one per width, before each width's update).
+    /// the end of the step ("steps", "steps_split": one per width, before each width's update).
     fn step(&mut self, base: &mut MomentumBase, view_a: &Tensor, view_b: &Tensor, step: u64) -> Result<StepStats> {
         let (ab, n) = base.both_views(view_a, view_b);
         let z = base.teacher_targets(&ab)?;
@@ -144,7 +145,7 @@ impl Method for Dspnet {
             figures.push(loss.detach());
             figures.push(feature_std(&proj.narrow(0, 0, n)));
             (loss * self.loss_weights[idx]).backward();
-            if combine == WidthGradients::Steps {
+            if matches!(combine, WidthGradients::Steps | WidthGradients::StepsSplit) {
                 // this width's own optimiser step, before the next width's forward pass
                 if let Some(e) = non_finite(&chosen[k..=k], &read_figures(&figures[2 * k..]), step) {
                     base.zero_grad();
@@ -157,7 +158,8 @@ impl Method for Dspnet {
                     width_grads::set_sum(&params, &per_width[k..]);
                 }
                 base.average_gradients()?;
-                base.optimizer.step(lr);
+                let width_lr = if combine == WidthGradients::StepsSplit { lr / chosen.len() as f64 } else { lr };
+                base.optimizer.step(width_lr);
                 base.zero_grad();
             } else if apart {
                 if combine != WidthGradients::Sum {
@@ -195,7 +197,7 @@ impl Method for Dspnet {
                 base.optimizer.step(lr);
                 base.update_teacher(tau)?;
             }
-            WidthGradients::Steps => base.update_teacher(tau)?,
+            WidthGradients::Steps | WidthGradients::StepsSplit => base.update_teacher(tau)?,
         }
         let losses = chosen.iter().enumerate().map(|(k, &w)| (w, values[2 * k])).collect();
         let feature_std = chosen.iter().enumerate().map(|(k, &w)| (w, values[2 * k + 1])).collect();
@@ -676,7 +678,7 @@ mod tests {
         let lr = 0.1 * 4.0 / 256.0;
         let (a, b, weights) = conflicting_views();
         let mut results = Vec::new();
-        for combine in ["sum", "trust", "project", "steps"] {
+        for combine in ["sum", "trust", "project", "steps", "steps_split"] {
             let (mut t, mut r, w0) = twins_of(&sgd_two_widths(combine), Some(&weights));
             let g1 = grads_of_width(&mut r, &a, &b, 1.0);
             let g5 = grads_of_width(&mut r, &a, &b, 0.5);
@@ -707,16 +709,19 @@ mod tests {
                         .map(|((n, x), (_, y))| (n.clone(), if x.dim() > 1 { x + (y - x * c) } else { x + y }))
                         .collect()
                 }
-                // w1 = w0 − lr·g1(w0); w2 = w1 − lr·g5(w1): the reference takes its own full step
+                // w1 = w0 − η·g1(w0); w2 = w1 − η·g5(w1) with η = lr ("steps") or lr/2
+                // ("steps_split", two widths): the reference takes its own first step
                 _ => {
+                    let eta = if combine == "steps" { lr } else { lr / 2.0 };
                     tch::no_grad(|| {
                         let vars = r.base.online.vs.variables();
                         for (n, g) in &g1 {
-                            let _ = vars[n].shallow_clone().g_sub_(&(g * lr).to_kind(Kind::Float));
+                            let _ = vars[n].shallow_clone().g_sub_(&(g * eta).to_kind(Kind::Float));
                         }
                     });
                     let g5_after = grads_of_width(&mut r, &a, &b, 0.5);
-                    g1.iter().zip(&g5_after).map(|((n, x), (_, y))| (n.clone(), x + y)).collect()
+                    let f = eta / lr;
+                    g1.iter().zip(&g5_after).map(|((n, x), (_, y))| (n.clone(), (x + y) * f)).collect()
                 }
             };
             let s = t.step(&a, &b, 0).unwrap();
@@ -725,7 +730,7 @@ mod tests {
             assert!(dev < 1e-4, "{combine}: relative deviation {dev}");
             results.push((combine, expected));
         }
-        // the four are different updates, by far more than the tolerance
+        // the five are different updates, by far more than the tolerance
         for i in 0..results.len() {
             for j in i + 1..results.len() {
                 let diff: f64 = results[i]
