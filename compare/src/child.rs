@@ -46,9 +46,6 @@ pub struct ChildRequest {
     pub shards: Vec<String>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
-    /// Continue the run in RUN from its checkpoint instead of starting it (see "Pieces").
-    #[serde(default)]
-    pub resume: bool,
     /// Training-loop seconds of the earlier pieces up to the checkpoint this piece starts from
     /// (0 for a first piece).
     #[serde(default)]
@@ -56,12 +53,26 @@ pub struct ChildRequest {
     /// The checkpoint's step this piece starts from (0 for a first piece).
     #[serde(default)]
     pub start_step: u64,
-    /// Which piece this is: 1 for a training started from scratch.
+    /// Which piece this is: 1 for a training started from scratch, more for one that continues
+    /// the run in RUN from its checkpoint (see "Pieces").
     #[serde(default = "first_piece")]
     pub piece: u32,
 }
 
-fn first_piece() -> u32 {
+impl ChildRequest {
+    /// The first piece: the training started from scratch.
+    pub fn first(config_toml: String, shards: Vec<String>, device: String) -> Self {
+        ChildRequest { config_toml, shards, device, earlier_seconds: 0.0, start_step: 0, piece: 1 }
+    }
+
+    /// Whether this piece continues the run from its checkpoint.
+    pub fn resumes(&self) -> bool {
+        self.piece > 1
+    }
+}
+
+/// Serde default of a piece count: one (records written before pieces existed).
+pub(crate) fn first_piece() -> u32 {
     1
 }
 
@@ -114,7 +125,8 @@ fn stop_with_parent(stop: &StopSignal) {
 }
 
 /// The child's side: trains as `RUN/compare-request.json` asks (a fresh run in `RUN`, or the
-/// run there continued from its checkpoint), then writes `RUN/compare-child.json`. `stop` records SIGINT/SIGTERM (and the parent's death).
+/// run there continued from its checkpoint), then writes `RUN/compare-child.json`. `stop`
+/// records SIGINT/SIGTERM (and the parent's death).
 ///
 /// Errors: a missing or bad request, training errors, an interrupted run.
 pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
@@ -129,14 +141,15 @@ pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
     let _ = std::fs::remove_file(run_dir.join(CHILD_RECORD));
     let baseline = dspnet_core::memory::status_bytes("VmRSS").unwrap_or(0);
     use std::io::IsTerminal;
+    let resume = req.resumes();
     let summary = train(TrainRequest {
         config,
         shards: req.shards,
         run_dir: run_dir.to_path_buf(),
         max_steps: None,
         device,
-        overwrite: !req.resume,
-        resume: req.resume,
+        overwrite: !resume,
+        resume,
         stop,
         progress: std::io::stderr().is_terminal(),
     })?;

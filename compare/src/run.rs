@@ -54,8 +54,9 @@ use dspnet_eval::{evaluate, EvalRequest, Protocol, TransferLinearSettings};
 use dspnet_model::parse_device;
 use dspnet_model::width_tag;
 use dspnet_pipeline::source::{expand_pattern, is_remote};
+use dspnet_run::checkpoint::CheckpointState;
 use dspnet_run::config::MonitorConfig;
-use dspnet_run::layout::{METRICS, STATE, WEIGHTS};
+use dspnet_run::layout::{METRICS, STATE};
 use dspnet_run::EvalRecord;
 use dspnet_run::RunConfig;
 use serde::{Deserialize, Serialize};
@@ -170,7 +171,8 @@ fn find_finished(root: &Path, candidates: &[String], cfg: &RunConfig) -> Option<
 
 /// The request that continues the unfinished training in `dir` from its checkpoint, when it can
 /// be: `dir` holds a request (its last piece's) with `fresh`'s shards and device and `cfg`'s
-/// recipe, and a checkpoint part-way through the run. `Ok(None)`: train from the beginning.
+/// recipe, and a checkpoint part-way through the run that exact resume can continue (it has a
+/// stream position; the trainer checks its weights). `Ok(None)`: train from the beginning.
 /// The earlier pieces' seconds add the last piece's loop time up to the checkpoint's step (the
 /// `elapsed_sec` of that step's metrics record; none when the last piece made no new
 /// checkpoint).
@@ -186,11 +188,11 @@ fn next_piece(dir: &Path, fresh: &ChildRequest, cfg: &RunConfig) -> Result<Optio
     if last.shards != fresh.shards || last.device != fresh.device || !same_recipe(&last.config_toml, cfg) {
         return Ok(None);
     }
-    let state: Option<serde_json::Value> =
+    let state: Option<CheckpointState> =
         std::fs::read(dir.join(STATE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let Some(state) = state else { return Ok(None) };
-    let step = state["step"].as_u64().unwrap_or(0);
-    if step == 0 || state["finished"].as_bool() != Some(false) || !dir.join(WEIGHTS).is_file() {
+    let step = state.step;
+    if step == 0 || state.finished || state.position_in_epoch.is_none() {
         return Ok(None);
     }
     let earlier_seconds = if step == last.start_step {
@@ -212,7 +214,7 @@ fn next_piece(dir: &Path, fresh: &ChildRequest, cfg: &RunConfig) -> Result<Optio
             })?;
         last.earlier_seconds + elapsed
     };
-    Ok(Some(ChildRequest { resume: true, earlier_seconds, start_step: step, piece: last.piece + 1, ..fresh.clone() }))
+    Ok(Some(ChildRequest { earlier_seconds, start_step: step, piece: last.piece + 1, ..fresh.clone() }))
 }
 
 /// Seconds of the kNN monitor's evaluations recorded in `dir`'s metrics.jsonl.
@@ -366,15 +368,7 @@ impl Ctx<'_> {
         for stale in [TRAIN_RECORD, EVAL_RECORD, CHILD_RECORD] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        let mut request = ChildRequest {
-            config_toml: toml.clone(),
-            shards: self.train_shards.clone(),
-            device: self.req.device.clone(),
-            resume: false,
-            earlier_seconds: 0.0,
-            start_step: 0,
-            piece: 1,
-        };
+        let mut request = ChildRequest::first(toml.clone(), self.train_shards.clone(), self.req.device.clone());
         if self.req.resume {
             if let Some(next) = next_piece(&dir, &request, cfg)? {
                 tracing::info!(
@@ -387,7 +381,7 @@ impl Ctx<'_> {
             }
         }
         dspnet_core::fs::write_atomic(&dir.join(REQUEST), &serde_json::to_vec_pretty(&request).expect("json"))?;
-        if !request.resume {
+        if !request.resumes() {
             tracing::info!(run = name, "training");
         }
         let t0 = Instant::now();
@@ -869,27 +863,20 @@ mod tests {
     use super::*;
 
     fn request(cfg: &RunConfig) -> ChildRequest {
-        ChildRequest {
-            config_toml: cfg.to_toml(),
-            shards: vec!["/d/train-000000.tar".into()],
-            device: "cpu".into(),
-            resume: false,
-            earlier_seconds: 0.0,
-            start_step: 0,
-            piece: 1,
-        }
+        ChildRequest::first(cfg.to_toml(), vec!["/d/train-000000.tar".into()], "cpu".into())
     }
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::write(dir.join(name), text).unwrap();
     }
 
-    /// A run folder as a killed piece leaves it: its request, a part-way checkpoint at step 4,
-    /// and metrics records past it (steps 1-5, elapsed 1.5 s per step).
-    fn killed(dir: &Path, last: &ChildRequest, finished: bool) {
+    /// A run folder as a killed piece leaves it: its request, a checkpoint at step 4 (with a
+    /// stream position unless `position` is None), and metrics records past it (steps 1-5,
+    /// elapsed 1.5 s per step).
+    fn killed(dir: &Path, last: &ChildRequest, finished: bool, position: Option<u64>) {
         write(dir, REQUEST, &serde_json::to_string(last).unwrap());
-        write(dir, STATE, &format!("{{\"step\": 4, \"finished\": {finished}}}"));
-        write(dir, WEIGHTS, "w");
+        let state = CheckpointState { finished, position_in_epoch: position, ..CheckpointState::basic(4, 60, "fp32") };
+        write(dir, STATE, &serde_json::to_string(&state).unwrap());
         let lines: String = (1..=5)
             .map(|s| format!("{{\"step\": {s}, \"elapsed_sec\": {}, \"loss\": []}}\n", 1.5 * s as f64))
             .collect();
@@ -898,8 +885,8 @@ mod tests {
 
     /// The next piece starts at the checkpoint's step and adds the last piece's time up to it
     /// (step 4's elapsed_sec, 6.0 s, not the monitor record's or step 5's); a piece that made
-    /// no new checkpoint adds nothing; another recipe, other shards, a finished or missing
-    /// checkpoint: trained from the beginning.
+    /// no new checkpoint adds nothing; another recipe, other shards, a finished checkpoint or
+    /// one without a stream position (an older dspnet's): trained from the beginning.
     #[test]
     fn next_piece_counts_the_time_kept_up_to_the_checkpoint() {
         let cfg =
@@ -910,18 +897,18 @@ mod tests {
         let d = dir.path();
         assert!(next_piece(d, &fresh, &cfg).unwrap().is_none(), "nothing there");
 
-        killed(d, &fresh, false);
+        killed(d, &fresh, false, Some(64));
         let next = next_piece(d, &fresh, &cfg).unwrap().expect("resumable");
-        assert!(next.resume);
+        assert!(next.resumes());
         assert_eq!((next.start_step, next.piece, next.earlier_seconds), (4, 2, 6.0));
 
         // a second piece already ran from step 4 (after 6.0 s) and got to step 4 again: no new
         // checkpoint, nothing more kept
-        killed(d, &next, false);
+        killed(d, &next, false, Some(64));
         let third = next_piece(d, &fresh, &cfg).unwrap().unwrap();
         assert_eq!((third.start_step, third.piece, third.earlier_seconds), (4, 3, 6.0));
         // one that started at step 2 after 10 s and checkpointed at 4: 10 + 6
-        killed(d, &ChildRequest { start_step: 2, earlier_seconds: 10.0, piece: 2, ..next.clone() }, false);
+        killed(d, &ChildRequest { start_step: 2, earlier_seconds: 10.0, piece: 2, ..next.clone() }, false, Some(64));
         let n = next_piece(d, &fresh, &cfg).unwrap().unwrap();
         assert_eq!((n.start_step, n.piece, n.earlier_seconds), (4, 3, 16.0));
 
@@ -930,10 +917,9 @@ mod tests {
         assert!(next_piece(d, &request(&other), &other).unwrap().is_none(), "another recipe");
         let moved = ChildRequest { shards: vec!["/e/train-000000.tar".into()], ..fresh.clone() };
         assert!(next_piece(d, &moved, &cfg).unwrap().is_none(), "other shards");
-        killed(d, &fresh, true);
+        killed(d, &fresh, true, Some(64));
         assert!(next_piece(d, &fresh, &cfg).unwrap().is_none(), "finished");
-        killed(d, &fresh, false);
-        std::fs::remove_file(d.join(WEIGHTS)).unwrap();
-        assert!(next_piece(d, &fresh, &cfg).unwrap().is_none(), "no weights");
+        killed(d, &fresh, false, None);
+        assert!(next_piece(d, &fresh, &cfg).unwrap().is_none(), "no stream position");
     }
 }

@@ -241,7 +241,9 @@ fn cost_section(c: &Comparison) -> String {
         c.runs.iter().filter(|r| r.pieces > 1).map(|r| format!("{} ({} pieces)", r.name, r.pieces)).collect();
     if !pieces.is_empty() {
         s += &format!(
-            "Continued from a checkpoint after an interruption (`--resume`): {}. Their wall time sums each piece's training              up to the checkpoint the next one started from (steps trained again after it count once); their peak memory              is the last piece's.\n\n",
+            "Continued from a checkpoint after an interruption (`--resume`): {}. Their wall time sums each piece's training \
+             up to the checkpoint the next one started from (steps trained again after it count once); their peak memory \
+             is the last piece's.\n\n",
             pieces.join(", ")
         );
     }

@@ -53,15 +53,11 @@ pub struct TrainRecord {
     /// Pieces the training took: 1 when trained in one go, more when `--resume` continued it
     /// from a checkpoint after an interruption (`seconds` then sums the pieces' kept steps; peak
     /// memory and `process_seconds` are the last piece's).
-    #[serde(default = "one_piece")]
+    #[serde(default = "crate::child::first_piece")]
     pub pieces: u32,
     /// The run configuration trained (TOML); a sub-run is kept on `--resume` only when it
     /// equals the one asked for.
     pub config_toml: String,
-}
-
-fn one_piece() -> u32 {
-    1
 }
 
 /// One row of the accuracy table: one seed, width and protocol.
