@@ -841,3 +841,93 @@ fn a_killed_comparison_continues_its_training_from_the_checkpoint() {
     assert!(report.contains("dspnet (2 pieces)"), "{report}");
     assert!(!std::fs::read_to_string(whole.join("report.md")).unwrap().contains("pieces)"));
 }
+
+/// Sub-runs as parallel jobs sharing one `--out` (`--only`): two jobs started together, DSPNet in
+/// one and the one-by-one network in the other, shard the data once between them (the same
+/// subset as the comparison run in one go), train the same networks as that run (every step's
+/// losses and the final weights equal) and write no report; the run without `--only` then
+/// trains nothing and reports the same accuracies as the one-go run.
+#[test]
+fn only_jobs_share_an_output_folder_and_the_last_run_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--protocols", "knn", "--one-by-one-widths", "1.0"];
+    let whole = dir.path().join("whole");
+    let o = run(&tiny(&whole, "0.5,1.0", &extra));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let par = dir.path().join("par");
+    let job = |only: &str| {
+        let mut a = tiny(&par, "0.5,1.0", &extra);
+        a.extend(["--only".to_string(), only.to_string()]);
+        Command::new(BIN)
+            .args(&a)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (job("dspnet"), job("byol-w1_00"));
+    for (name, child) in [("dspnet", a), ("byol-w1_00", b)] {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "--only {name}: {}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(&format!("trained: {name}")) && out.contains("--only: no report"), "{out}");
+    }
+    assert!(!par.join("report.md").exists() && !par.join("compare.json").exists());
+    assert_eq!(snapshot(&par.join("data")), snapshot(&whole.join("data")), "the data subset differs");
+    for run in ["dspnet", "byol-w1_00"] {
+        assert_eq!(losses_by_step(&par.join(run)), losses_by_step(&whole.join(run)), "{run}");
+        let weights = |d: &Path| std::fs::read(d.join(run).join("checkpoint.safetensors")).unwrap();
+        assert!(weights(&par) == weights(&whole), "{run}: weights differ from the one-go run's");
+    }
+
+    let mut last = tiny(&par, "0.5,1.0", &extra);
+    last.push("--resume".into());
+    let o = run(&last);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("trained: -") && out.contains("kept: dspnet byol-w1_00"), "{out}");
+    let top1 = |d: &Path| {
+        let c = json(&d.join("compare.json"));
+        c["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["width"].to_string(), f(&r["dspnet_top1"]), f(&r["one_by_one_top1"])))
+            .collect::<Vec<_>>()
+    };
+    let (p, w) = (top1(&par), top1(&whole));
+    assert_eq!(p.len(), 1, "knn at the one width with a one-by-one network");
+    assert_eq!(p, w);
+}
+
+/// A job asked for a sub-run that another process is training stops at once with one line
+/// naming it (exit code 2) instead of training it a second time in the same folder.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_second_job_for_a_training_sub_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let mut args = tiny(&out, "0.5,1.0", &["--set", "train.epochs=3000.0", "--only", "dspnet"]);
+    let mut first = spawn_quiet(&args);
+    let needle = out.join("dspnet").display().to_string();
+    let t0 = std::time::Instant::now();
+    while !out.join("dspnet/metrics.jsonl").exists() {
+        assert!(t0.elapsed().as_secs() < 300, "the first job did not start training within 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    args.push("--resume".into());
+    let o = run(&args);
+    let e = String::from_utf8_lossy(&o.stderr);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    for pid in live_children(&needle) {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    // its log lines (the data reused) come first; the error is one line, the last
+    let last = e.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: ") && last.contains("dspnet is being trained by another dspnet-compare"), "{e}");
+    assert_eq!(e.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{e}");
+    assert!(out.join("dspnet/metrics.jsonl").exists(), "the first job's run folder was left alone");
+}

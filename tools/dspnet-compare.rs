@@ -7,6 +7,7 @@
 //! dspnet-compare --config configs/compare-gpu.toml --train-shards 'data/train-{000000..000004}.tar' \
 //!     --test-shards 'data/test-000000.tar' --out runs/compare [--widths 0.25,0.5,1.0] [--one-by-one-widths 0.25,1.0] \
 //!     [--protocols knn,linear,transfer-linear --transfer-data DIR] [--same-budget] [--seeds 0,1,2] [--resume] [--baseline-from DIR] [--set key=value]... [--device cuda]
+//!     [--only dspnet,byol-w1_00]   # just these sub-runs (parallel jobs sharing --out), no report
 //! ```
 //! Writes OUT/report.md, OUT/compare.json, OUT/compare.png and OUT/curves/*.png (atomically) and
 //! one run directory per training (per seed in OUT/seed{s}/ with `--seeds`). `--resume` keeps
@@ -77,6 +78,13 @@ struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Comma-separated sub-runs to train and evaluate, of every seed, and nothing else (no
+    /// report): dspnet, byol-w0_25, byol-w1_00, ... (the folder names in --out). For running the
+    /// trainings as parallel jobs sharing --out (one per GPU or cluster job; implies --resume);
+    /// then the same command without --only, with --resume, keeps them and writes the report.
+    /// Same-budget runs are trained by that last run.
+    #[arg(long, value_delimiter = ',', value_name = "RUNS")]
+    only: Option<Vec<String>>,
     /// Internal: train one sub-run (RUN/compare-request.json) in this process.
     #[arg(long, hide = true, value_name = "RUN")]
     child_train: Option<PathBuf>,
@@ -134,13 +142,17 @@ fn run(args: Args, stop: StopSignal) -> Result<(), CompareError> {
         exe,
         command,
         stop,
+        only: args.only,
     })?;
-    let c = &outcome.comparison;
     println!("kept: {}", if outcome.kept.is_empty() { "-".into() } else { outcome.kept.join(" ") });
     println!("trained: {}", if outcome.trained.is_empty() { "-".into() } else { outcome.trained.join(" ") });
     if !outcome.reused.is_empty() {
         println!("reused: {}", outcome.reused.join(" "));
     }
+    let Some(c) = &outcome.comparison else {
+        println!("--only: no report; once every sub-run is done, rerun without --only (with --resume) to write it");
+        return Ok(());
+    };
     if c.seeds.len() < 2 {
         for r in &c.results {
             println!(

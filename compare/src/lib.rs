@@ -12,13 +12,15 @@
 //! up with error bars and a verdict per width ([`summary`]); draws the kNN monitor's curves of
 //! every width during training ([`curves`]); and writes `compare.json`, `report.md`,
 //! `compare.png` and `curves/*.png` ([`report`]). Finished sub-runs are kept across `--resume`
-//! ([`run`]).
+//! ([`run`]), and sub-runs can train as separate jobs sharing one output folder (`--only`,
+//! [`lock`]).
 
 pub mod child;
 pub mod cost;
 pub mod curves;
 pub mod data;
 pub mod error;
+pub mod lock;
 pub mod plan;
 pub mod report;
 pub mod run;

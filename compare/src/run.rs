@@ -41,11 +41,26 @@
 //! naming what differs. A `budget-w*` run is reused when its configuration matches; one whose
 //! configuration differs only in its schedule (`train.epochs`, `optim.warmup_epochs`: the cut
 //! follows DSPNet's measured wall time, which a new DSPNet run changes) is trained anew in OUT.
+//!
+//! # Sub-runs as separate jobs (`--only NAME,...`)
+//! A comparison's trainings are independent until the report, so they can run at once as
+//! separate jobs sharing OUT (one per GPU, node or cluster job): `--only dspnet` in one,
+//! `--only byol-w1_00` in another, each training (or keeping, or continuing: `--only` implies
+//! `--resume`) and evaluating just its named sub-runs of every seed, and writing no report; then
+//! the same command without `--only`, with `--resume`, keeps them all and writes the report.
+//! Locks ([`crate::lock`]) keep the jobs apart: the first job shards OUT/data and records the
+//! plan while the others wait (OUT's lock); a training holds its sub-run folder's lock, so a
+//! second process asked for a sub-run that is training stops with a one-line error instead of
+//! training it twice; an evaluation waits for that lock, so one started by another process is
+//! finished and read, not repeated. Same-budget runs follow DSPNet's measured time and are
+//! trained by the final run. Jobs that share a machine's cores slow each other down: their wall
+//! times then measure that, not the method.
 
 use crate::child::{ChildRecord, ChildRequest, CHILD_RECORD, REQUEST};
 use crate::cost::{forward_macs, same_budget_split, train_macs, width_steps};
 use crate::curves::{read_curves, CurveSource, RunCurve};
 use crate::error::{CompareError, Result};
+use crate::lock::FolderLock;
 use crate::plan::{one_by_one_config, same_budget_config, Plan};
 use crate::report::{build, write_all, Comparison, Machine, Meta, SeedRuns, SubRun, TrainRecord};
 use crate::seeds::Repeat;
@@ -92,11 +107,23 @@ pub struct CompareRequest {
     pub command: String,
     /// SIGINT/SIGTERM: no new sub-run starts once set.
     pub stop: StopSignal,
+    /// `--only`: train and evaluate only these sub-runs (`dspnet`, `byol-w1_00`, ...) of every
+    /// seed and write no report (see the module docs). `None`: the whole comparison.
+    pub only: Option<Vec<String>>,
+}
+
+impl CompareRequest {
+    /// Whether finished sub-runs are kept and interrupted ones continued: `--resume`, or an
+    /// `--only` job (it shares OUT with the others by design).
+    pub fn resumes(&self) -> bool {
+        self.resume || self.only.is_some()
+    }
 }
 
 /// A finished comparison.
 pub struct Outcome {
-    pub comparison: Comparison,
+    /// `None` with `--only` (no report is written).
+    pub comparison: Option<Comparison>,
     /// Sub-runs kept from an earlier invocation, and sub-runs trained by this one.
     pub kept: Vec<String>,
     pub trained: Vec<String>,
@@ -345,15 +372,26 @@ impl Ctx<'_> {
     ) -> Result<TrainRecord> {
         let name = repeat.name(base);
         let dir = self.req.out.join(&name);
-        if let Some((found, r)) = find_finished(&self.req.out, &repeat.candidates(base), cfg) {
-            tracing::info!(run = found, "kept: trained earlier");
-            self.kept.push(found);
+        if let Some(r) = self.keep_finished(repeat, base, cfg) {
             return Ok(r);
         }
         if kind != "dspnet" {
             if let Some(r) = self.adopt_baseline(repeat, base, kind, cfg)? {
                 return Ok(r);
             }
+        }
+        let Some(_lock) = FolderLock::try_take(&dir)? else {
+            return Err(CompareError::sub_run(
+                &name,
+                format!(
+                    "{name} is being trained by another dspnet-compare in {} (an --only job, or an earlier run still going); let it finish, then rerun with --resume",
+                    self.req.out.display()
+                ),
+            ));
+        };
+        // another process may have finished it between the look above and the lock
+        if let Some(r) = self.keep_finished(repeat, base, cfg) {
+            return Ok(r);
         }
         let mut cfg = cfg.clone();
         // the comparison's kNN monitor; the config's own interference measurement stays
@@ -364,12 +402,11 @@ impl Ctx<'_> {
         if self.req.stop.signal().is_some() {
             return Err(self.interrupted());
         }
-        std::fs::create_dir_all(&dir).map_err(|e| CompareError::io(&dir, e))?;
         for stale in [TRAIN_RECORD, EVAL_RECORD, CHILD_RECORD] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
         let mut request = ChildRequest::first(toml.clone(), self.train_shards.clone(), self.req.device.clone());
-        if self.req.resume {
+        if self.req.resumes() {
             if let Some(next) = next_piece(&dir, &request, cfg)? {
                 tracing::info!(
                     run = name,
@@ -462,6 +499,15 @@ impl Ctx<'_> {
         Ok(record)
     }
 
+    /// The finished training of `base` for `repeat` with `cfg`'s recipe, if one is among its
+    /// candidate folders (then recorded as kept).
+    fn keep_finished(&mut self, repeat: &Repeat, base: &str, cfg: &RunConfig) -> Option<TrainRecord> {
+        let (found, r) = find_finished(&self.req.out, &repeat.candidates(base), cfg)?;
+        tracing::info!(run = found, "kept: trained earlier");
+        self.kept.push(found);
+        Some(r)
+    }
+
     /// `--baseline-from DIR`: copies the finished `base` run of `repeat` in DIR (the first of
     /// its candidate folders that trains the same network as `cfg`) into `OUT/<its name here>`
     /// and returns its record. `Ok(None)`: no baseline folder, or a same-budget run that is
@@ -547,6 +593,8 @@ impl Ctx<'_> {
     /// Record widths are mapped from the config's (ascending) to `nominal`.
     fn ensure_evaluated(&self, name: &str, config_widths: &[f64], nominal: &[f64]) -> Result<Vec<EvalRecord>> {
         let dir = self.req.out.join(name);
+        // another job evaluating this sub-run finishes first; its records are then read below
+        let _lock = FolderLock::wait(&dir)?;
         let path = dir.join(EVAL_RECORD);
         let transfer_data = self.transfer_data();
         if let Some(f) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<EvalFile>(&b).ok()) {
@@ -590,21 +638,16 @@ impl Ctx<'_> {
         let req = self.req;
         let widths = req.plan.widths.clone();
         let seed = repeat.seed;
-        let d_train = self.ensure_trained(repeat, "dspnet", "dspnet", &repeat.apply(dspnet_cfg), &widths)?;
-        let d_evals = self.ensure_evaluated(&d_train.name, &widths, &widths)?;
-        let mut curves = self.curves(&d_train, seed, &widths)?;
-        let dspnet = SubRun { train: d_train, evals: d_evals };
+        let dspnet = self.dspnet_run(repeat, dspnet_cfg)?;
+        let mut curves = self.curves(&dspnet.train, seed, &widths)?;
 
         let mut ones = Vec::new();
         let mut one_cfgs = Vec::new();
         for &w in &req.plan.one_by_one_widths {
-            let base = format!("byol-{}", width_tag(w));
-            let cfg = repeat.apply(&one_by_one_config(&req.plan.base, w)?);
-            let train = self.ensure_trained(repeat, &base, "one-by-one", &cfg, &[w])?;
-            let evals = self.ensure_evaluated(&train.name, &[1.0], &[w])?;
-            check_same_network(&dspnet.evals, &evals, w, &train.name)?;
-            curves.extend(self.curves(&train, seed, &[1.0])?);
-            ones.push(SubRun { train, evals });
+            let (one, cfg) = self.one_by_one_run(repeat, w)?;
+            check_same_network(&dspnet.evals, &one.evals, w, &one.train.name)?;
+            curves.extend(self.curves(&one.train, seed, &[1.0])?);
+            ones.push(one);
             one_cfgs.push(cfg);
         }
 
@@ -627,6 +670,67 @@ impl Ctx<'_> {
         };
         Ok((SeedRuns { seed, dspnet, one: ones, budget }, curves))
     }
+
+    /// DSPNet of `repeat` trained (or kept) and evaluated. `dspnet_cfg`: before the seed.
+    fn dspnet_run(&mut self, repeat: &Repeat, dspnet_cfg: &RunConfig) -> Result<SubRun> {
+        let widths = &self.req.plan.widths;
+        let train = self.ensure_trained(repeat, DSPNET_RUN, "dspnet", &repeat.apply(dspnet_cfg), widths)?;
+        let evals = self.ensure_evaluated(&train.name, widths, widths)?;
+        Ok(SubRun { train, evals })
+    }
+
+    /// The one-by-one network of width `w` of `repeat` trained (or kept, or copied from the
+    /// baseline) and evaluated, with its configuration.
+    fn one_by_one_run(&mut self, repeat: &Repeat, w: f64) -> Result<(SubRun, RunConfig)> {
+        let cfg = repeat.apply(&one_by_one_config(&self.req.plan.base, w)?);
+        let train = self.ensure_trained(repeat, &one_by_one_name(w), "one-by-one", &cfg, &[w])?;
+        let evals = self.ensure_evaluated(&train.name, &[1.0], &[w])?;
+        Ok((SubRun { train, evals }, cfg))
+    }
+
+    /// `--only`: the sub-runs named in `names` of `repeat`, trained (or kept) and evaluated;
+    /// nothing else.
+    fn only_these(&mut self, repeat: &Repeat, dspnet_cfg: &RunConfig, names: &[String]) -> Result<()> {
+        if names.iter().any(|n| n == DSPNET_RUN) {
+            self.dspnet_run(repeat, dspnet_cfg)?;
+        }
+        for &w in &self.req.plan.one_by_one_widths {
+            if names.contains(&one_by_one_name(w)) {
+                self.one_by_one_run(repeat, w)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// DSPNet's sub-run folder name (per seed under `seed{s}/`).
+const DSPNET_RUN: &str = "dspnet";
+
+/// The one-by-one sub-run folder name of width `w` (`byol-w0_25`).
+fn one_by_one_name(w: f64) -> String {
+    format!("byol-{}", width_tag(w))
+}
+
+/// Checks `--only`'s names against the sub-runs the plan trains: DSPNet's and each one-by-one
+/// width's.
+///
+/// Errors: an empty list, or a name that is not one of them (the message lists them).
+fn check_only(names: &[String], plan: &Plan) -> Result<()> {
+    let valid: Vec<String> = std::iter::once(DSPNET_RUN.to_string())
+        .chain(plan.one_by_one_widths.iter().map(|&w| one_by_one_name(w)))
+        .collect();
+    let unknown = names.iter().find(|n| !valid.contains(n));
+    if names.is_empty() || unknown.is_some() {
+        let what = unknown.map_or("an empty list".to_string(), |n| format!("{n:?}"));
+        return Err(CompareError::option(
+            "--only",
+            format!(
+                "--only: {what} is not a sub-run of this comparison; name some of {} (same-budget runs are trained by the run without --only)",
+                valid.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that a one-by-one network has the DSPNet sub-network's exact size: same parameters
@@ -655,18 +759,22 @@ pub fn code_version() -> String {
 }
 
 /// Runs the comparison (see the module docs) and writes OUT/compare.json, report.md and
-/// compare.png.
+/// compare.png; with `--only`, trains and evaluates only the sub-runs named and writes none of
+/// them.
 ///
 /// Errors (one line): an output folder holding another comparison (without `--resume`) or a
-/// different one (with it), missing data, bad shards, a failed or interrupted sub-run (finished
-/// ones are kept).
+/// different one (with it), missing data, bad shards, an `--only` name that is not a sub-run, a
+/// sub-run another process is training, a failed or interrupted sub-run (finished ones are kept).
 pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     parse_device(&req.device)?;
+    if let Some(names) = &req.only {
+        check_only(names, &req.plan)?;
+    }
     // the transfer-linear datasets are checked before anything is written, sharded or trained
     let transfer_linear = req.plan.transfer_linear()?;
     let out = &req.out;
     let plan_path = out.join(PLAN);
-    if plan_path.exists() && !req.resume {
+    if plan_path.exists() && !req.resumes() {
         return Err(CompareError::option(
             "--out",
             format!(
@@ -682,6 +790,9 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         )
     })?;
     dspnet_run::layout::check_writable(out)?;
+    // parallel --only jobs set OUT up one at a time: the first shards the data and records the
+    // plan, the others wait, then reuse and check them
+    let setup = FolderLock::wait(out)?;
     let mut machine = Machine::now();
 
     let baseline = match &req.baseline_from {
@@ -780,7 +891,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     if let Some(dir) = &req.baseline_from {
         for repeat in &repeats {
             for &w in &req.plan.one_by_one_widths {
-                let base = format!("byol-{}", width_tag(w));
+                let base = one_by_one_name(w);
                 let one = repeat.apply(&one_by_one_config(&req.plan.base, w)?);
                 let candidates = repeat.candidates(&base);
                 if find_finished(out, &candidates, &one).is_none() {
@@ -819,6 +930,7 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         Some(_) => {}
         None => dspnet_core::fs::write_atomic(&out.join(PLAN), &serde_json::to_vec_pretty(&record).expect("json"))?,
     }
+    drop(setup);
 
     let mut ctx = Ctx {
         req,
@@ -830,6 +942,12 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         trained: Vec::new(),
         reused: Vec::new(),
     };
+    if let Some(names) = &req.only {
+        for repeat in &repeats {
+            ctx.only_these(repeat, &dspnet_cfg, names)?;
+        }
+        return Ok(Outcome { comparison: None, kept: ctx.kept, trained: ctx.trained, reused: ctx.reused });
+    }
     let widths = req.plan.widths.clone();
     let mut seed_runs = Vec::new();
     let mut curves = Vec::new();
@@ -855,12 +973,31 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
     };
     let comparison = build(meta, &seed_runs, curves);
     write_all(&comparison, out)?;
-    Ok(Outcome { comparison, kept: ctx.kept, trained: ctx.trained, reused: ctx.reused })
+    Ok(Outcome { comparison: Some(comparison), kept: ctx.kept, trained: ctx.trained, reused: ctx.reused })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--only` names DSPNet's and the one-by-one widths' folders (width tags as in OUT), and
+    /// nothing else: not a compared width without a one-by-one network, not a same-budget run.
+    #[test]
+    fn only_accepts_the_planned_sub_runs_and_lists_them_otherwise() {
+        let text = crate::plan::preset("cpu").unwrap().1;
+        let plan = Plan::parse(text, "cpu", &[], None, None, false)
+            .unwrap()
+            .with_one_by_one_widths(Some(vec![0.25, 1.0]))
+            .unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        check_only(&names(&["dspnet"]), &plan).unwrap();
+        check_only(&names(&["byol-w1_00", "byol-w0_25", "dspnet"]), &plan).unwrap();
+        for bad in [&["byol-w0_50"][..], &["dspnet", "budget-w0_25"], &["byol-1.0"], &[]] {
+            let e = check_only(&names(bad), &plan).unwrap_err().to_string();
+            assert!(e.starts_with("--only: ") && e.contains("dspnet, byol-w0_25, byol-w1_00"), "{bad:?}: {e}");
+            assert_eq!(e.lines().count(), 1);
+        }
+    }
 
     fn request(cfg: &RunConfig) -> ChildRequest {
         ChildRequest::first(cfg.to_toml(), vec!["/d/train-000000.tar".into()], "cpu".into())

@@ -118,7 +118,8 @@ impl RunDir {
 /// Errors: [`RunError::Output`], one line naming the folder and the OS reason (read-only,
 /// permission denied, ...).
 pub fn check_writable(dir: &Path) -> Result<()> {
-    let probe = dir.join(".write-test");
+    // named per process: two processes checking one folder at once do not remove each other's
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&probe)?;
         f.write_all(b"ok")?;
