@@ -1,8 +1,9 @@
 //! Folder locks for comparisons that share an output folder: several `dspnet-compare --only`
 //! jobs (one per sub-run, e.g. one per GPU or cluster job) and the final `--resume` that writes
 //! the report. A training or evaluation holds its sub-run folder's lock, so no two processes
-//! train (or evaluate) the same sub-run at once; OUT is set up (the data subset sharded, the plan recorded) under OUT's own lock, so
-//! the first job does it and the others wait and reuse it.
+//! train (or evaluate) the same sub-run at once; OUT is set up (the data subset sharded, the
+//! plan recorded) under OUT's own lock, so the first job does it and the others wait and reuse
+//! it.
 //!
 //! The lock is flock(2) (std's `File::lock`) on `FOLDER/.compare.lock`: advisory, held by the
 //! process until the guard drops, and released by the kernel however the process ends (a killed
