@@ -610,14 +610,23 @@ fn baseline_from_reuses_matching_one_by_one_runs_and_refuses_a_mismatch() {
     let line = |p: &str| stdout.lines().find(|l| l.starts_with(p)).unwrap_or_default().to_string();
     assert_eq!(line("trained: "), "trained: dspnet", "{stdout}");
     assert_eq!(line("reused: "), "reused: byol-w0_50 byol-w1_00", "{stdout}");
-    // the baseline is untouched; its one-by-one runs were copied byte for byte; its data is used
+    // the baseline is untouched; its one-by-one runs were copied byte for byte, but for their
+    // training record, which adds where they were trained; its data is used
     assert!(before == snapshot(&base), "the baseline folder changed");
+    let (cb, ca) = (json(&base.join("compare.json")), json(&abl.join("compare.json")));
     for name in ["byol-w0_50", "byol-w1_00"] {
-        let (theirs, ours) = (snapshot(&base.join(name)), snapshot(&abl.join(name)));
+        let (mut theirs, mut ours) = (snapshot(&base.join(name)), snapshot(&abl.join(name)));
+        let record = std::path::PathBuf::from("compare-train.json");
+        let (t, o) = (theirs.remove(&record).unwrap(), ours.remove(&record).unwrap());
         assert!(theirs == ours, "{name} differs from the baseline's");
+        let (mut t, mut o): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_slice(&t).unwrap(), serde_json::from_slice(&o).unwrap());
+        let origin = o.as_object_mut().unwrap().remove("copied_from").expect("the copy names its origin");
+        assert_eq!(origin, serde_json::json!({"from": base.display().to_string(), "code_version": cb["code_version"]}));
+        assert!(t.as_object_mut().unwrap().remove("copied_from").is_none());
+        assert_eq!(t, o, "{name}: the copy's record differs in more than its origin");
     }
     assert!(!abl.join("data").exists());
-    let (cb, ca) = (json(&base.join("compare.json")), json(&abl.join("compare.json")));
     assert_eq!(cb["train_shards"], ca["train_shards"]);
     // DSPNet ran the ablation: the switches in its config, 1 warm-up step of the full width
     // then 2 sandwich steps: 3 steps at width 1, 2 at width 0.5
@@ -646,20 +655,27 @@ fn baseline_from_reuses_matching_one_by_one_runs_and_refuses_a_mismatch() {
     };
     assert_eq!(one_top1(&cb), one_top1(&ca));
     // ... and the report says which cost figures were measured in the earlier comparison
-    assert_eq!(ca["reused"]["runs"], serde_json::json!(["byol-w0_50", "byol-w1_00"]));
-    assert_eq!(ca["reused"]["code_version"], cb["code_version"]);
+    assert_eq!(ca["reused"][0]["runs"], serde_json::json!(["byol-w0_50", "byol-w1_00"]));
+    assert_eq!(ca["reused"][0]["code_version"], cb["code_version"]);
+    assert_eq!(ca["reused"].as_array().unwrap().len(), 1);
     assert!(cb.get("reused").is_none(), "nothing was reused in the baseline itself");
-    let report = std::fs::read_to_string(abl.join("report.md")).unwrap();
-    assert!(
+    let marks_reused = |report: &str| {
         report.contains("| byol-w0_50 (reused) |")
             && report.contains("| byol-w1_00 (reused) |")
-            && report.contains("| dspnet |"),
-        "{report}"
-    );
-    assert!(
-        report.contains(&format!("Reused (`--baseline-from {}`): byol-w0_50, byol-w1_00", base.display())),
-        "{report}"
-    );
+            && report.contains("| dspnet |")
+            && report.contains(&format!("Reused (`--baseline-from {}`): byol-w0_50, byol-w1_00", base.display()))
+    };
+    let report = std::fs::read_to_string(abl.join("report.md")).unwrap();
+    assert!(marks_reused(&report), "{report}");
+    // ... and still does when the ablation is reported again (--resume keeps every run)
+    let mut again = tiny(&abl, "0.5,1.0", &extra);
+    again.push("--resume".into());
+    let o = run(&again);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && stdout.contains("trained: -"), "{stdout}");
+    let report = std::fs::read_to_string(abl.join("report.md")).unwrap();
+    assert!(marks_reused(&report), "after --resume: {report}");
+    assert_eq!(json(&abl.join("compare.json"))["reused"], ca["reused"]);
 
     // a one-by-one recipe change: refused in one line naming the key, before any training
     let bad = dir.path().join("bad");
@@ -748,6 +764,62 @@ fn a_training_child_stops_when_dspnet_compare_is_killed() {
     while live_children(&needle).contains(&child) {
         assert!(t1.elapsed().as_secs() < 60, "training child {child} still runs 60 s after dspnet-compare was killed");
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Starts a long comparison (DSPNet training for thousands of steps, no periodic checkpoint),
+/// in a process group of its own when `own_group`, and waits until DSPNet is training.
+#[cfg(target_os = "linux")]
+fn long_comparison(out: &Path, own_group: bool) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let args = tiny(out, "0.5,1.0", &["--set", "train.epochs=3000.0"]);
+    let mut cmd = Command::new(BIN);
+    cmd.args(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    if own_group {
+        cmd.process_group(0);
+    }
+    let child = cmd.spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while !out.join("dspnet/metrics.jsonl").exists() {
+        assert!(t0.elapsed().as_secs() < 300, "DSPNet did not start training within 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    child
+}
+
+/// SIGTERM stops a comparison the way it stops `dspnet-stream-train`, whether it is sent to
+/// `dspnet-compare` alone (`kill PID`, a container's PID 1: the parent asks its training child
+/// to stop) or to the whole process group (a scheduler, Ctrl-C: both get it, and the child
+/// counts it once instead of aborting): the training saves a checkpoint part-way (no periodic
+/// ones here, so it can only be the stop's), both processes end within 120 s, and the exit
+/// code is 143.
+#[cfg(target_os = "linux")]
+#[test]
+fn sigterm_stops_the_training_with_a_checkpoint_and_exit_code_143() {
+    let dir = tempfile::tempdir().unwrap();
+    for (case, own_group) in [("alone", false), ("group", true)] {
+        let out = dir.path().join(case);
+        let mut parent = long_comparison(&out, own_group);
+        let target = if own_group { format!("-{}", parent.id()) } else { parent.id().to_string() };
+        assert!(Command::new("kill").args(["-TERM", "--", &target]).status().unwrap().success());
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = parent.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed().as_secs() >= 120 {
+                parent.kill().unwrap();
+                panic!("{case}: dspnet-compare still runs 120 s after SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let needle = out.join("dspnet").display().to_string();
+        assert!(live_children(&needle).is_empty(), "{case}: the training child outlived dspnet-compare");
+        assert_eq!(status.code(), Some(143), "{case}");
+        let state = json(&out.join("dspnet/checkpoint.json"));
+        assert!(u(&state["step"]) > 0 && state["finished"] == false, "{case}: {state}");
+        assert!(!state["position_in_epoch"].is_null(), "{case}: the checkpoint cannot be resumed exactly: {state}");
+        assert!(!out.join("dspnet/compare-train.json").exists(), "{case}");
     }
 }
 
@@ -899,6 +971,53 @@ fn only_jobs_share_an_output_folder_and_the_last_run_reports() {
     let (p, w) = (top1(&par), top1(&whole));
     assert_eq!(p.len(), 1, "knn at the one width with a one-by-one network");
     assert_eq!(p, w);
+
+    // each training records its host and its process's span inside the jobs' time; the report
+    // says one after another for the one-go run, and for the jobs what their spans say
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    let spans = |d: &Path| -> Vec<(f64, f64)> {
+        let c = json(&d.join("compare.json"));
+        c["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert_eq!(r["host"].as_str().unwrap(), host);
+                let s = r["spans"].as_array().unwrap();
+                assert_eq!(s.len(), 1, "one piece");
+                let (a, b) = (f(&s[0][0]), f(&s[0][1]));
+                assert!(a > 1.7e9 && a < b && b - a < 600.0, "span {a}..{b}");
+                (a, b)
+            })
+            .collect()
+    };
+    let time_line = |d: &Path| {
+        let report = std::fs::read_to_string(d.join("report.md")).unwrap();
+        report.lines().find(|l| l.starts_with("- Wall time:")).unwrap().to_string()
+    };
+    let sw = spans(&whole);
+    assert!(sw[0].1 <= sw[1].0 || sw[1].1 <= sw[0].0, "the one-go run's trainings overlap: {sw:?}");
+    assert!(time_line(&whole).contains("one after another"), "{}", time_line(&whole));
+    // an --only job for another recipe is refused, naming --only (it resumes without --resume)
+    let mut other = tiny(&par, "0.5,1.0", &extra);
+    other.extend(["--set", "optim.lr=0.5", "--only", "dspnet"].map(String::from));
+    let o = run(&other);
+    let e = String::from_utf8_lossy(&o.stderr);
+    let last = e.trim().lines().last().unwrap_or_default();
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(last.starts_with("error: --only: ") && last.contains("optim.lr"), "{e}");
+    let sp = spans(&par);
+    let report = std::fs::read_to_string(par.join("report.md")).unwrap();
+    if sp[0].0 < sp[1].1 && sp[1].0 < sp[0].1 {
+        assert!(time_line(&par).contains("at the same time on the same machine"), "{}", time_line(&par));
+        assert!(
+            report.contains("Trained at the same time on the same machine")
+                && report.contains("dspnet with byol-w1_00")
+        );
+    } else {
+        assert!(time_line(&par).contains("one after another"), "{}", time_line(&par));
+        assert!(!report.contains("Trained at the same time"));
+    }
 }
 
 /// A job asked for a sub-run that another process is training stops at once with one line

@@ -11,12 +11,13 @@
 //! ```
 //! Writes OUT/report.md, OUT/compare.json, OUT/compare.png and OUT/curves/*.png (atomically) and
 //! one run directory per training (per seed in OUT/seed{s}/ with `--seeds`). `--resume` keeps
-//! every finished sub-run. Exit code 2 with one line on bad input.
+//! every finished sub-run. Exit code 2 with one line on bad input; 130 or 143 when SIGINT or SIGTERM
+//! stopped it (the running training saves a checkpoint first, so `--resume` continues it).
 
 use clap::Parser;
 use dspnet_compare::plan::preset;
 use dspnet_compare::{run_compare, CompareError, CompareRequest, Plan};
-use dspnet_core::cli::{exit_with, init_logging, StopSignal};
+use dspnet_core::cli::{error_line, exit_with, init_logging, StopSignal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -198,7 +199,14 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let first = "interrupt: the running training saves a checkpoint and stops; rerun with --resume to continue (Ctrl-C again to abort)";
     match StopSignal::install(if args.child_train.is_some() { None } else { Some(first) }) {
-        Ok(stop) => exit_with(run(args, stop)),
+        // interrupted: the shell's code for the signal (130, 143), as dspnet-stream-train
+        Ok(stop) => match run(args, stop.clone()) {
+            Err(e @ CompareError::Interrupted { .. }) => {
+                eprintln!("error: {}", error_line(&e));
+                ExitCode::from(stop.exit_code())
+            }
+            result => exit_with(result),
+        },
         Err(e) => exit_with(Err(format!("cannot handle SIGINT/SIGTERM: {e}"))),
     }
 }

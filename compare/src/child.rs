@@ -15,6 +15,13 @@
 //! step, checkpoints included); the parent also records the child's whole process time
 //! (`process_seconds`: exec, libtorch start-up, network set-up, final checkpoint).
 //!
+//! # Stopping
+//! The parent's standard input pipe to the child is its stop channel: on its first SIGINT or
+//! SIGTERM the parent closes it, and the child then finishes its step, saves a checkpoint and
+//! exits, as on a signal of its own (see [`stop_when_stdin_closes`]); the parent waits for it and
+//! exits with 128 + the signal's number. So `kill PID` of `dspnet-compare` alone stops the
+//! training too, and a signal to the whole process group is still counted once.
+//!
 //! # Pieces
 //! A training interrupted (Ctrl-C, a killed job, a preempted node) is continued from its last
 //! checkpoint by `dspnet-compare --resume` (see `run.rs`): the child then resumes the run
@@ -57,18 +64,40 @@ pub struct ChildRequest {
     /// the run in RUN from its checkpoint (see "Pieces").
     #[serde(default = "first_piece")]
     pub piece: u32,
+    /// When the parent started this piece's process, Unix seconds (0 in requests written before
+    /// it was kept).
+    #[serde(default)]
+    pub started_unix: f64,
+    /// The earlier pieces' process spans (start, end), Unix seconds; an interrupted piece ends
+    /// at its run folder's last write.
+    #[serde(default)]
+    pub earlier_spans: Vec<(f64, f64)>,
 }
 
 impl ChildRequest {
     /// The first piece: the training started from scratch.
     pub fn first(config_toml: String, shards: Vec<String>, device: String) -> Self {
-        ChildRequest { config_toml, shards, device, earlier_seconds: 0.0, start_step: 0, piece: 1 }
+        ChildRequest {
+            config_toml,
+            shards,
+            device,
+            earlier_seconds: 0.0,
+            start_step: 0,
+            piece: 1,
+            started_unix: 0.0,
+            earlier_spans: Vec::new(),
+        }
     }
 
     /// Whether this piece continues the run from its checkpoint.
     pub fn resumes(&self) -> bool {
         self.piece > 1
     }
+}
+
+/// Seconds since the Unix epoch now (0 on a clock set before it).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Serde default of a piece count: one (records written before pieces existed).
@@ -106,6 +135,26 @@ pub struct ChildRecord {
     pub pieces: u32,
 }
 
+/// Stops the training (as SIGTERM would) once the child's standard input reaches its end: the
+/// parent closes that pipe to forward a SIGINT/SIGTERM it received alone (`kill PID`, a
+/// container's PID 1), and it closes when the parent dies. A pipe, not a forwarded signal, so a
+/// signal sent to the whole process group (Ctrl-C, a cluster scheduler) that reaches the child
+/// directly too is not counted twice (a second signal aborts without the final checkpoint).
+fn stop_when_stdin_closes(stop: &StopSignal) {
+    let stop = stop.clone();
+    let watch = move || {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        // bytes the parent never writes are ignored; end of file or an error asks to stop
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        stop.request(libc::SIGTERM);
+    };
+    if let Err(e) = std::thread::Builder::new().name("dspnet-parent-watch".into()).spawn(watch) {
+        tracing::warn!("cannot watch the parent's stop requests: {e}; only signals stop this training");
+    }
+}
+
 /// Asks the kernel to send this process SIGINT when its parent dies (Linux `PR_SET_PDEATHSIG`),
 /// so that a training child does not outlive a killed `dspnet-compare` and keep writing into its
 /// run folder: SIGINT is the Ctrl-C the child already handles (checkpoint, then stop). If the
@@ -126,11 +175,13 @@ fn stop_with_parent(stop: &StopSignal) {
 
 /// The child's side: trains as `RUN/compare-request.json` asks (a fresh run in `RUN`, or the
 /// run there continued from its checkpoint), then writes `RUN/compare-child.json`. `stop`
-/// records SIGINT/SIGTERM (and the parent's death).
+/// records SIGINT/SIGTERM, the end of standard input (the parent's stop request) and the
+/// parent's death.
 ///
 /// Errors: a missing or bad request, training errors, an interrupted run.
 pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
     stop_with_parent(&stop);
+    stop_when_stdin_closes(&stop);
     let req_path = run_dir.join(REQUEST);
     let bytes = std::fs::read(&req_path).map_err(|e| CompareError::io(&req_path, e))?;
     let req: ChildRequest = serde_json::from_slice(&bytes).map_err(|e| {

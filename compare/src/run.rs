@@ -32,8 +32,9 @@
 //! # Reusing the baselines of an earlier comparison (`--baseline-from DIR`)
 //! An ablation of DSPNet changes only DSPNet's configuration: the one-by-one networks are the
 //! same (see [`crate::plan::one_by_one_config`]). With `baseline_from = DIR` the finished
-//! one-by-one sub-runs of the comparison in DIR are COPIED into OUT (DIR is never written) and
-//! kept instead of trained, provided DIR's `compare-plan.json` names the same training and test
+//! one-by-one sub-runs of the comparison in DIR are COPIED into OUT (DIR is never written; the
+//! copy's `compare-train.json` records where it was trained, so every later report of OUT marks
+//! it) and kept instead of trained, provided DIR's `compare-plan.json` names the same training and test
 //! shards as this run (with neither `--train-shards` nor `--test-shards`, DIR's shards, e.g.
 //! DIR/data, are used) and each `byol-w*/compare-train.json` records exactly the configuration
 //! planned now (per seed: `DIR/seed{s}/byol-w*` or, for a comparison without seeds, `DIR/byol-w*`).
@@ -56,13 +57,13 @@
 //! trained by the final run. Jobs that share a machine's cores slow each other down: their wall
 //! times then measure that, not the method.
 
-use crate::child::{ChildRecord, ChildRequest, CHILD_RECORD, REQUEST};
+use crate::child::{unix_now, ChildRecord, ChildRequest, CHILD_RECORD, REQUEST};
 use crate::cost::{forward_macs, same_budget_split, train_macs, width_steps};
 use crate::curves::{read_curves, CurveSource, RunCurve};
 use crate::error::{CompareError, Result};
 use crate::lock::FolderLock;
 use crate::plan::{one_by_one_config, same_budget_config, Plan};
-use crate::report::{build, write_all, Comparison, Machine, Meta, SeedRuns, SubRun, TrainRecord};
+use crate::report::{build, write_all, Comparison, CopiedFrom, Machine, Meta, SeedRuns, SubRun, TrainRecord};
 use crate::seeds::Repeat;
 use dspnet_core::cli::StopSignal;
 use dspnet_eval::{evaluate, EvalRequest, Protocol, TransferLinearSettings};
@@ -241,7 +242,22 @@ fn next_piece(dir: &Path, fresh: &ChildRequest, cfg: &RunConfig) -> Result<Optio
             })?;
         last.earlier_seconds + elapsed
     };
-    Ok(Some(ChildRequest { earlier_seconds, start_step: step, piece: last.piece + 1, ..fresh.clone() }))
+    let mut earlier_spans = last.earlier_spans.clone();
+    if last.started_unix > 0.0 {
+        earlier_spans.push((last.started_unix, last_write(dir).max(last.started_unix)));
+    }
+    Ok(Some(ChildRequest { earlier_seconds, start_step: step, piece: last.piece + 1, earlier_spans, ..fresh.clone() }))
+}
+
+/// When the run folder `dir` was last written (its metrics or checkpoint record), Unix seconds;
+/// 0 when neither can be read.
+fn last_write(dir: &Path) -> f64 {
+    [METRICS, STATE]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok())
+        .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .fold(0.0, f64::max)
 }
 
 /// Seconds of the kNN monitor's evaluations recorded in `dir`'s metrics.jsonl.
@@ -266,16 +282,13 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What `--baseline-from DIR` copied (`None` when nothing was): DIR, its code version from
-/// DIR/compare.json ("unknown" without one) and the copied runs' names.
-fn reused_record(dir: Option<&Path>, runs: &[String]) -> Option<crate::report::Reused> {
-    let dir = dir.filter(|_| !runs.is_empty())?;
-    let code_version = std::fs::read(dir.join("compare.json"))
+/// The code version of the comparison in `dir` (from its compare.json; "unknown" without one).
+fn comparison_version(dir: &Path) -> String {
+    std::fs::read(dir.join("compare.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v["code_version"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "unknown".into());
-    Some(crate::report::Reused { from: dir.display().to_string(), code_version, runs: runs.to_vec() })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The shards of the comparison in `dir` (`--baseline-from`), from its `compare-plan.json`.
@@ -417,19 +430,16 @@ impl Ctx<'_> {
                 request = next;
             }
         }
+        request.started_unix = unix_now();
         dspnet_core::fs::write_atomic(&dir.join(REQUEST), &serde_json::to_vec_pretty(&request).expect("json"))?;
         if !request.resumes() {
             tracing::info!(run = name, "training");
         }
         let t0 = Instant::now();
-        let status =
-            Command::new(&self.req.exe).arg("--child-train").arg(&dir).stdin(Stdio::null()).status().map_err(|e| {
-                CompareError::sub_run(
-                    &name,
-                    format!("cannot start {} for the training of {name}: {e}", self.req.exe.display()),
-                )
-            })?;
+        let status = self.run_child(&name, &dir)?;
         let process_seconds = t0.elapsed().as_secs_f64();
+        let mut spans = request.earlier_spans.clone();
+        spans.push((request.started_unix, unix_now()));
         if !status.success() {
             if self.req.stop.signal().is_some() {
                 return Err(self.interrupted());
@@ -493,10 +503,46 @@ impl Ctx<'_> {
             skipped_nonfinite: child.skipped_nonfinite,
             pieces: child.pieces,
             config_toml: toml,
+            host: dspnet_core::machine::hostname(),
+            spans,
+            copied_from: None,
         };
         dspnet_core::fs::write_atomic(&dir.join(TRAIN_RECORD), &serde_json::to_vec_pretty(&record).expect("json"))?;
         self.trained.push(name);
         Ok(record)
+    }
+
+    /// Runs `dspnet-compare --child-train DIR` for the sub-run `name` and waits for it. The
+    /// child's standard input is a pipe the parent closes on its own first SIGINT/SIGTERM, which
+    /// asks the child to checkpoint and stop (see `child.rs`, "Stopping"): a signal sent to this
+    /// process alone reaches the training too.
+    ///
+    /// Errors: the child cannot be started or waited for.
+    fn run_child(&self, name: &str, dir: &Path) -> Result<std::process::ExitStatus> {
+        let failed = |what: &str, e: std::io::Error| {
+            CompareError::sub_run(
+                name,
+                format!("cannot {what} {} for the training of {name}: {e}", self.req.exe.display()),
+            )
+        };
+        let mut child = Command::new(&self.req.exe)
+            .arg("--child-train")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(|e| failed("start", e))?;
+        // dropping the pipe's write end is the stop request
+        let mut stop_pipe = child.stdin.take();
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| failed("wait for", e))? {
+                return Ok(status);
+            }
+            if stop_pipe.is_some() && self.req.stop.signal().is_some() {
+                tracing::info!(run = name, "asking the training to save a checkpoint and stop");
+                stop_pipe = None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// The finished training of `base` for `repeat` with `cfg`'s recipe, if one is among its
@@ -555,7 +601,13 @@ impl Ctx<'_> {
         }
         copy_dir(&src, &dst)?;
         tracing::info!(run = name, from = %src.display(), "reused from the baseline comparison");
+        // the copy says where it was trained (a copy of a copy keeps the first origin)
         record.name = name.clone();
+        if record.copied_from.is_none() {
+            record.copied_from =
+                Some(CopiedFrom { from: dir.display().to_string(), code_version: comparison_version(dir) });
+        }
+        dspnet_core::fs::write_atomic(&dst.join(TRAIN_RECORD), &serde_json::to_vec_pretty(&record).expect("json"))?;
         self.reused.push(name);
         Ok(Some(record))
     }
@@ -919,10 +971,12 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
                     .map(|o| o.recipe_differences(&dspnet_cfg).join(", "));
                 format!("config keys differ: {}", a.unwrap_or_else(|_| "(unreadable record)".into()))
             };
+            // an --only job resumes without being asked to: name the option the user gave
+            let option = if req.resume { "--resume" } else { "--only" };
             return Err(CompareError::option(
-                "--resume",
+                option,
                 format!(
-                    "--resume: {} was started with another comparison ({what}); drop the changes or choose another --out",
+                    "{option}: {} was started with another comparison ({what}); drop the changes or choose another --out",
                     out.display()
                 ),
             ));
@@ -969,7 +1023,6 @@ pub fn run_compare(req: &CompareRequest) -> Result<Outcome> {
         test_shards,
         seed_folders: req.plan.seeds.is_some(),
         monitor: req.plan.compare.monitor.clone(),
-        reused: reused_record(req.baseline_from.as_deref(), &ctx.reused),
     };
     let comparison = build(meta, &seed_runs, curves);
     write_all(&comparison, out)?;

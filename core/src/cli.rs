@@ -57,7 +57,8 @@ impl StopSignal {
 
     /// Handles SIGINT and SIGTERM on a thread of their own: the first one is recorded (the work
     /// finishes its step, saves and returns) and `first` printed if given; a second one aborts at
-    /// once with exit code 128 + its number and says so. The abort uses `_exit`, which runs no
+    /// once with exit code 128 + its number and says so. A stop asked for with
+    /// [`StopSignal::request`] is not a signal: one signal after it still only stops. The abort uses `_exit`, which runs no
     /// atexit handlers or static destructors: `std::process::exit` would tear libtorch's statics
     /// down under the threads still computing and crash (exit code 139). Nothing finished is lost:
     /// checkpoints are written atomically, so the last saved one stays whole.
@@ -69,8 +70,13 @@ impl StopSignal {
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let handle = stop.clone();
         std::thread::Builder::new().name("dspnet-signals".into()).spawn(move || {
+            let mut received = 0;
             for sig in signals.forever() {
-                if handle.0.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                received += 1;
+                // a stop asked for otherwise (`request`: a parent's, see dspnet-compare's child)
+                // keeps its signal number and does not count as the first signal
+                handle.request(sig);
+                if received > 1 {
                     eprintln!("\naborted: the last saved checkpoint (if any) is kept");
                     // SAFETY: _exit takes an exit status and never returns; it touches no Rust state.
                     unsafe { libc::_exit(128 + sig) };

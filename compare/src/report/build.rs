@@ -48,8 +48,6 @@ pub struct Meta {
     /// Sub-runs in seed folders (see [`Comparison::seed_folders`]).
     pub seed_folders: bool,
     pub monitor: MonitorSection,
-    /// Runs copied by `--baseline-from` (`None` without it or when nothing was copied).
-    pub reused: Option<Reused>,
 }
 
 /// The rows of one seed: one per (protocol, width) where both DSPNet and the one-by-one network
@@ -125,6 +123,7 @@ pub fn build(meta: Meta, seeds: &[SeedRuns], curves: Vec<RunCurve>) -> Compariso
     machine.threads = runs.iter().map(|r| r.threads).collect();
     machine.threads.sort_unstable();
     machine.threads.dedup();
+    let (methods, reused) = (Methods::of(&runs), Reused::of(&runs));
     Comparison {
         command: meta.command,
         code_version: meta.code_version,
@@ -149,8 +148,8 @@ pub fn build(meta: Meta, seeds: &[SeedRuns], curves: Vec<RunCurve>) -> Compariso
         monitor: meta.monitor,
         mean_curves: mean_curves(&curves),
         curves,
-        methods: Methods::default(),
-        reused: meta.reused,
+        methods,
+        reused,
     }
 }
 
@@ -158,6 +157,7 @@ pub fn build(meta: Meta, seeds: &[SeedRuns], curves: Vec<RunCurve>) -> Compariso
 mod tests {
     use super::*;
     use crate::report::markdown::markdown;
+    use crate::report::records::{concurrent, CopiedFrom};
 
     fn rec(name: &str, kind: &str, widths: Vec<f64>, seconds: f64, macs: u64, peak: u64) -> TrainRecord {
         TrainRecord {
@@ -184,6 +184,9 @@ mod tests {
             skipped_nonfinite: 0,
             pieces: 1,
             config_toml: String::new(),
+            host: "h".into(),
+            spans: Vec::new(),
+            copied_from: None,
         }
     }
 
@@ -212,7 +215,6 @@ mod tests {
             test_shards: vec!["b".into()],
             seed_folders,
             monitor: MonitorSection::default(),
-            reused: None,
         }
     }
 
@@ -306,5 +308,88 @@ mod tests {
         }
         let back: Comparison = serde_json::from_slice(&serde_json::to_vec(&c).unwrap()).unwrap();
         assert_eq!(back, c);
+    }
+
+    fn at(name: &str, host: &str, spans: &[(f64, f64)]) -> TrainRecord {
+        TrainRecord { host: host.into(), spans: spans.to_vec(), ..rec(name, "one-by-one", vec![1.0], 1.0, 1, 1) }
+    }
+
+    /// Overlap by hand: a piece of each inside the other's on one host; touching ends, another
+    /// host, or one piece of a two-piece run before and one after do not count.
+    #[test]
+    fn the_wall_time_method_names_trainings_that_shared_a_machine() {
+        let a = at("a", "h", &[(0.0, 10.0)]);
+        let b = at("b", "h", &[(5.0, 20.0)]);
+        let other_host = at("c", "g", &[(0.0, 10.0)]);
+        let after_b = at("d", "h", &[(20.0, 30.0)]);
+        let two_pieces = at("e", "h", &[(30.0, 35.0), (50.0, 60.0)]);
+        let inside_gap = at("f", "h", &[(36.0, 49.0)]);
+        let late = at("g", "h", &[(55.0, 70.0)]);
+        let runs = [a.clone(), b.clone(), other_host, after_b.clone(), two_pieces, inside_gap, late];
+        let pairs = concurrent(&runs);
+        assert_eq!(pairs, vec![("a".into(), "b".into()), ("e".into(), "g".into())]);
+        let t = Methods::of(&runs).time;
+        assert!(t.contains("at the same time on the same machine (parallel jobs): a with b, e with g"), "{t}");
+        let t = Methods::of(&[a.clone(), after_b]).time;
+        assert!(t.ends_with("one after another (their recorded start and end times do not overlap)"), "{t}");
+        let unrecorded = at("old", "", &[]);
+        let t = Methods::of(&[a, unrecorded]).time;
+        assert!(t.contains("not recorded for old"), "{t}");
+    }
+
+    /// Copied runs are grouped by the comparison they came from, in order, whatever seed
+    /// folder they are in; the report marks them and names the trainings that overlapped.
+    #[test]
+    fn reused_runs_and_overlaps_come_from_the_records() {
+        let from = |dir: &str| Some(CopiedFrom { from: dir.into(), code_version: "v1".into() });
+        let runs = [
+            TrainRecord { copied_from: from("x"), ..rec("seed0/byol-w0_50", "one-by-one", vec![0.5], 1.0, 1, 1) },
+            rec("seed0/dspnet", "dspnet", vec![0.5, 1.0], 1.0, 1, 1),
+            TrainRecord { copied_from: from("y"), ..rec("seed1/byol-w0_50", "one-by-one", vec![0.5], 1.0, 1, 1) },
+            TrainRecord { copied_from: from("x"), ..rec("seed1/byol-w1_00", "one-by-one", vec![1.0], 1.0, 1, 1) },
+        ];
+        let r = Reused::of(&runs);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].from.as_str(), r[0].runs.clone()),
+            ("x", vec!["seed0/byol-w0_50".into(), "seed1/byol-w1_00".into()])
+        );
+        assert_eq!((r[1].from.as_str(), r[1].runs.clone()), ("y", vec!["seed1/byol-w0_50".to_string()]));
+
+        let dsp = SubRun {
+            train: TrainRecord {
+                spans: vec![(100.0, 200.0)],
+                ..rec("dspnet", "dspnet", vec![0.5, 1.0], 30.0, 900, 600)
+            },
+            evals: vec![ev(0.5, "knn", 40.0), ev(1.0, "knn", 50.0)],
+        };
+        let one = vec![
+            SubRun {
+                train: TrainRecord {
+                    spans: vec![(150.0, 160.0)],
+                    copied_from: from("base"),
+                    ..rec("byol-w0_50", "one-by-one", vec![0.5], 10.0, 300, 200)
+                },
+                evals: vec![ev(0.5, "knn", 41.5)],
+            },
+            SubRun {
+                train: TrainRecord {
+                    spans: vec![(200.0, 260.0)],
+                    ..rec("byol-w1_00", "one-by-one", vec![1.0], 50.0, 1200, 400)
+                },
+                evals: vec![ev(1.0, "knn", 45.0)],
+            },
+        ];
+        let c = build(meta(false), &[SeedRuns { seed: 0, dspnet: dsp, one, budget: None }], Vec::new());
+        let md = markdown(&c);
+        for want in [
+            "| byol-w0_50 (reused) |",
+            "| byol-w1_00 |",
+            "Reused (`--baseline-from base`): byol-w0_50 copied from that comparison (code version `v1`)",
+            "Trained at the same time on the same machine (parallel jobs, e.g. `--only`): dspnet with byol-w0_50.",
+            "- Wall time: wall time of each training loop",
+        ] {
+            assert!(md.contains(want), "{want} not in\n{md}");
+        }
     }
 }

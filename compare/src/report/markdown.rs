@@ -5,7 +5,7 @@
 //! they share.
 
 use crate::report::curves_section::curves_section;
-use crate::report::records::{base_name, Comparison, CostLine, Ratios};
+use crate::report::records::{base_name, concurrent, Comparison, CostLine, Ratios};
 use crate::summary::{Paired, Spread, VERDICT_RULE};
 use dspnet_core::stats::{mean, sample_std};
 
@@ -171,8 +171,7 @@ fn cost_section(c: &Comparison) -> String {
         );
     }
     s += "| training | widths | wall time (s) | steps | training FLOPs (GMACs) | peak memory (MB) | peak above start-up (MB) |\n|---|---|---:|---:|---:|---:|---:|\n";
-    let reused =
-        |name: &str| c.reused.as_ref().is_some_and(|r| r.runs.iter().any(|n| n == name || base_name(n) == name));
+    let reused = |name: &str| c.reused.iter().any(|r| r.runs.iter().any(|n| n == name || base_name(n) == name));
     let line = |l: &CostLine| {
         format!(
             "| {}{} | {} | {:.1} | {} | {:.3} | {:.0} | {:.0} |\n",
@@ -227,7 +226,7 @@ fn cost_section(c: &Comparison) -> String {
             spread(|q| q.peak_memory_vs_largest)
         );
     }
-    if let Some(u) = &c.reused {
+    for u in &c.reused {
         s += &format!(
             "Reused (`--baseline-from {}`): {} copied from that comparison (code version `{}`), not trained here; \
              their wall time, FLOPs and memory were measured when it ran, so the ratios compare runs from two sessions \
@@ -235,6 +234,16 @@ fn cost_section(c: &Comparison) -> String {
             u.from,
             u.runs.join(", "),
             u.code_version
+        );
+    }
+    let pairs = concurrent(&c.runs);
+    if !pairs.is_empty() {
+        let list: Vec<String> = pairs.iter().map(|(a, b)| format!("{a} with {b}")).collect();
+        s += &format!(
+            "Trained at the same time on the same machine (parallel jobs, e.g. `--only`): {}. Their wall times include the \
+             slowdown of sharing its cores, memory bandwidth or GPU, so the wall-time ratio is not the method's alone; \
+             FLOPs and peak memory are not affected.\n\n",
+            list.join(", ")
         );
     }
     let pieces: Vec<String> =
@@ -248,7 +257,7 @@ fn cost_section(c: &Comparison) -> String {
         );
     }
     s += &format!(
-        "Peak memory of DSPNet's training over the largest single one-by-one training (they run one after another): {}. \
+        "Peak memory of DSPNet's training over the largest single one-by-one training (each in its own process): {}. \
          Every training process holds libtorch and the loader from its start-up (the first memory column counts it once per training), \
          the second memory column leaves it out.\n\n",
         opt_ratio(r.peak_memory_vs_largest)

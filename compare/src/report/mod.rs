@@ -21,7 +21,8 @@ pub use build::{build, Meta, SeedRuns, SubRun};
 pub use markdown::markdown;
 pub use plot::plot;
 pub use records::{
-    Comparison, Cost, CostLine, Machine, Methods, Ratios, ResultRow, Reused, SameBudget, SeedCost, TrainRecord,
+    Comparison, CopiedFrom, Cost, CostLine, Machine, Methods, Ratios, ResultRow, Reused, SameBudget, SeedCost,
+    TrainRecord,
 };
 
 use crate::error::Result;

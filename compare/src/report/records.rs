@@ -58,6 +58,28 @@ pub struct TrainRecord {
     /// The run configuration trained (TOML); a sub-run is kept on `--resume` only when it
     /// equals the one asked for.
     pub config_toml: String,
+    /// The host that trained it and the wall-clock span of each piece's training process (Unix
+    /// seconds: start, end), so a report can tell trainings that shared a machine at the same
+    /// time (parallel `--only` jobs) from ones that ran one after another. Empty in records
+    /// written before dspnet-compare kept them.
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub spans: Vec<(f64, f64)>,
+    /// Set when `--baseline-from` copied this run from an earlier comparison: where it was
+    /// trained. Kept in the copy's record, so every later report (after `--resume`, `--only`
+    /// jobs, or a copy of the copy) still says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<CopiedFrom>,
+}
+
+/// The comparison a copied run was trained in (see [`TrainRecord::copied_from`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedFrom {
+    /// Its `--out` folder, as given to `--baseline-from`.
+    pub from: String,
+    /// Its code version (from its compare.json; "unknown" when it has none).
+    pub code_version: String,
 }
 
 /// One row of the accuracy table: one seed, width and protocol.
@@ -285,13 +307,14 @@ pub struct Comparison {
     pub mean_curves: Vec<MeanCurve>,
     /// How FLOPs, memory and time were measured.
     pub methods: Methods,
-    /// `--baseline-from`: the runs copied from an earlier comparison (their costs were measured
-    /// there, not in this run). Absent when every run was trained here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reused: Option<Reused>,
+    /// `--baseline-from`: the runs copied from earlier comparisons (their costs were measured
+    /// there, not in this run), one entry per comparison they came from. Absent when every run
+    /// was trained here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reused: Vec<Reused>,
 }
 
-/// Runs copied from an earlier comparison by `--baseline-from`.
+/// Runs copied from one earlier comparison by `--baseline-from`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reused {
     /// The earlier comparison's `--out` folder, as given.
@@ -300,6 +323,26 @@ pub struct Reused {
     pub code_version: String,
     /// Names of the copied runs, e.g. `byol-w0_25`.
     pub runs: Vec<String>,
+}
+
+impl Reused {
+    /// The copied runs among `runs`, grouped by the comparison they came from (in order of
+    /// first appearance).
+    pub fn of(runs: &[TrainRecord]) -> Vec<Reused> {
+        let mut out: Vec<Reused> = Vec::new();
+        for r in runs {
+            let Some(c) = &r.copied_from else { continue };
+            match out.iter_mut().find(|u| u.from == c.from && u.code_version == c.code_version) {
+                Some(u) => u.runs.push(r.name.clone()),
+                None => out.push(Reused {
+                    from: c.from.clone(),
+                    code_version: c.code_version.clone(),
+                    runs: vec![r.name.clone()],
+                }),
+            }
+        }
+        out
+    }
 }
 
 /// The measurement methods, stated in compare.json and the report.
@@ -314,12 +357,63 @@ pub struct Methods {
     pub monitor: String,
 }
 
+/// How wall time is measured, before what is known of the trainings' order.
+const TIME: &str = "wall time of each training loop (first batch to last step, checkpoints included) minus the seconds of the kNN monitor's evaluations (recorded in metrics.jsonl), each training in its own process";
+
+impl TrainRecord {
+    /// Whether this training and `other` ran on the same host at the same time (some piece of
+    /// each overlapping the other's); false when either recorded no host or spans.
+    pub fn overlaps(&self, other: &TrainRecord) -> bool {
+        !self.host.is_empty()
+            && self.host == other.host
+            && self.spans.iter().any(|a| other.spans.iter().any(|b| a.0 < b.1 && b.0 < a.1))
+    }
+}
+
+/// The pairs of `runs` (by name) that trained on the same host at the same time.
+pub fn concurrent(runs: &[TrainRecord]) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for (i, a) in runs.iter().enumerate() {
+        for b in &runs[i + 1..] {
+            if a.overlaps(b) {
+                pairs.push((a.name.clone(), b.name.clone()));
+            }
+        }
+    }
+    pairs
+}
+
+impl Methods {
+    /// The methods of a comparison of `runs`: the wall-time line says whether they ran one
+    /// after another, which of them shared a machine at the same time (their times then include
+    /// that contention), or that their times were not recorded.
+    pub fn of(runs: &[TrainRecord]) -> Self {
+        let pairs = concurrent(runs);
+        let unknown: Vec<&str> = runs.iter().filter(|r| r.spans.is_empty()).map(|r| r.name.as_str()).collect();
+        let time = if !pairs.is_empty() {
+            let list: Vec<String> = pairs.iter().map(|(a, b)| format!("{a} with {b}")).collect();
+            format!(
+                "{TIME}; some trained at the same time on the same machine (parallel jobs): {}; their wall times include the slowdown of sharing it",
+                list.join(", ")
+            )
+        } else if unknown.is_empty() {
+            format!("{TIME}, one after another (their recorded start and end times do not overlap)")
+        } else {
+            format!(
+                "{TIME}; start and end times not recorded for {} (an older dspnet-compare): whether they overlapped others is not known",
+                unknown.join(", ")
+            )
+        };
+        Methods { time, ..Methods::default() }
+    }
+}
+
 impl Default for Methods {
     fn default() -> Self {
         Methods {
             flops: "counted multiply-accumulates (convolutions and the heads' linear layers): per image and step, both views through the momentum teacher once (forward) and through the online network at every width the sandwich rule chose that step (forward + backward = 3 x forward); steps per width read from metrics.jsonl; the optimiser and EMA updates, BN, ReLU and the loss are not counted".into(),
             memory: "peak resident set size (VmHWM of /proc/self/status) of each training's own child process, read when its training finished; each process trains once, so the peak is that training's alone (libtorch, loader, networks, optimiser state, activations)".into(),
-            time: "wall time of each training loop (first batch to last step, checkpoints included) minus the seconds of the kNN monitor's evaluations (recorded in metrics.jsonl), each training alone in its own process, one after another".into(),
+            time: format!("{TIME}, one after another"),
             one_by_one: "plain BYOL (method.name = \"byol\", the same code path) on its own network of exactly that width: base_channels x w, heads.hidden x w, teacher at that width; same shards, augmentations, optimiser, schedule, epochs and seed".into(),
             same_budget: "DSPNet's training wall time split equally over the widths; each one-by-one run gets floor(share / its measured seconds per step) steps, with its schedules (cosine, warm-up) planned for that length".into(),
             seeds: "a seed sets train.seed and loader.seed of every sub-run of both sides (initial weights, the sandwich rule's draws, the data order); the data subset is the same for every seed; DSPNet and one-by-one are paired by seed".into(),
