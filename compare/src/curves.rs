@@ -210,6 +210,34 @@ pub fn png_name(axis: &str, width: f64) -> String {
     format!("curves/{axis}-{}.png", width_tag(width))
 }
 
+/// The chart lines of `width` against `axis` ("steps": optimiser steps; otherwise training
+/// GFLOPs): per side (DSPNet, one-by-one) its mean over the seeds, bold with dots, and with two
+/// or more seeds its minimum and maximum, thin, all three in that side's colour.
+fn width_series(curves: &[MeanCurve], width: f64, axis: &str) -> Vec<Series> {
+    let x = |p: &MeanPoint| if axis == "steps" { p.step as f64 } else { 2.0 * p.train_macs / 1e9 };
+    let mut series = Vec::new();
+    for (colour, c) in curves.iter().filter(|c| (c.width - width).abs() <= 1e-9 && !c.points.is_empty()).enumerate() {
+        let who = side(&c.kind);
+        let mean_label = match c.seeds.as_slice() {
+            [s] => format!("{who}, seed {s}"),
+            s => format!("{who}, mean of {} seeds", s.len()),
+        };
+        let line = |label: String, y: fn(&MeanPoint) -> f64, thin: bool| Series {
+            label,
+            points: c.points.iter().map(|p| (x(p), y(p))).collect(),
+            point_labels: Vec::new(),
+            colour: Some(colour),
+            thin,
+        };
+        series.push(line(mean_label, |p| p.top1_mean, false));
+        if c.seeds.len() > 1 {
+            series.push(line(format!("{who}, min over seeds"), |p| p.top1_min, true));
+            series.push(line(format!("{who}, max over seeds"), |p| p.top1_max, true));
+        }
+    }
+    series
+}
+
 /// Draws, for every width of `curves`, its curves against optimiser steps and against training
 /// GFLOPs (log axis) into `out/curves/`: each side's mean over the seeds and, with two or more
 /// seeds, their minimum and maximum at each step. Returns the files written (relative to `out`).
@@ -228,25 +256,7 @@ pub fn plot_curves(curves: &[MeanCurve], out: &Path) -> Result<Vec<PathBuf>> {
         for (axis, x_label, x_log) in
             [("steps", "optimiser steps", false), ("flops", "training GFLOPs (2 x counted MACs)", true)]
         {
-            let x = |p: &MeanPoint| if axis == "steps" { p.step as f64 } else { 2.0 * p.train_macs / 1e9 };
-            let mut series = Vec::new();
-            for c in curves.iter().filter(|c| (c.width - w).abs() <= 1e-9 && !c.points.is_empty()) {
-                let who = side(&c.kind);
-                let mean_label = match c.seeds.as_slice() {
-                    [s] => format!("{who}, seed {s}"),
-                    s => format!("{who}, mean of {} seeds", s.len()),
-                };
-                let line = |label: String, y: fn(&MeanPoint) -> f64| Series {
-                    label,
-                    points: c.points.iter().map(|p| (x(p), y(p))).collect(),
-                    point_labels: Vec::new(),
-                };
-                series.push(line(mean_label, |p| p.top1_mean));
-                if c.seeds.len() > 1 {
-                    series.push(line(format!("{who}, min over seeds"), |p| p.top1_min));
-                    series.push(line(format!("{who}, max over seeds"), |p| p.top1_max));
-                }
-            }
+            let series = width_series(curves, w, axis);
             if series.is_empty() {
                 continue;
             }
@@ -368,6 +378,18 @@ mod tests {
             curve("one-by-one", 0, 0.5, &[(1, 11.0), (2, 13.0)]),
             curve("one-by-one", 1, 0.5, &[(1, 10.0), (2, 17.0)]),
         ];
+        // each side one colour: its mean bold, its min and max thin
+        let lines: Vec<(String, Option<usize>, bool)> =
+            width_series(&mean_curves(&c), 0.5, "steps").into_iter().map(|s| (s.label, s.colour, s.thin)).collect();
+        let want = [
+            ("DSPNet, mean of 2 seeds", 0, false),
+            ("DSPNet, min over seeds", 0, true),
+            ("DSPNet, max over seeds", 0, true),
+            ("one-by-one, mean of 2 seeds", 1, false),
+            ("one-by-one, min over seeds", 1, true),
+            ("one-by-one, max over seeds", 1, true),
+        ];
+        assert_eq!(lines, want.map(|(l, c, t)| (l.to_string(), Some(c), t)));
         let written = plot_curves(&mean_curves(&c), dir.path()).unwrap();
         assert_eq!(written, vec![PathBuf::from("curves/steps-w0_50.png"), PathBuf::from("curves/flops-w0_50.png")]);
         for f in &written {

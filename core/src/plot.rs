@@ -21,6 +21,11 @@ pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
     pub point_labels: Vec<String>,
+    /// Colour: an index into the palette (`None`: the series' position in the chart), so
+    /// several series can share one (a mean and its min/max band).
+    pub colour: Option<usize>,
+    /// Drawn as a thin line without dots (a band's edge, e.g. min or max over seeds).
+    pub thin: bool,
 }
 
 /// Where the legend goes.
@@ -107,12 +112,15 @@ impl LineChart {
             .build_cartesian_2d(x, y0..y1)?;
         chart.configure_mesh().x_labels(6).x_desc(&self.x_label).y_desc(&self.y_label).draw()?;
         for (i, s) in self.series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = Palette99::pick(s.colour.unwrap_or(i)).to_rgba();
+            let (width, color) = if s.thin { (1, color.mix(0.6)) } else { (2, color) };
             chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
+                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(width)))?
                 .label(&s.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
+            if !s.thin {
+                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+            }
             if !s.point_labels.is_empty() {
                 chart.draw_series(
                     s.points

@@ -544,6 +544,7 @@ pub fn plot(profile: &Profile, records: &[EvalRecord], batch_size: i64, path: &P
                 label,
                 points: pts.iter().map(|p| (p.0, p.1)).collect(),
                 point_labels: pts.iter().map(|p| format!("{:?}x", p.2)).collect(),
+                ..Default::default()
             });
         }
     }
