@@ -663,7 +663,10 @@ fn baseline_from_reuses_matching_one_by_one_runs_and_refuses_a_mismatch() {
         report.contains("| byol-w0_50 (reused) |")
             && report.contains("| byol-w1_00 (reused) |")
             && report.contains("| dspnet |")
-            && report.contains(&format!("Reused (`--baseline-from {}`): byol-w0_50, byol-w1_00", base.display()))
+            && report.contains(&format!(
+                "Reused: byol-w0_50, byol-w1_00 trained in the comparison in {} (code version",
+                base.display()
+            ))
     };
     let report = std::fs::read_to_string(abl.join("report.md")).unwrap();
     assert!(marks_reused(&report), "{report}");

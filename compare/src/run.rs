@@ -604,8 +604,10 @@ impl Ctx<'_> {
         // the copy says where it was trained (a copy of a copy keeps the first origin)
         record.name = name.clone();
         if record.copied_from.is_none() {
+            // absolute: the record outlives the working folder it was typed in
+            let from = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
             record.copied_from =
-                Some(CopiedFrom { from: dir.display().to_string(), code_version: comparison_version(dir) });
+                Some(CopiedFrom { from: from.display().to_string(), code_version: comparison_version(dir) });
         }
         dspnet_core::fs::write_atomic(&dst.join(TRAIN_RECORD), &serde_json::to_vec_pretty(&record).expect("json"))?;
         self.reused.push(name);

@@ -331,7 +331,7 @@ mod tests {
         let t = Methods::of(&runs).time;
         assert!(t.contains("at the same time on the same machine (parallel jobs): a with b, e with g"), "{t}");
         let t = Methods::of(&[a.clone(), after_b]).time;
-        assert!(t.ends_with("one after another (their recorded start and end times do not overlap)"), "{t}");
+        assert!(t.contains("one after another (the recorded spans of their training processes do not overlap;"), "{t}");
         let unrecorded = at("old", "", &[]);
         let t = Methods::of(&[a, unrecorded]).time;
         assert!(t.contains("not recorded for old"), "{t}");
@@ -385,7 +385,7 @@ mod tests {
         for want in [
             "| byol-w0_50 (reused) |",
             "| byol-w1_00 |",
-            "Reused (`--baseline-from base`): byol-w0_50 copied from that comparison (code version `v1`)",
+            "Reused: byol-w0_50 trained in the comparison in base (code version `v1`) and copied here by `--baseline-from`",
             "Trained at the same time on the same machine (parallel jobs, e.g. `--only`): dspnet with byol-w0_50.",
             "- Wall time: wall time of each training loop",
         ] {

@@ -228,11 +228,11 @@ fn cost_section(c: &Comparison) -> String {
     }
     for u in &c.reused {
         s += &format!(
-            "Reused (`--baseline-from {}`): {} copied from that comparison (code version `{}`), not trained here; \
-             their wall time, FLOPs and memory were measured when it ran, so the ratios compare runs from two sessions \
-             (same machine only if that comparison ran on this one).\n\n",
-            u.from,
+            "Reused: {} trained in the comparison in {} (code version `{}`) and copied here by `--baseline-from` \
+             (from that folder or from a copy of it), not trained here; their wall time, FLOPs and memory were measured \
+             when it ran, so the ratios compare runs from two sessions (same machine only if that comparison ran on this one).\n\n",
             u.runs.join(", "),
+            u.from,
             u.code_version
         );
     }

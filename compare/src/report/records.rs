@@ -76,7 +76,7 @@ pub struct TrainRecord {
 /// The comparison a copied run was trained in (see [`TrainRecord::copied_from`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopiedFrom {
-    /// Its `--out` folder, as given to `--baseline-from`.
+    /// Its `--out` folder (absolute), where the run was trained.
     pub from: String,
     /// Its code version (from its compare.json; "unknown" when it has none).
     pub code_version: String,
@@ -317,7 +317,7 @@ pub struct Comparison {
 /// Runs copied from one earlier comparison by `--baseline-from`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reused {
-    /// The earlier comparison's `--out` folder, as given.
+    /// The earlier comparison's `--out` folder (absolute), where the runs were trained.
     pub from: String,
     /// Its code version (from its compare.json; "unknown" when it has none).
     pub code_version: String,
@@ -397,7 +397,9 @@ impl Methods {
                 list.join(", ")
             )
         } else if unknown.is_empty() {
-            format!("{TIME}, one after another (their recorded start and end times do not overlap)")
+            format!(
+                "{TIME}, one after another (the recorded spans of their training processes do not overlap; evaluations and other work on the machine are not recorded)"
+            )
         } else {
             format!(
                 "{TIME}; start and end times not recorded for {} (an older dspnet-compare): whether they overlapped others is not known",
