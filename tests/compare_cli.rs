@@ -741,7 +741,8 @@ fn live_children(needle: &str) -> Vec<u32> {
 /// A training child must not outlive a killed `dspnet-compare` (it would keep writing into a run
 /// folder that a new comparison may be using): the parent is SIGKILLed mid-training, so it
 /// cannot forward anything, and the child (thousands of steps left) must be gone within 60 s.
-/// Without `PR_SET_PDEATHSIG` it keeps training for minutes.
+/// The killed parent's end of the child's stdin pipe is closed by the kernel, which stops it;
+/// without that it keeps training for minutes.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_training_child_stops_when_dspnet_compare_is_killed() {

@@ -20,7 +20,8 @@
 //! SIGTERM the parent closes it, and the child then finishes its step, saves a checkpoint and
 //! exits, as on a signal of its own (see [`stop_when_stdin_closes`]); the parent waits for it and
 //! exits with 128 + the signal's number. So `kill PID` of `dspnet-compare` alone stops the
-//! training too, and a signal to the whole process group is still counted once.
+//! training too, a signal to the whole process group is still counted once, and a killed parent
+//! (its end of the pipe closed by the kernel) stops the training as well.
 //!
 //! # Pieces
 //! A training interrupted (Ctrl-C, a killed job, a preempted node) is continued from its last
@@ -137,7 +138,9 @@ pub struct ChildRecord {
 
 /// Stops the training (as SIGTERM would) once the child's standard input reaches its end: the
 /// parent closes that pipe to forward a SIGINT/SIGTERM it received alone (`kill PID`, a
-/// container's PID 1), and it closes when the parent dies. A pipe, not a forwarded signal, so a
+/// container's PID 1), and the kernel closes it when the parent dies however it dies (even
+/// SIGKILL, or before this thread started), so a training child never outlives a killed
+/// `dspnet-compare` and keeps writing into its run folder. A pipe, not a forwarded signal, so a
 /// signal sent to the whole process group (Ctrl-C, a cluster scheduler) that reaches the child
 /// directly too is not counted twice (a second signal aborts without the final checkpoint).
 fn stop_when_stdin_closes(stop: &StopSignal) {
@@ -155,24 +158,6 @@ fn stop_when_stdin_closes(stop: &StopSignal) {
     }
 }
 
-/// Asks the kernel to send this process SIGINT when its parent dies (Linux `PR_SET_PDEATHSIG`),
-/// so that a training child does not outlive a killed `dspnet-compare` and keep writing into its
-/// run folder: SIGINT is the Ctrl-C the child already handles (checkpoint, then stop). If the
-/// parent is already gone (re-parented before the call), `stop` is set at once. Elsewhere a no-op.
-fn stop_with_parent(stop: &StopSignal) {
-    #[cfg(target_os = "linux")]
-    {
-        let parent = std::os::unix::process::parent_id();
-        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
-        let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT as libc::c_ulong, 0, 0, 0) };
-        if rc == 0 && std::os::unix::process::parent_id() != parent {
-            stop.request(libc::SIGINT);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = stop;
-}
-
 /// The child's side: trains as `RUN/compare-request.json` asks (a fresh run in `RUN`, or the
 /// run there continued from its checkpoint), then writes `RUN/compare-child.json`. `stop`
 /// records SIGINT/SIGTERM, the end of standard input (the parent's stop request) and the
@@ -180,7 +165,6 @@ fn stop_with_parent(stop: &StopSignal) {
 ///
 /// Errors: a missing or bad request, training errors, an interrupted run.
 pub fn child_train(run_dir: &Path, stop: StopSignal) -> Result<()> {
-    stop_with_parent(&stop);
     stop_when_stdin_closes(&stop);
     let req_path = run_dir.join(REQUEST);
     let bytes = std::fs::read(&req_path).map_err(|e| CompareError::io(&req_path, e))?;
